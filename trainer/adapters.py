@@ -1,0 +1,300 @@
+"""Named PEFT LoRA adapters on one frozen base network (DESIGN.md decision 2, METHOD.md 5.8).
+
+Student, teachers and the MAR anchor are adapters on the same denoiser: memory is base + K adapters, not K models.
+PEFT's own switching marks whichever adapter is active as trainable; here trainability is a property of the adapter
+(``trainable=True`` for the student only), restored after every switch. Adapters are saved in the layout that
+``peft.PeftModel.save_pretrained`` writes (``adapter_config.json`` + ``adapter_model.safetensors`` with
+``base_model.model.`` keys), which is also how Flow-GRPO publishes its LoRA checkpoints, plus our
+``manifest.json`` (base model, adapter config, step, git sha).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+SD3_LORA_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+)
+_PEFT_PREFIX = "base_model.model."
+_TRAINABLE_ATTR = "_flow_opd_trainable_adapters"
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA hyperparameters; the defaults are Flow-GRPO's SD3.5-M recipe (r 32, alpha 64, gaussian init)."""
+
+    rank: int = 32
+    alpha: int = 64
+    targets: tuple[str, ...] = SD3_LORA_TARGETS
+    init: str = "gaussian"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+
+    def peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        init: bool | str = True if self.init == "default" else self.init
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            target_modules=list(self.targets),
+            init_lora_weights=init,
+            lora_dropout=self.dropout,
+        )
+
+
+@dataclass
+class AdapterInfo:
+    """What is known about a loaded adapter: where from, its PEFT config and our manifest (if any)."""
+
+    name: str
+    source: str
+    config: dict[str, Any]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_model(self) -> str | None:
+        return self.manifest.get("base_model") or self.config.get("base_model_name_or_path")
+
+
+class AdapterNotFoundError(FileNotFoundError):
+    """An adapter path or hub id that cannot be found (offline, or a typo)."""
+
+
+def _tuner_layers(module: nn.Module) -> Iterator[nn.Module]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for m in module.modules():
+        if isinstance(m, BaseTunerLayer):
+            yield m
+
+
+def adapter_names(module: nn.Module) -> list[str]:
+    """Names of the adapters attached to ``module``, in insertion order."""
+    return list(getattr(module, "peft_config", {}).keys())
+
+
+def _sync_grads(module: nn.Module) -> None:
+    """Trainable adapters require grad, every other adapter and the base stay frozen."""
+    trainable: set[str] = getattr(module, _TRAINABLE_ATTR, set())
+    for pname, p in module.named_parameters():
+        if "lora_" not in pname:
+            continue
+        p.requires_grad_(any(f".{name}." in pname for name in trainable))
+
+
+def add_lora(module: nn.Module, name: str, spec: LoraSpec, *, trainable: bool = False) -> None:
+    """Attach a new LoRA adapter ``name`` (zero delta: B starts at 0) and make it the active one."""
+    from peft import inject_adapter_in_model
+
+    if name in adapter_names(module):
+        raise ValueError(f"adapter {name!r} already exists on this model: {adapter_names(module)}")
+    for p in module.parameters():
+        p.requires_grad_(False)
+    inject_adapter_in_model(spec.peft_config(), module, adapter_name=name)
+    if trainable:
+        _mark_trainable(module, name, True)
+    activate(module, name)
+
+
+def activate(module: nn.Module, name: str) -> None:
+    """Make adapter ``name`` the one the forward pass uses (and re-enable adapters if they were disabled)."""
+    names = adapter_names(module)
+    if name not in names:
+        raise KeyError(f"no adapter {name!r} on this model; attached: {names}")
+    for layer in _tuner_layers(module):
+        layer.set_adapter(name, inference_mode=True)
+        layer._disable_adapters = False
+    _sync_grads(module)
+
+
+def active_adapter(module: nn.Module) -> str | None:
+    """The active adapter's name, or None when adapters are disabled or absent."""
+    for layer in _tuner_layers(module):
+        if layer.disable_adapters:
+            return None
+        return layer.active_adapters[0]
+    return None
+
+
+@contextmanager
+def using(module: nn.Module, name: str | None) -> Iterator[None]:
+    """Run with adapter ``name`` active (``None``: the base, adapters disabled); restores the previous state."""
+    previous = active_adapter(module)
+    if name is None:
+        _set_enabled(module, False)
+    else:
+        activate(module, name)
+    try:
+        yield
+    finally:
+        if previous is None:
+            _set_enabled(module, False)
+        else:
+            activate(module, previous)
+
+
+def disabled(module: nn.Module) -> Any:
+    """Context: run the base network with every adapter off (the KL reference in GRPO)."""
+    return using(module, None)
+
+
+def _set_enabled(module: nn.Module, enabled: bool) -> None:
+    for layer in _tuner_layers(module):
+        layer._disable_adapters = not enabled
+    _sync_grads(module)
+
+
+def set_trainable(module: nn.Module, name: str, trainable: bool) -> None:
+    """Mark adapter ``name`` trainable or frozen."""
+    if name not in adapter_names(module):
+        raise KeyError(f"no adapter {name!r} on this model; attached: {adapter_names(module)}")
+    _mark_trainable(module, name, trainable)
+    _sync_grads(module)
+
+
+def _mark_trainable(module: nn.Module, name: str, trainable: bool) -> None:
+    names: set[str] = getattr(module, _TRAINABLE_ATTR, set())
+    (names.add if trainable else names.discard)(name)
+    setattr(module, _TRAINABLE_ATTR, names)
+
+
+def adapter_state(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """The adapter's weights with PEFT's saved key names (``base_model.model.<path>.lora_A.weight``)."""
+    from peft import get_peft_model_state_dict
+
+    sd = get_peft_model_state_dict(module, adapter_name=name)
+    return {_PEFT_PREFIX + k: v.detach().clone() for k, v in sd.items()}
+
+
+def load_adapter_state(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    """Load weights in PEFT's saved key format into the existing adapter ``name``; every key must match."""
+    from peft import set_peft_model_state_dict
+
+    stripped = {k.removeprefix(_PEFT_PREFIX): v for k, v in state.items()}
+    result = set_peft_model_state_dict(module, stripped, adapter_name=name)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise ValueError(
+            f"adapter {name!r}: {len(unexpected)} weights do not fit this model, e.g. {unexpected[:3]} "
+            "(is it a LoRA for another base model?)"
+        )
+    expected = {k for k in adapter_state(module, name)}
+    missing = expected - {_PEFT_PREFIX + k for k in stripped}
+    if missing:
+        raise ValueError(
+            f"adapter {name!r}: {len(missing)} LoRA weights missing from the checkpoint, e.g. "
+            f"{sorted(missing)[:3]}"
+        )
+
+
+def save_adapter(
+    module: nn.Module, name: str, out_dir: str | Path, manifest: dict[str, Any] | None = None
+) -> Path:
+    """Write adapter ``name`` as a PEFT folder plus ``manifest.json``; returns the folder."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = module.peft_config[name]  # type: ignore[index]
+    cfg = config.to_dict()
+    cfg["target_modules"] = sorted(cfg["target_modules"]) if cfg.get("target_modules") else None
+    if manifest and manifest.get("base_model"):
+        cfg["base_model_name_or_path"] = manifest["base_model"]
+    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str))
+    state = {k: v.contiguous().cpu() for k, v in adapter_state(module, name).items()}
+    save_file(state, str(out / "adapter_model.safetensors"))
+    full = {"adapter": name, "adapter_config": cfg, **(manifest or {})}
+    (out / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
+    return out
+
+
+def resolve_adapter_dir(source: str | Path) -> Path:
+    """A local PEFT folder, or a hub id resolved through the Hugging Face cache (downloaded when online)."""
+    path = Path(source)
+    if path.exists():
+        if not (path / "adapter_config.json").exists():
+            raise AdapterNotFoundError(
+                f"{path} is not a PEFT LoRA folder: adapter_config.json is missing"
+            )
+        return path
+    repo, _, sub = str(source).partition("::")
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["adapter_config.json", "adapter_model.safetensors", "manifest.json"]
+        if sub:
+            patterns = [f"{sub}/{p}" for p in patterns]
+        snap = Path(snapshot_download(repo, allow_patterns=patterns))
+    except Exception as e:  # the hub raises several types for "not there / offline"
+        raise AdapterNotFoundError(
+            f"LoRA {str(source)!r} is neither a local folder nor available from the hub cache "
+            f"({type(e).__name__}); download it where the hub is reachable "
+            f"(`huggingface-cli download {repo}`) or pass the folder's path"
+        ) from None
+    found = snap / sub if sub else snap
+    if not (found / "adapter_config.json").exists():
+        raise AdapterNotFoundError(f"{source}: no adapter_config.json in {found}")
+    return found
+
+
+def load_adapter(
+    module: nn.Module, source: str | Path, name: str, *, trainable: bool = False
+) -> AdapterInfo:
+    """Attach the PEFT LoRA at ``source`` (folder or hub id, Flow-GRPO checkpoints as published) as ``name``."""
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    folder = resolve_adapter_dir(source)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    known = set(LoraConfig.__dataclass_fields__)
+    lora_cfg = LoraConfig(**{k: v for k, v in config.items() if k in known and k != "peft_type"})
+    lora_cfg.inference_mode = False
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        state = load_file(str(weights))
+    elif (folder / "adapter_model.bin").exists():
+        state = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise AdapterNotFoundError(f"{folder}: no adapter_model.safetensors")
+    from peft import inject_adapter_in_model
+
+    if name in adapter_names(module):
+        raise ValueError(f"adapter {name!r} already exists on this model: {adapter_names(module)}")
+    for p in module.parameters():
+        p.requires_grad_(False)
+    inject_adapter_in_model(lora_cfg, module, adapter_name=name)
+    if trainable:
+        _mark_trainable(module, name, True)
+    load_adapter_state(module, name, state)
+    activate(module, name)
+    log.info("loaded adapter %s from %s", name, folder)
+    return AdapterInfo(name=name, source=str(source), config=config, manifest=manifest)
+
+
+def spec_dict(spec: LoraSpec) -> dict[str, Any]:
+    """The spec as plain data (for manifests and configs)."""
+    return asdict(spec)

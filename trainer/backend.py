@@ -1,0 +1,78 @@
+"""The small model interface that the trainer and the harness talk to (DESIGN.md decision 1).
+
+A backend encodes prompts, predicts the velocity under classifier-free guidance with whichever LoRA adapter is
+active, decodes latents and knows its latent shape and noise schedule. SD3/SD3.5 (``trainer.sd3``) is the first
+backend; recipes never reach past this interface, so FLUX, SANA or a CPU-sized backend slot in without forks.
+Only a Protocol and a dataclass live here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Conditioning:
+    """Encoded prompts: token embeddings [B, L, D] and pooled embeddings [B, P]."""
+
+    embeds: Tensor
+    pooled: Tensor
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def select(self, index: slice | Tensor | list[int]) -> Conditioning:
+        """Rows ``index`` of the batch."""
+        return Conditioning(self.embeds[index], self.pooled[index])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
+        return Conditioning(
+            self.embeds.to(device=device, dtype=dtype), self.pooled.to(device=device, dtype=dtype)
+        )
+
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        return Conditioning(
+            torch.cat([p.embeds for p in parts]), torch.cat([p.pooled for p in parts])
+        )
+
+
+@runtime_checkable
+class FlowModel(Protocol):
+    """What recipes and the harness need from a text-to-image flow-matching model."""
+
+    model_id: str  # hub id or local path it was loaded from
+    denoiser: nn.Module  # the network that carries the LoRA adapters
+    device: torch.device
+    dtype: torch.dtype
+
+    def encode(self, prompts: list[str]) -> Conditioning:
+        """Encode prompts (no gradient)."""
+        ...
+
+    def velocity(
+        self,
+        x: Tensor,
+        sigma: float | Tensor,
+        cond: Conditioning,
+        uncond: Conditioning | None = None,
+        cfg: float = 1.0,
+    ) -> Tensor:
+        """``v = v_u + cfg (v_c - v_u)`` at noise level ``sigma`` (scalar or [B]); float32 [B, C, h, w]."""
+        ...
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Latents [B, C, h, w] -> images [B, 3, H, W] in [0, 1], float32."""
+        ...
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) for an image of this size; raises ValueError if the size does not fit the model."""
+        ...
+
+    def sigmas(self, steps: int) -> Tensor:
+        """The scheduler's noise levels for ``steps`` steps: [steps + 1], from 1 down to 0."""
+        ...

@@ -1,0 +1,113 @@
+"""Load a text-to-image model by hub id or local path, picking the backend from its ``model_index.json``.
+
+Users call ``load_model("stabilityai/stable-diffusion-3.5-medium")`` or ``load_model("/path/to/copy")``; tests
+call the same function on a tiny model saved to disk. A model that is neither a folder nor in the Hugging Face
+cache (offline) raises ``ModelNotFoundError`` with one line that says how to get it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.backend import FlowModel
+
+log = logging.getLogger(__name__)
+
+# pipeline class in model_index.json -> backend class ("module:Class")
+BACKENDS = {
+    "StableDiffusion3Pipeline": "trainer.sd3:SD3",
+}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model is neither a local folder nor available from the hub (cache)."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on CUDA and float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def _missing(model: str, why: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {model!r} is not available here ({why}): download it on a machine with hub access "
+        f"(`huggingface-cli download {model}`, after accepting its licence) and copy the Hugging Face cache, "
+        "or pass --model /path/to/a/local/copy"
+    )
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """The folder holding ``model_index.json``: the path itself, or the hub snapshot (cached or downloaded)."""
+    path = Path(model)
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise ModelNotFoundError(
+                f"{path} is not a diffusers model folder (no model_index.json); "
+                "save one with `pipeline.save_pretrained(dir)`"
+            )
+        return path
+    name = str(model)
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise _missing(name, "no such folder, and not a hub id of the form org/name")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            name,
+            allow_patterns=["model_index.json", "*/*.json", "*/*.safetensors", "*/*.txt", "*/*.model"],
+        )
+    except Exception as e:  # LocalEntryNotFoundError, OfflineModeIsEnabled, GatedRepoError, HTTP errors
+        raise _missing(name, f"{type(e).__name__}") from None
+    return Path(folder)
+
+
+def load_model(
+    model: str | Path,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str = "auto",
+    t5_length: int = 128,
+) -> FlowModel:
+    """Load any supported model by hub id or local folder."""
+    folder = resolve_model_dir(model)
+    spec = json.loads((folder / "model_index.json").read_text())
+    cls_name = spec.get("_class_name", "")
+    if cls_name not in BACKENDS:
+        raise ValueError(
+            f"{model}: pipeline {cls_name!r} has no backend yet; supported: {sorted(BACKENDS)}"
+        )
+    module, attr = BACKENDS[cls_name].split(":")
+    backend: Any = getattr(importlib.import_module(module), attr)
+    dev = resolve_device(device)
+    loaded: FlowModel = backend.from_pretrained(
+        folder, str(model), dtype=resolve_dtype(dtype, dev), device=dev, t5_length=t5_length
+    )
+    log.info("loaded %s (%s) on %s", model, cls_name, dev)
+    return loaded
