@@ -34,7 +34,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from trainer.adapters import AdapterNotFoundError
     from trainer.models import ModelNotFoundError
 
-    errs: list[type[BaseException]] = [UserError, ModelNotFoundError, AdapterNotFoundError, ValueError]
+    errs: list[type[BaseException]] = [
+        UserError,
+        ModelNotFoundError,
+        AdapterNotFoundError,
+        ValueError,
+    ]
     errs += [FileNotFoundError, KeyError, ImportError]
     return tuple(errs)
 
@@ -65,25 +70,34 @@ def generate(
         "stabilityai/stable-diffusion-3.5-medium"
     ),
     lora: Annotated[
-        str | None, typer.Option(help="PEFT LoRA folder or hub id to apply (Flow-GRPO checkpoints load as-is).")
+        str | None,
+        typer.Option(
+            help="PEFT LoRA folder or hub id to apply (Flow-GRPO checkpoints load as-is)."
+        ),
     ] = None,
     prompts: Annotated[
-        Path | None, typer.Option(help="Prompt file: .txt (one per line) or .jsonl with a 'prompt' field.")
+        Path | None,
+        typer.Option(help="Prompt file: .txt (one per line) or .jsonl with a 'prompt' field."),
     ] = None,
     benchmark: Annotated[
-        str | None, typer.Option(help="Use a benchmark's prompts instead (see `harness ls benchmarks`).")
+        str | None,
+        typer.Option(help="Use a benchmark's prompts instead (see `harness ls benchmarks`)."),
     ] = None,
     steps: Annotated[int, typer.Option(help="Euler ODE steps.")] = 40,
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
     size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 512,
-    seed: Annotated[int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")] = 42,
+    seed: Annotated[
+        int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
+    ] = 42,
     images_per_prompt: Annotated[int, typer.Option(help="Images per prompt (K).")] = 1,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt for CFG.")] = "",
     t5_length: Annotated[int, typer.Option(help="T5 token length (Flow-GRPO uses 128).")] = 128,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
+    ] = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: images/ and manifest.jsonl.")] = Path(
         "out/generate"
     ),

@@ -106,16 +106,25 @@ def _sync_grads(module: nn.Module) -> None:
 
 def add_lora(module: nn.Module, name: str, spec: LoraSpec, *, trainable: bool = False) -> None:
     """Attach a new LoRA adapter ``name`` (zero delta: B starts at 0) and make it the active one."""
-    from peft import inject_adapter_in_model
-
     if name in adapter_names(module):
         raise ValueError(f"adapter {name!r} already exists on this model: {adapter_names(module)}")
     for p in module.parameters():
         p.requires_grad_(False)
-    inject_adapter_in_model(spec.peft_config(), module, adapter_name=name)
+    _inject(spec.peft_config(), module, name)
     if trainable:
         _mark_trainable(module, name, True)
     activate(module, name)
+
+
+def _inject(config: Any, module: nn.Module, name: str) -> None:
+    """PEFT's injection, without its warning that several adapters share a model (that is the design)."""
+    import warnings
+
+    from peft import inject_adapter_in_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+        inject_adapter_in_model(config, module, adapter_name=name)
 
 
 def activate(module: nn.Module, name: str) -> None:
@@ -184,7 +193,7 @@ def adapter_state(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """The adapter's weights with PEFT's saved key names (``base_model.model.<path>.lora_A.weight``)."""
     from peft import get_peft_model_state_dict
 
-    sd = get_peft_model_state_dict(module, adapter_name=name)
+    sd = get_peft_model_state_dict(module, adapter_name=name, save_embedding_layers=False)
     return {_PEFT_PREFIX + k: v.detach().clone() for k, v in sd.items()}
 
 
@@ -280,13 +289,12 @@ def load_adapter(
         state = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
     else:
         raise AdapterNotFoundError(f"{folder}: no adapter_model.safetensors")
-    from peft import inject_adapter_in_model
 
     if name in adapter_names(module):
         raise ValueError(f"adapter {name!r} already exists on this model: {adapter_names(module)}")
     for p in module.parameters():
         p.requires_grad_(False)
-    inject_adapter_in_model(lora_cfg, module, adapter_name=name)
+    _inject(lora_cfg, module, name)
     if trainable:
         _mark_trainable(module, name, True)
     load_adapter_state(module, name, state)

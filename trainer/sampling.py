@@ -66,7 +66,9 @@ def sigma_t_of(
     return noise_level * torch.sqrt(sigma / (1 - denom_s))
 
 
-def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, reduce: LogProbReduce = "mean") -> Tensor:
+def gaussian_log_prob(
+    x: Tensor, mean: Tensor, std: Tensor, reduce: LogProbReduce = "mean"
+) -> Tensor:
     """Log-density of ``x`` under ``N(mean, std^2 I)``, reduced over all but the batch dim. [B, ...] -> [B]."""
     elem = -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - _LOG_SQRT_2PI
     dims = tuple(range(1, elem.ndim))
@@ -127,7 +129,9 @@ def sde_step(
 
 
 def _draw(
-    shape: torch.Size, generator: torch.Generator | list[torch.Generator] | None, device: torch.device
+    shape: torch.Size,
+    generator: torch.Generator | list[torch.Generator] | None,
+    device: torch.device,
 ) -> Tensor:
     """Standard normal noise, one generator per image when a list is given (drawn on CPU for portability)."""
     if isinstance(generator, list):

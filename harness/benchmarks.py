@@ -1,0 +1,163 @@
+"""Benchmarks: which prompts, how many images per prompt, which scorers. One dict, ``BENCHMARKS``.
+
+Prompt sets ship in ``harness/prompts/`` with their SOURCE.md attribution. Every prompt gets a stable id
+(``<benchmark>/<index>``) and its metadata (GenEval's include/exclude clauses, T2I-CompBench's category), which
+is what resume, sharding and the store key on. Bump a benchmark's ``version`` whenever its prompts or images per
+prompt change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt: stable id, position in its set, text and per-prompt metadata."""
+
+    id: str
+    index: int
+    prompt: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    version: str
+    sources: tuple[str, ...]  # files under harness/prompts/ (.txt or .jsonl)
+    images_per_prompt: int
+    scorers: tuple[str, ...]
+    description: str
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "geneval": Benchmark(
+        "geneval",
+        "1",
+        ("geneval_official/evaluation_metadata.jsonl",),
+        4,
+        ("geneval",),
+        "GenEval, 553 official prompts x 4 images; overall = mean of the 6 task accuracies",
+    ),
+    "ocr": Benchmark(
+        "ocr",
+        "1",
+        ("flow_grpo_ocr/test.txt",),
+        1,
+        ("ocr",),
+        "Flow-GRPO text rendering test set, 1018 prompts; 1 - normalised edit distance",
+    ),
+    "pickscore": Benchmark(
+        "pickscore",
+        "1",
+        ("flow_grpo_pickscore/test.txt",),
+        1,
+        ("pickscore",),
+        "Pick-a-Pic v1 captions (Flow-GRPO test split), 2048 prompts; mean raw PickScore",
+    ),
+    "drawbench": Benchmark(
+        "drawbench",
+        "1",
+        ("drawbench/test.txt",),
+        1,
+        ("deqa", "imagereward", "aesthetic", "unifiedreward", "hps", "pickscore", "judge"),
+        "DrawBench image-quality set (200 prompts x 5 lines); mean raw score per scorer",
+    ),
+    "compbench": Benchmark(
+        "compbench",
+        "1",
+        tuple(
+            f"t2i_compbench_val/{c}_val.txt"
+            for c in (
+                "color",
+                "shape",
+                "texture",
+                "spatial",
+                "3d_spatial",
+                "non_spatial",
+                "numeracy",
+                "complex",
+            )
+        ),
+        10,
+        ("compbench",),
+        "T2I-CompBench val, 8 categories x 300 prompts x 10 images; per-category scores",
+    ),
+}
+
+
+class UnknownBenchmarkError(KeyError):
+    """A benchmark name that is not in BENCHMARKS."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def get(name: str) -> Benchmark:
+    """The benchmark called ``name``, or an error with suggestions."""
+    if name not in BENCHMARKS:
+        hint = difflib.get_close_matches(name, list(BENCHMARKS), n=3)
+        maybe = f" (did you mean {', '.join(hint)}?)" if hint else ""
+        raise UnknownBenchmarkError(
+            f"unknown benchmark {name!r}{maybe}; known: {', '.join(sorted(BENCHMARKS))}"
+        )
+    return BENCHMARKS[name]
+
+
+def _category(source: str) -> str:
+    return Path(source).name.removesuffix("_val.txt")
+
+
+def load_benchmark_prompts(name: str) -> list[PromptItem]:
+    """All prompts of benchmark ``name``, with ids ``<name>/<index>`` and their metadata."""
+    bench = get(name)
+    items: list[PromptItem] = []
+    for source in bench.sources:
+        extra = {"category": _category(source)} if name == "compbench" else {}
+        for text, meta in read_prompt_file(PROMPTS_DIR / source):
+            idx = len(items)
+            items.append(PromptItem(f"{name}/{idx:05d}", idx, text, {**meta, **extra}))
+    return items
+
+
+def read_prompt_file(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """(prompt, metadata) pairs from a .txt (one prompt per line, blank lines skipped) or .jsonl file.
+
+    JSONL lines need a non-empty "prompt" field; everything else on the line is metadata.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"prompt file {p} does not exist")
+    out: list[tuple[str, dict[str, Any]]] = []
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+            prompt = row.pop("prompt", None) if isinstance(row, dict) else None
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f'{p}:{n}: every line needs a non-empty "prompt" string')
+            out.append((prompt, row))
+    else:
+        out = [(line.strip(), {}) for line in text.splitlines() if line.strip()]
+    if not out:
+        raise ValueError(f"prompt file {p} holds no prompts")
+    return out
+
+
+def load_prompt_file(path: str | Path) -> list[PromptItem]:
+    """A user prompt file as PromptItems with ids ``<file stem>/<index>``."""
+    pairs = read_prompt_file(path)
+    stem = Path(path).stem
+    return [PromptItem(f"{stem}/{i:05d}", i, t, m) for i, (t, m) in enumerate(pairs)]
