@@ -32,7 +32,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "blue": (60, 90, 230),
     "yellow": (235, 215, 50),
     "purple": (170, 70, 200),
-    "cyan": (60, 210, 220),
+    "pink": (245, 130, 200),
 }
 SHAPES = ("square", "circle", "triangle", "cross")
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}

@@ -45,9 +45,9 @@ def test_prompt_metadata_uses_geneval_format() -> None:
 @pytest.mark.parametrize("cls", world.SHAPES)
 @pytest.mark.parametrize("size", [7, 8, 9, 10])
 def test_detector_inverts_the_renderer(cls: str, size: int) -> None:
-    img = world.render(world.Scene([world.Shape(cls, "cyan", (4, 6, 4 + size, 6 + size))]))
+    img = world.render(world.Scene([world.Shape(cls, "pink", (4, 6, 4 + size, 6 + size))]))
     (det,) = world.detect(img)
-    assert (det.cls, det.color, det.score) == (cls, "cyan", 1.0)
+    assert (det.cls, det.color, det.score) == (cls, "pink", 1.0)
     assert det.box == (4.0, 6.0, 4.0 + size, 6.0 + size)
 
 
