@@ -322,8 +322,8 @@ def clip_pixels(crops: Sequence[Image.Image], size: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _features(out: Any) -> torch.Tensor:
-    """transformers 4 returns a tensor from get_*_features, transformers 5 an output with pooler_output."""
+def pooled_features(out: Any) -> torch.Tensor:
+    """Projected CLIP features: transformers 4 returns a tensor from get_*pooled_features, transformers 5 an output with pooler_output."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
@@ -358,7 +358,7 @@ class ClipColorClassifier:
             for c in COLORS:
                 texts = [t.format(c=c, obj=obj) for t in COLOR_TEMPLATES]
                 tok = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-                emb = _features(self.model.get_text_features(**tok.to(self.device))).float()
+                emb = pooled_features(self.model.get_text_features(**tok.to(self.device))).float()
                 emb = emb / emb.norm(dim=-1, keepdim=True)
                 mean = emb.mean(0)
                 rows.append(mean / mean.norm())
@@ -373,7 +373,7 @@ class ClipColorClassifier:
         for s in range(0, len(crops), self.batch_size):
             pix = clip_pixels(crops[s : s + self.batch_size], self.size)
             dtype = next(self.model.parameters()).dtype
-            emb = _features(
+            emb = pooled_features(
                 self.model.get_image_features(pixel_values=pix.to(self.device, dtype))
             ).float()
             out.append(100.0 * (emb / emb.norm(dim=-1, keepdim=True)) @ w.T)
