@@ -347,3 +347,16 @@ def test_bad_input_and_missing_weights(tiny: dict[str, Path]) -> None:
             clip=None, detector=None, categories=["color"], parser=None
         )  # default pinned BLIP, offline
     assert "harness fetch compbench" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_real_weights_attribute_and_non_spatial() -> None:
+    """With the pinned default BLIP and CLIP B/32 in the HF cache (`harness fetch compbench`)."""
+    image = Image.new("RGB", (512, 512), (220, 20, 20))
+    cb = CompBench(detector=None, categories=["color", "non_spatial"], parser=None)
+    s = cb(
+        [image, image],
+        ["a red square", "a red square"],
+        [{"category": "color", "questions": ["a red square?"]}, {"category": "non_spatial"}],
+    )
+    assert 0.0 <= s.values[0] <= 1.0 and -1.0 <= s.values[1] <= 1.0

@@ -328,3 +328,18 @@ def test_missing_weights_say_how_to_get_them(tiny_dirs: tuple[Path, Path]) -> No
         GenEval(
             detector=str(tiny_dirs[1]), clip=None, device="cpu"
         )  # a CLIP folder is not a Mask2Former
+
+
+@pytest.mark.slow
+def test_real_weights_score_a_drawn_scene() -> None:
+    """With the pinned default weights in the HF cache (`harness fetch geneval`): a red disc on white."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (512, 512), "white")
+    ImageDraw.Draw(image).ellipse((150, 150, 350, 350), fill=(220, 20, 20))
+    meta = {"tag": "colors", "include": [{"class": "sports ball", "count": 1, "color": "red"}]}
+    s = GenEval()([image, image], ["a photo of a red sports ball"] * 2, [meta, SINGLE])
+    assert len(s.values) == 2 and all(np.isfinite(s.rewards))
+    assert set(s.values) <= {0.0, 1.0}
+    assert "f77f179fc62b" in s.details[0]["detector"]  # type: ignore[index]
+    assert s.details[1]["boxes"].get("dog") is None  # no dog in a red disc  # type: ignore[index]
