@@ -12,7 +12,10 @@ from typing import Any
 from scorers.base import Requirements, Scorer, Scores
 
 # registry name -> "module:Class"
-SCORERS: dict[str, str] = {}
+SCORERS: dict[str, str] = {
+    "geneval": "scorers.geneval:GenEval",
+    "compbench": "scorers.compbench:CompBench",
+}
 
 __all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]
 
