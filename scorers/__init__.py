@@ -15,6 +15,9 @@ from scorers.base import Requirements, Scorer, Scores
 SCORERS: dict[str, str] = {
     "geneval": "scorers.geneval:GenEval",
     "compbench": "scorers.compbench:CompBench",
+    "mini_geneval": "scorers.mini:MiniGenEval",
+    "mini_ocr": "scorers.mini:MiniOCR",
+    "mini_quality": "scorers.mini:MiniQuality",
 }
 
 __all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]

@@ -43,8 +43,8 @@ class MiniConfig:
     vocab: tuple[str, ...] = field(default_factory=lambda: tuple(default_vocab()))
     image_size: int = 32
     patch: int = 4
-    dim: int = 96
-    layers: int = 6
+    dim: int = 80
+    layers: int = 5
     heads: int = 4
     text_layers: int = 2
     text_len: int = 12

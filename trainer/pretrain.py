@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
                 "ema": args.ema,
                 "seed": args.seed,
                 "final_loss": float(np.mean(losses[-100:])) if losses else None,
-                "command": "python -m trainer.pretrain " + " ".join(argv or []),
+                "command": "python -m trainer.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
             }
         },
     )
