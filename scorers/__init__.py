@@ -12,7 +12,13 @@ from typing import Any
 from scorers.base import Requirements, Scorer, Scores
 
 # registry name -> "module:Class"
-SCORERS: dict[str, str] = {}
+SCORERS: dict[str, str] = {
+    "pickscore": "scorers.pickscore:PickScore",
+    "hps": "scorers.hps:HPS",
+    "clipscore": "scorers.clipscore:CLIPScore",
+    "aesthetic": "scorers.aesthetic:Aesthetic",
+    "imagereward": "scorers.imagereward:ImageReward",
+}
 
 __all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]
 
