@@ -99,3 +99,31 @@ def resolve(spec_or_path: str | Path, scorer: str, arg: str = "weights") -> Path
             f"`harness fetch {scorer}` on a machine with hub access and copy the Hugging Face cache, "
             f"or pass {arg}=/path/to/a/local/copy"
         ) from None
+
+
+def fetch_scorer(name: str) -> list[Path]:
+    """Fetch every weights spec a registered scorer declares (what ``harness fetch NAME`` should call)."""
+    import importlib
+
+    import scorers
+
+    if name not in scorers.SCORERS:
+        scorers.load(name)  # raises UnknownScorerError with suggestions
+    module, cls = scorers.SCORERS[name].split(":")
+    requires = getattr(importlib.import_module(module), cls).requires
+    paths = []
+    for spec in requires.weights:
+        try:
+            paths.append(fetch(spec))
+        except Exception as e:
+            raise WeightsNotFoundError(
+                f"{name}: could not fetch {spec} ({type(e).__name__}: {_first_line(e)}); "
+                "check hub access and `huggingface-cli login` for gated repos"
+            ) from None
+        log.info("%s: %s -> %s", name, spec, paths[-1])
+    return paths
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""

@@ -375,6 +375,15 @@ def test_clipscore_and_aesthetic_share_one_clip(scorers):
     assert scorers["aesthetic"].clip is scorers["clipscore"].model
 
 
+def test_scorers_satisfy_the_protocol_and_run_frozen(scorers):
+    from scorers.base import Scorer
+
+    for s in scorers.values():
+        assert isinstance(s, Scorer)
+        model = getattr(s, "model", None) or s.clip
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
 # ------------------------------------------------------------------------------------- batches and bad input
 
 
@@ -456,6 +465,21 @@ def test_missing_weights_is_one_clear_line(name, repo, monkeypatch, tmp_path):
         scorers.load(name, device="cpu")
     msg = str(e.value)
     assert "\n" not in msg and repo in msg and f"harness fetch {name}" in msg
+
+
+def test_fetch_scorer_names_what_failed(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    import scorers
+    from scorers.hub import fetch_scorer
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(scorers.UnknownScorerError, match="did you mean clipscore"):
+        fetch_scorer("clipscor")
+    with pytest.raises(
+        WeightsNotFoundError, match="clipscore: could not fetch openai/clip-vit-large-patch14@"
+    ):
+        fetch_scorer("clipscore")
 
 
 def test_resolve_passes_local_paths_through(tmp_path):
