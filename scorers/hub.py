@@ -4,8 +4,8 @@ A weights spec is ``org/repo@revision`` (a whole-repo snapshot of model files), 
 ``:file`` for one file (``xswu/HPSv2@697403c...:HPS_v2.1_compressed.pt``) or ``:glob,glob`` for a subset
 (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K@1c2b849...:*.json,*.txt``). Scorers list their specs in
 ``Requirements.weights``; ``harness fetch NAME`` should call ``fetch_scorer(NAME)``. At load time ``resolve``
-accepts a spec or a local path (file or folder), uses the Hugging Face cache (and the network, when allowed), and turns any
-failure into ``WeightsNotFoundError``: one line naming what is missing and how to get it.
+accepts a spec or a local path (file or folder), uses the Hugging Face cache (and the network, when allowed),
+and turns any failure into ``WeightsNotFoundError``: one line naming what is missing and how to get it.
 """
 
 from __future__ import annotations
