@@ -18,6 +18,11 @@ SCORERS: dict[str, str] = {
     "mini_geneval": "scorers.mini:MiniGenEval",
     "mini_ocr": "scorers.mini:MiniOCR",
     "mini_quality": "scorers.mini:MiniQuality",
+    "pickscore": "scorers.pickscore:PickScore",
+    "hps": "scorers.hps:HPS",
+    "clipscore": "scorers.clipscore:CLIPScore",
+    "aesthetic": "scorers.aesthetic:Aesthetic",
+    "imagereward": "scorers.imagereward:ImageReward",
 }
 
 __all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]
