@@ -48,6 +48,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -406,6 +407,13 @@ class ScoreServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.scorers = dict(scorers)
         self.lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that left (timeout, ctrl-c) is not a server error; everything else is logged."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            log.debug("client %s left before the answer", client_address)
+        else:
+            log.exception("error while serving %s", client_address)
 
     @property
     def url(self) -> str:
