@@ -12,9 +12,15 @@ from typing import Any
 from scorers.base import Requirements, Scorer, Scores
 
 # registry name -> "module:Class"
-SCORERS: dict[str, str] = {}
+SCORERS: dict[str, str] = {
+    "ocr": "scorers.ocr:OCR",
+    "jpeg": "scorers.jpeg:JpegCompressibility",
+    "deqa": "scorers.deqa:DeQA",
+    "unifiedreward": "scorers.judge:UnifiedReward",
+    "judge": "scorers.judge:Judge",
+}
 
-__all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]
+__all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError", "table_markdown"]
 
 
 class UnknownScorerError(KeyError):
@@ -33,3 +39,10 @@ def load(name: str, **kwargs: Any) -> Scorer:
     module, cls = SCORERS[name].split(":")
     scorer: Scorer = getattr(importlib.import_module(module), cls)(**kwargs)
     return scorer
+
+
+def table_markdown() -> str:
+    """The README ``## Scorers`` table, generated from the registered classes (see ``scorers.catalog``)."""
+    from scorers.catalog import table_markdown as render
+
+    return render()
