@@ -26,8 +26,8 @@ Success is ``200`` with body::
 ``values`` and ``rewards`` have one finite number per input image, in input order. Errors are JSON
 ``{"detail": "<message>"}`` (FastAPI's HTTPException shape): ``400`` for a bad request (malformed JSON, missing
 field, undecodable image, mismatched lengths, a prompt the scorer cannot use), ``404`` for an unknown scorer
-(the message lists the known ones), ``5xx`` when the scorer or server fails. ``GET /v1/scorers`` lists the served
-scorers as ``[{"name", "version"}]``.
+(the message lists the known ones), ``5xx`` when the scorer or server fails. Only ``POST /v1/score`` is part of the
+contract; the stdlib server here also answers ``GET /v1/scorers`` with ``[{"name", "version"}, ...]``.
 
 Client behaviour: requests are split into batches of ``batch_size`` images; each request has a ``timeout``;
 connection errors (refused, reset) and 5xx answers are retried at most ``retries`` (<= 3) times with exponential

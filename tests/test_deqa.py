@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -144,3 +145,13 @@ def test_deqa_client_refuses_out_of_range_scores(worker: ScoreServer) -> None:
     worker.scorers["deqa"] = Broken()
     with pytest.raises(RemoteScorerError, match=r"outside \[1, 5\]: \[7.0\]"):
         DeQA(worker.url)([Image.new("RGB", (4, 4))], [""])
+
+
+def test_worker_refuses_unknown_methods_and_missing_weights(tmp_path: Path) -> None:
+    from scorers.deqa_worker import DeQAModel
+
+    with pytest.raises(ValueError, match="unknown DeQA method 'magic'; choose one of hf, repo"):
+        DeQAModel(method="magic")
+    with pytest.raises(FileNotFoundError) as info:
+        DeQAModel(str(tmp_path / "no-deqa-here"), device="cpu")
+    assert "\n" not in str(info.value) and "run `harness fetch deqa`" in str(info.value)
