@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-BadImageError = ValueError  # bad images raise ValueError naming their index
 from scorers.jpeg import JpegCompressibility
+
+BadImageError = ValueError  # bad images raise ValueError naming their index
 
 
 def _flow_grpo_jpeg_reward(batch01: np.ndarray) -> np.ndarray:

@@ -11,9 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-BadImageError = ValueError  # bad images raise ValueError naming their index
 from scorers.ocr import OCR, NoQuotedTextError, levenshtein, normalise, ocr_reward, target_text
 from tests.textimages import render_text
+
+BadImageError = ValueError  # bad images raise ValueError naming their index
 
 # ------------------------------------------------------------------------------------------ target extraction
 
