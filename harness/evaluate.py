@@ -673,10 +673,14 @@ def evaluate(
     )
     all_scorers = sorted({s for p in plans for s in p.scorers})
     check_scorer_names(all_scorers, extra=list(lent))
+    model_dir = None
     if isinstance(model, (str, Path)):
         model = str(model)
         model_id = model
         run_id = run_id or default_run_id(model, lora, protocol)
+        from trainer.models import resolve_model_dir
+
+        model_dir = str(resolve_model_dir(model))  # a missing model fails here, before the store is touched
     else:
         model_id = str(getattr(model, "model_id", type(model).__name__))
         if run_id is None:
@@ -711,6 +715,7 @@ def evaluate(
                 device,
                 dtype,
                 model,
+                model_dir,
             )
             payload["batches"] = make_batches(payload.pop("jobs"), batch_size)
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
@@ -799,6 +804,7 @@ def _prepare(
     device: str,
     dtype: str,
     model: Any,
+    model_dir: str | None,
 ) -> dict[str, Any]:
     """Record (or check) the run, then plan the missing jobs."""
     if st.images_dir is None:

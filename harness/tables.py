@@ -70,10 +70,10 @@ class Table:
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
 
 
-def _expected(store: Store, run_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+def _expected(store: Store, run_ids: Sequence[str] | None) -> dict[tuple[str, str], int]:
     """(run, benchmark) -> images the full benchmark holds under the run's protocol."""
     out = {}
-    for rid in run_ids:
+    for rid in run_ids if run_ids is not None else store.run_ids():
         run = store.get_run(rid)
         if run is None:
             continue
@@ -92,8 +92,8 @@ def _note_partial(table: Table, cells: dict[tuple[int, int], tuple[str, str, int
             table.notes.append(f"* partial: {rid} has {have} of {want} {bench} images")
 
 
-def _run_ids(store: Store, run_ids: Sequence[str] | None) -> list[str]:
-    return list(run_ids) if run_ids is not None else store.run_ids()
+def _run_ids(store: Store, run_ids: Sequence[str] | None) -> list[str] | None:
+    return list(run_ids) if run_ids is not None else None
 
 
 def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
