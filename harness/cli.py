@@ -207,7 +207,11 @@ def eval_(
     ] = None,
     run_id: Annotated[
         str | None,
-        typer.Option("--run", help="Run id (default: derived from model, LoRA and protocol)."),
+        typer.Option(
+            "--run",
+            "--run-id",
+            help="Run id (default: derived from model, LoRA and protocol). Under torchrun use --run-id.",
+        ),
     ] = None,
     step: Annotated[int, typer.Option(help="Training step these weights come from.")] = 0,
     steps: Annotated[int, typer.Option(help="Euler ODE steps.")] = 40,

@@ -110,8 +110,7 @@ def test_eval_killed_halfway_then_restarted_has_exactly_every_row(
 
 def test_two_processes_give_exactly_the_rows_of_one(tiny_sd3_dir: Path, tmp_path: Path) -> None:
     args = ["eval", "--model", str(tiny_sd3_dir), "--benchmark", "geneval,ocr", "--scorers", "fake",
-            "--limit", "3", "--batch-size", "2", *FAST]  # fmt: skip
-    # (no --run here: torchrun's own parser would take it for an abbreviation of its --run-path)
+            "--limit", "3", "--batch-size", "2", "--run-id", "shard", *FAST]  # fmt: skip
     two = tmp_path / "two.duckdb"
     launch = [
         sys.executable,
@@ -126,7 +125,7 @@ def test_two_processes_give_exactly_the_rows_of_one(tiny_sd3_dir: Path, tmp_path
         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    (run_id,) = Store(two, read_only=True).run_ids()
+    run_id = "shard"
     run = Store(two, read_only=True).get_run(run_id)
     assert run is not None and run.provenance["world_size"] == 2  # really two processes, not one
 
@@ -140,18 +139,18 @@ def test_two_processes_give_exactly_the_rows_of_one(tiny_sd3_dir: Path, tmp_path
     )  # same keys, seeds, pixels (sha256), values and details
 
 
-def test_user_errors_are_one_line_and_leave_the_store_alone(tmp_path: Path) -> None:
+def test_user_errors_are_one_line_and_leave_the_store_alone(
+    tiny_sd3_dir: Path, tmp_path: Path
+) -> None:
     runner = CliRunner()
     bad = tmp_path / "notes.duckdb"
     bad.write_text("my precious notes, not a database\n" * 20)
-    res = runner.invoke(
-        app, ["eval", "--model", "x/y", "-b", "ocr", "--scorers", "fake", "--store", str(bad)]
-    )
-    assert (
-        res.exit_code == 2
-        and "is not a DuckDB database" in res.output
-        and "Traceback" not in res.output
-    )
+    args = ["eval", "-b", "ocr", "--scorers", "fake", "--store", str(bad)]
+    res = runner.invoke(app, [*args, "--model", str(tiny_sd3_dir)])
+    assert res.exit_code == 2 and "is not a DuckDB database" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, [*args, "--model", "x/y"])
+    assert res.exit_code == 2 and "model 'x/y' is not available here" in res.output
     assert bad.read_text() == "my precious notes, not a database\n" * 20
     res = runner.invoke(app, ["eval", "-b", "pickscor", "--store", str(tmp_path / "s.duckdb")])
     assert res.exit_code == 2 and "did you mean pickscore" in res.output
