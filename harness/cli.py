@@ -165,6 +165,19 @@ StoreOpt = Annotated[
 FormatOpt = Annotated[str, typer.Option("--format", help="text, markdown, csv or json.")]
 
 
+def run_light(fn: Callable[[], Any]) -> Any:
+    """``run`` for commands that only read the store: no torch/diffusers import (``run`` and its error list pull
+    them in, ~10 s on a small CPU), same one-line errors."""
+    from results.store import StoreError
+
+    try:
+        return fn()
+    except (UserError, StoreError, ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _store_path(store: Path | None) -> Path:
     import os
 
@@ -334,7 +347,7 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
         )
         typer.echo(render(t, fmt), nl=False)
 
-    run(go)
+    run_light(go)
 
 
 @app.command()
@@ -342,7 +355,9 @@ def leaderboard(
     benchmark: Annotated[
         str | None,
         typer.Option(
-            help="One benchmark's table (geneval, drawbench, compbench, ...); default: all."
+            "--benchmark",
+            "-b",
+            help="One benchmark's table (geneval, drawbench, compbench, ...); default: all.",
         ),
     ] = None,
     store: StoreOpt = None,
@@ -359,7 +374,7 @@ def leaderboard(
             raise UserError(f"no scores{' for ' + benchmark if benchmark else ''} in the store yet")
         typer.echo(render(tables, fmt), nl=False)
 
-    run(go)
+    run_light(go)
 
 
 @app.command()
@@ -383,7 +398,7 @@ def compare(
         deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
         typer.echo(render(deltas_table(deltas, run_a, run_b), fmt), nl=False)
 
-    run(go)
+    run_light(go)
 
 
 @app.command()
@@ -409,7 +424,7 @@ def report(
         st = Store(_store_path(store), read_only=True)
         typer.echo(str(write_report(st, run_id, out, inline=inline, max_prompts=max_prompts)))
 
-    run(go)
+    run_light(go)
 
 
 def main() -> None:  # pragma: no cover - console entry point
