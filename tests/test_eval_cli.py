@@ -220,3 +220,23 @@ def test_runs_leaderboard_compare_and_report(tiny_sd3_dir: Path, tmp_path: Path)
     )
     res = runner.invoke(app, ["report", "c", "--store", str(store)])
     assert res.exit_code == 2 and "no run 'c'" in res.output
+
+
+def test_read_commands_do_not_import_torch(tmp_path: Path) -> None:
+    from tests.test_aggregation import add_run, paper_sd35m
+
+    store = Store(tmp_path / "s.duckdb")
+    add_run(store, "sd35m", {})
+    paper_sd35m(store, "sd35m")
+    code = (
+        "import sys; from typer.testing import CliRunner; from harness.cli import app; "
+        f"r = CliRunner().invoke(app, ['leaderboard', '--store', {str(tmp_path / 's.duckdb')!r}]); "
+        "print(r.output); assert r.exit_code == 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert (
+        "sd35m" in out.stdout and "0.7166" in out.stdout
+    )  # the main table, Avg as the paper defines it
