@@ -35,6 +35,17 @@ class Benchmark:
     images_per_prompt: int
     scorers: tuple[str, ...]
     description: str
+    # Aggregation. None: the score is the mean over all images. A metadata key ("tag", "category"): images are
+    # grouped by that key, each group is averaged, and the score is the unweighted mean of the group means
+    # (GenEval's official "overall" = mean of the 6 task accuracies). The SQL views in results/ implement this.
+    group_by: str | None = None
+
+    @property
+    def aggregation(self) -> str:
+        """The aggregation rule in words (stored with every run)."""
+        if self.group_by is None:
+            return "mean over images"
+        return f"mean over '{self.group_by}' groups of the mean over their images"
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -45,6 +56,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         4,
         ("geneval",),
         "GenEval, 553 official prompts x 4 images; overall = mean of the 6 task accuracies",
+        group_by="tag",
     ),
     "ocr": Benchmark(
         "ocr",
@@ -89,7 +101,20 @@ BENCHMARKS: dict[str, Benchmark] = {
         10,
         ("compbench",),
         "T2I-CompBench val, 8 categories x 300 prompts x 10 images; per-category scores",
+        group_by="category",
     ),
+}
+
+# Named sets of (benchmark, scorers) that `harness eval` runs together. "main" is the paper's main table:
+# GenEval, OCR, DeQA (on DrawBench) and PickScore, from which the Avg column is computed.
+SUITES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "main": (
+        ("geneval", ("geneval",)),
+        ("ocr", ("ocr",)),
+        ("drawbench", ("deqa",)),
+        ("pickscore", ("pickscore",)),
+    ),
+    "quality": (("drawbench", BENCHMARKS["drawbench"].scorers),),
 }
 
 

@@ -41,6 +41,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ValueError,
     ]
     errs += [FileNotFoundError, KeyError, ImportError]
+    from results.store import StoreError
+
+    errs.append(StoreError)
     return tuple(errs)
 
 
@@ -226,6 +229,159 @@ def score(
     run(go)
 
 
+# --- evaluation and results (harness.evaluate, results.store) ---------------------------------------
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Results store (DuckDB file); default results/flow-opd.duckdb or $FLOW_OPD_STORE."
+    ),
+]
+FormatOpt = Annotated[str, typer.Option("--format", help="text, markdown, csv or json.")]
+
+
+def run_light(fn: Callable[[], Any]) -> Any:
+    """``run`` for commands that only read the store: no torch/diffusers import (``run`` and its error list pull
+    them in, ~10 s on a small CPU), same one-line errors."""
+    from results.store import StoreError
+
+    try:
+        return fn()
+    except (UserError, StoreError, ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _store_path(store: Path | None) -> Path:
+    import os
+
+    from results.store import DEFAULT_STORE
+
+    return store or Path(os.environ.get("FLOW_OPD_STORE", str(DEFAULT_STORE)))
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option(help="Hub id or local diffusers folder.")] = (
+        "stabilityai/stable-diffusion-3.5-medium"
+    ),
+    lora: Annotated[str | None, typer.Option(help="PEFT LoRA folder or hub id to apply.")] = None,
+    benchmark: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--benchmark",
+            "-b",
+            help="Benchmark or suite (repeat or comma-separate): main (GenEval, OCR, DeQA, PickScore), "
+            "quality, geneval, ocr, pickscore, drawbench, compbench. Default: main.",
+        ),
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="Also evaluate a prompt file (.txt or .jsonl); needs --scorers."),
+    ] = None,
+    scorers: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Score with these scorers instead of each benchmark's own (comma-separated)."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Only the first N prompts of each benchmark.")
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            "--run-id",
+            help="Run id (default: derived from model, LoRA and protocol). Under torchrun use --run-id.",
+        ),
+    ] = None,
+    step: Annotated[int, typer.Option(help="Training step these weights come from.")] = 0,
+    steps: Annotated[int, typer.Option(help="Euler ODE steps.")] = 40,
+    cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
+    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 512,
+    seed: Annotated[
+        int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
+    ] = 42,
+    images_per_prompt: Annotated[
+        int | None, typer.Option(help="Override every benchmark's images per prompt (K).")
+    ] = None,
+    negative_prompt: Annotated[str, typer.Option(help="Negative prompt for CFG.")] = "",
+    t5_length: Annotated[int, typer.Option(help="T5 token length.")] = 128,
+    image_encoding: Annotated[
+        str,
+        typer.Option(help="How scorers receive images: png (lossless) or jpeg75 (Flow-GRPO's)."),
+    ] = "png",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
+    ] = "auto",
+    store: StoreOpt = None,
+    fmt: FormatOpt = "text",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Generate, score and store a benchmark run, then print its tables.
+
+    Re-running the same command resumes: only missing images and scores are computed. Launch with
+    `accelerate launch --num_processes N -m harness.cli eval ...` (or torchrun) to shard over processes.
+    """
+
+    def go() -> None:
+        from harness.evaluate import evaluate
+        from harness.protocol import EvalProtocol
+        from harness.tables import benchmark_tables, render
+        from results.store import Store
+
+        protocol = EvalProtocol(
+            steps=steps,
+            cfg=cfg,
+            height=size,
+            width=size,
+            negative_prompt=negative_prompt,
+            t5_length=t5_length,
+            seed=seed,
+            images_per_prompt=images_per_prompt,
+            image_encoding=image_encoding,
+        )
+        names = _split(benchmark) or ([] if prompts else ["main"])
+        result = evaluate(
+            model,
+            names,
+            store=_store_path(store),
+            protocol=protocol,
+            run_id=run_id,
+            step=step,
+            lora=lora,
+            prompts=prompts,
+            scorers=_split(scorers) or None,
+            limit=limit,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            progress=progress,
+        )
+        import os
+
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        st = Store(result.store, read_only=True)
+        typer.echo(render(benchmark_tables(st, run_ids=[result.run_id]), fmt), nl=False)
+        typer.echo(
+            f"run {result.run_id} step {result.step}: {result.images_generated} images generated, "
+            f"{result.images_rescored} re-scored, {result.images_skipped} already complete, "
+            f"{result.scores_added} scores added (world size {result.world_size}) -> {result.store}",
+            err=True,
+        )
+
+    run(go)
+
+
 @app.command()
 def fetch(
     names: Annotated[list[str], typer.Argument(help="Scorer names (see `harness ls scorers`).")],
@@ -244,6 +400,126 @@ def fetch(
             typer.echo(f"{item.scorer}: {item.note or ', '.join(str(p) for p in item.paths)}")
 
     run(go)
+
+
+@app.command("runs")
+def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
+    """List the runs in the store: model, benchmarks, images, score rows, git sha."""
+
+    def go() -> None:
+        from harness.tables import Table, render
+        from results.store import Store
+
+        rows = Store(_store_path(store), read_only=True).runs()
+        t = Table(
+            "Runs",
+            [
+                "run",
+                "created",
+                "model",
+                "lora",
+                "benchmarks",
+                "last step",
+                "images",
+                "scores",
+                "git",
+            ],
+            [
+                [
+                    r["run_id"],
+                    str(r["created_at"])[:19],
+                    r["model"],
+                    r["lora"],
+                    r["benchmarks"],
+                    r["last_step"],
+                    r["images"],
+                    r["scores"],
+                    (r["git_sha"] or "")[:10],
+                ]
+                for r in rows
+            ],
+            [None] * 9,
+        )
+        typer.echo(render(t, fmt), nl=False)
+
+    run_light(go)
+
+
+@app.command()
+def leaderboard(
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            "--benchmark",
+            "-b",
+            help="One benchmark's table (geneval, drawbench, compbench, ...); default: all.",
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Every run's last step, best first: the main table and the per-benchmark tables."""
+
+    def go() -> None:
+        from harness.tables import benchmark_tables, render
+        from results.store import Store
+
+        tables = benchmark_tables(Store(_store_path(store), read_only=True), benchmark)
+        if not tables:
+            raise UserError(f"no scores{' for ' + benchmark if benchmark else ''} in the store yet")
+        typer.echo(render(tables, fmt), nl=False)
+
+    run_light(go)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Run A.")],
+    run_b: Annotated[str, typer.Argument(help="Run B.")],
+    benchmark: Annotated[str | None, typer.Option(help="Only this benchmark.")] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    store: StoreOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Per-metric A - B with 95% paired bootstrap intervals over prompts."""
+
+    def go() -> None:
+        from harness.compare import compare_runs, deltas_table
+        from harness.tables import render
+        from results.store import Store
+
+        st = Store(_store_path(store), read_only=True)
+        deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
+        typer.echo(render(deltas_table(deltas, run_a, run_b), fmt), nl=False)
+
+    run_light(go)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (see `harness runs`).")],
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file (default: reports/<run>.html next to the store).")
+    ] = None,
+    inline: Annotated[
+        bool, typer.Option(help="Embed image thumbnails (one portable file) instead of linking.")
+    ] = False,
+    max_prompts: Annotated[
+        int | None, typer.Option(help="Show at most N prompts per benchmark.")
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Write a static HTML page: the run's tables, protocol, provenance and an image grid per prompt."""
+
+    def go() -> None:
+        from harness.report import write_report
+        from results.store import Store
+
+        st = Store(_store_path(store), read_only=True)
+        typer.echo(str(write_report(st, run_id, out, inline=inline, max_prompts=max_prompts)))
+
+    run_light(go)
 
 
 def main() -> None:  # pragma: no cover - console entry point

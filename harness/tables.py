@@ -1,0 +1,414 @@
+"""The paper's tables, read from the store's views, rendered as terminal text, Markdown, CSV or JSON.
+
+Tables (METHOD.md section 6): the main table (GenEval, OCR, DeQA, PickScore and Avg = mean(GenEval, OCR,
+DeQA / 5, PickScore / 26)), the GenEval per-task table (overall = mean of the 6 task accuracies; the image-level
+mean is shown separately), the DrawBench image-quality table and the T2I-CompBench per-category table; any other
+benchmark (a user prompt file) gets one column per scorer. The numbers come from SQL views (``results/schema.sql``);
+this module only picks columns and formats them. A cell computed from fewer images than the benchmark holds (a
+``--limit`` run, or one still running) is marked ``*`` and explained in a note: it is not the benchmark's number.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from results.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FORMATS = ("text", "markdown", "csv", "json")
+
+GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+GENEVAL_TITLES = ("Single", "Two", "Counting", "Colors", "Position", "Color attr.")
+COMPBENCH = (
+    "color",
+    "shape",
+    "texture",
+    "spatial",
+    "3d_spatial",
+    "non_spatial",
+    "numeracy",
+    "complex",
+)
+COMPBENCH_TITLES = (
+    "Color",
+    "Shape",
+    "Texture",
+    "2D-Spatial",
+    "3D-Spatial",
+    "Non-Spatial",
+    "Numeracy",
+    "Complex",
+)
+QUALITY = (
+    ("deqa", "DeQA", 3),
+    ("imagereward", "ImageReward", 3),
+    ("aesthetic", "Aesthetic", 3),
+    ("unifiedreward", "UnifiedReward", 3),
+    ("hps", "HPS v2.1", 4),
+    ("pickscore", "PickScore", 3),
+    ("judge", "Judge", 3),
+)
+
+
+@dataclass
+class Table:
+    """A titled table: column names, raw rows (numbers stay numbers), decimals per column and notes."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    decimals: list[int | None]  # None = not a number column
+    notes: list[str] = field(default_factory=list)
+    partial: list[set[int]] = field(default_factory=list)  # per row: indexes of partial cells
+
+    def records(self) -> list[dict[str, Any]]:
+        """Rows as dicts (for JSON and the service)."""
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+
+def _expected(store: Store, run_ids: Sequence[str] | None) -> dict[tuple[str, str], int]:
+    """(run, benchmark) -> images the full benchmark holds under the run's protocol."""
+    out = {}
+    for rid, protocol in store.protocols(run_ids).items():
+        for name, spec in protocol.get("benchmarks", {}).items():
+            out[(rid, name)] = int(spec["prompts"]) * int(spec["images_per_prompt"])
+    return out
+
+
+def _one_connection(fn: F) -> F:
+    """Run a table builder's several queries over one store connection (opening one costs ~50 ms)."""
+
+    @functools.wraps(fn)
+    def wrapper(store: Store, *args: Any, **kwargs: Any) -> Any:
+        with store.session():
+            return fn(store, *args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def _note_partial(table: Table, cells: dict[tuple[int, int], tuple[str, str, int, int]]) -> None:
+    table.partial = [set() for _ in table.rows]
+    seen = set()
+    for (r, c), (rid, bench, have, want) in sorted(cells.items()):
+        table.partial[r].add(c)
+        if (rid, bench) not in seen:
+            seen.add((rid, bench))
+            table.notes.append(f"* partial: {rid} has {have} of {want} {bench} images")
+
+
+def _run_ids(store: Store, run_ids: Sequence[str] | None) -> list[str] | None:
+    return list(run_ids) if run_ids is not None else None
+
+
+@_one_connection
+def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
+    """GenEval, OCR, DeQA, PickScore and Avg per run (each run's last step), best Avg first."""
+    ids = _run_ids(store, run_ids)
+    rows = store.main_table(run_ids=ids)
+    counts = {
+        (r["run_id"], r["step"], r["benchmark"], r["scorer"]): r["n_images"]
+        for r in store.benchmark_scores(run_ids=ids)
+    }
+    expected = _expected(store, ids)
+    cols = (
+        ("geneval", "geneval", 4),
+        ("ocr", "ocr", 4),
+        ("drawbench", "deqa", 3),
+        ("pickscore", "pickscore", 3),
+    )
+    table = Table(
+        "Main table (Avg = mean(GenEval, OCR, DeQA/5, PickScore/26))",
+        ["run", "step", "GenEval", "OCR", "DeQA", "PickScore", "Avg"],
+        [],
+        [None, None, 4, 4, 3, 3, 4],
+    )
+    partial = {}
+    for r in rows:
+        if all(r[k] is None for _, k, _ in cols):
+            continue
+        i = len(table.rows)
+        table.rows.append(
+            [r["run_id"], r["step"], r["geneval"], r["ocr"], r["deqa"], r["pickscore"], r["avg"]]
+        )
+        for c, (bench, scorer, _) in enumerate(cols, start=2):
+            have = counts.get((r["run_id"], r["step"], bench, scorer))
+            want = expected.get((r["run_id"], bench))
+            if have is not None and want is not None and have < want:
+                partial[(i, c)] = (r["run_id"], bench, have, want)
+                if r["avg"] is not None:
+                    partial[(i, 6)] = (r["run_id"], bench, have, want)
+    _note_partial(table, partial)
+    if table.rows and any(r[6] is None for r in table.rows):
+        table.notes.append(
+            "Avg is empty until a run has all four of GenEval, OCR, DeQA and PickScore"
+        )
+    return table
+
+
+@_one_connection
+def group_table(
+    store: Store,
+    benchmark: str,
+    scorer: str,
+    groups: Sequence[str],
+    titles: Sequence[str],
+    title: str,
+    run_ids: Sequence[str] | None = None,
+    *,
+    image_mean: bool = False,
+) -> Table:
+    """One row per run: the overall score (mean of group means) and each group's mean."""
+    ids = _run_ids(store, run_ids)
+    overall = {
+        r["run_id"]: r
+        for r in store.benchmark_scores(run_ids=ids, benchmark=benchmark)
+        if r["scorer"] == scorer
+    }
+    per = {}
+    for g in store.group_scores(benchmark, run_ids=ids):
+        if g["scorer"] == scorer:
+            per[(g["run_id"], g["grp"])] = g["mean"]
+    columns = ["run", "step", "Overall", *titles] + (["Images"] if image_mean else [])
+    table = Table(
+        title, columns, [], [None, None, 4, *[4] * len(groups)] + ([4] if image_mean else [])
+    )
+    expected = _expected(store, ids)
+    partial = {}
+    order = sorted(overall.values(), key=lambda r: (-r["score"], r["run_id"]))
+    for r in order:
+        i = len(table.rows)
+        row = [r["run_id"], r["step"], r["score"], *[per.get((r["run_id"], g)) for g in groups]]
+        if image_mean:
+            row.append(r["image_mean"])
+        table.rows.append(row)
+        want = expected.get((r["run_id"], benchmark))
+        if want is not None and r["n_images"] < want:
+            for c in [2] + ([len(row) - 1] if image_mean else []):
+                partial[(i, c)] = (r["run_id"], benchmark, r["n_images"], want)
+    _note_partial(table, partial)
+    return table
+
+
+def geneval_table(
+    store: Store, run_ids: Sequence[str] | None = None, scorer: str = "geneval"
+) -> Table:
+    """GenEval per task; Overall is the mean of the 6 task accuracies, Images the image-level mean."""
+    label = "GenEval" if scorer == "geneval" else f"GenEval prompts scored by {scorer}"
+    t = group_table(
+        store,
+        "geneval",
+        scorer,
+        GENEVAL_TASKS,
+        GENEVAL_TITLES,
+        f"{label} (Overall = mean of the task means; Images = mean over all images)",
+        run_ids,
+        image_mean=True,
+    )
+    rows = store.benchmark_scores(run_ids=run_ids, benchmark="geneval")
+    if any(r["n_groups"] not in (None, 6) for r in rows if r["scorer"] == scorer):
+        t.notes.append("Overall averages only the tasks present (fewer than 6 in a partial run)")
+    return t
+
+
+def compbench_table(
+    store: Store, run_ids: Sequence[str] | None = None, scorer: str = "compbench"
+) -> Table:
+    """T2I-CompBench: one column per category (Overall = mean of the categories present)."""
+    label = (
+        "T2I-CompBench" if scorer == "compbench" else f"T2I-CompBench prompts scored by {scorer}"
+    )
+    return group_table(
+        store,
+        "compbench",
+        scorer,
+        COMPBENCH,
+        COMPBENCH_TITLES,
+        f"{label} (val, per category)",
+        run_ids,
+    )
+
+
+@_one_connection
+def scorer_table(
+    store: Store,
+    benchmark: str,
+    title: str,
+    columns: Sequence[tuple[str, str, int]] | None = None,
+    run_ids: Sequence[str] | None = None,
+) -> Table:
+    """One row per run, one column per scorer of ``benchmark`` (the mean raw value)."""
+    ids = _run_ids(store, run_ids)
+    rows = store.benchmark_scores(run_ids=ids, benchmark=benchmark)
+    present = {r["scorer"] for r in rows}
+    if columns is None:
+        columns = [(s, s, 4) for s in sorted(present)]
+    else:
+        known = {c[0] for c in columns}
+        columns = [c for c in columns if c[0] in present] + [
+            (s, s, 4) for s in sorted(present - known)
+        ]
+    by_run: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_run.setdefault((r["run_id"], r["step"]), {})[r["scorer"]] = r
+    table = Table(
+        title, ["run", "step", *[c[1] for c in columns]], [], [None, None, *[c[2] for c in columns]]
+    )
+    expected = _expected(store, ids)
+    partial = {}
+    first = columns[0][0] if columns else None
+
+    def rank(
+        kv: tuple[tuple[str, int], dict[str, dict[str, Any]]],
+    ) -> tuple[float, tuple[str, int]]:
+        score = kv[1].get(first, {}).get("score") if first else None
+        return (-score if score is not None else float("inf"), kv[0])
+
+    order = sorted(by_run.items(), key=rank)
+    for (rid, step), cells in order:
+        i = len(table.rows)
+        table.rows.append(
+            [rid, step, *[cells[c[0]]["score"] if c[0] in cells else None for c in columns]]
+        )
+        want = expected.get((rid, benchmark))
+        for c, (s, _, _) in enumerate(columns, start=2):
+            if s in cells and want is not None and cells[s]["n_images"] < want:
+                partial[(i, c)] = (rid, benchmark, cells[s]["n_images"], want)
+    _note_partial(table, partial)
+    return table
+
+
+def quality_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
+    """The DrawBench image-quality table (mean raw score per scorer)."""
+    return scorer_table(
+        store, "drawbench", "Image quality (DrawBench, mean raw score)", QUALITY, run_ids
+    )
+
+
+@_one_connection
+def benchmark_tables(
+    store: Store, benchmark: str | None = None, run_ids: Sequence[str] | None = None
+) -> list[Table]:
+    """The table(s) for one benchmark, or for every benchmark the runs hold (main table first).
+
+    GenEval and T2I-CompBench get a per-group table per scorer, DrawBench the image-quality table; OCR and
+    PickScore's own scorers appear in the main table; any other (benchmark, scorer) gets a per-scorer table.
+    """
+    ids = _run_ids(store, run_ids)
+    rows = store.benchmark_scores(run_ids=ids)
+    present: dict[str, set[str]] = {}
+    for r in rows:
+        present.setdefault(r["benchmark"], set()).add(r["scorer"])
+    names = [benchmark] if benchmark is not None else sorted(present)
+    tables = []
+    in_main = {
+        ("geneval", "geneval"),
+        ("ocr", "ocr"),
+        ("drawbench", "deqa"),
+        ("pickscore", "pickscore"),
+    }
+    show_main = benchmark is None and any(s in present.get(b, set()) for b, s in in_main)
+    if show_main:
+        tables.append(main_table(store, ids))
+    for name in names:
+        scorers_here = sorted(present.get(name, set()))
+        if name == "geneval":
+            tables += [geneval_table(store, ids, s) for s in scorers_here]
+        elif name == "compbench":
+            tables += [compbench_table(store, ids, s) for s in scorers_here]
+        elif name == "drawbench":
+            tables.append(quality_table(store, ids))
+        else:
+            rest = [s for s in scorers_here if not (show_main and (name, s) in in_main)]
+            if rest:
+                cols = [(s, s, 4) for s in rest]
+                tables.append(scorer_table(store, name, f"{name} (mean per scorer)", cols, ids))
+    return [t for t in tables if t.rows]
+
+
+def _cell(v: Any, decimals: int | None) -> str:
+    if v is None:
+        return "-"
+    if decimals is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v:.{decimals}f}"
+    return str(v)
+
+
+def _cells(t: Table) -> list[list[str]]:
+    out = []
+    for i, row in enumerate(t.rows):
+        marks = t.partial[i] if i < len(t.partial) else set()
+        out.append(
+            [
+                _cell(v, d) + ("*" if j in marks else "")
+                for j, (v, d) in enumerate(zip(row, t.decimals, strict=True))
+            ]
+        )
+    return out
+
+
+def _aligned(row: Sequence[str], widths: Sequence[int], decimals: Sequence[int | None]) -> str:
+    return "  ".join(
+        s.ljust(w) if d is None else s.rjust(w)
+        for s, w, d in zip(row, widths, decimals, strict=True)
+    ).rstrip()
+
+
+def render(tables: Table | Sequence[Table], fmt: str = "text") -> str:
+    """Tables as ``text`` (aligned), ``markdown``, ``csv`` (raw numbers) or ``json``."""
+    ts = [tables] if isinstance(tables, Table) else list(tables)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps(
+            [
+                {
+                    "title": t.title,
+                    "columns": t.columns,
+                    "rows": t.records(),
+                    "partial": [sorted(t.columns[j] for j in p) for p in t.partial],
+                    "notes": t.notes,
+                }
+                for t in ts
+            ],
+            indent=2,
+            default=str,
+        )
+    parts = []
+    for t in ts:
+        if fmt == "csv":
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow([*t.columns, "partial"])
+            for i, row in enumerate(t.rows):
+                p = t.partial[i] if i < len(t.partial) else set()
+                w.writerow(
+                    ["" if v is None else v for v in row]
+                    + [";".join(t.columns[j] for j in sorted(p))]
+                )
+            parts.append(f"# {t.title}\n{buf.getvalue()}")
+            continue
+        cells = _cells(t)
+        if fmt == "markdown":
+            lines = [f"**{t.title}**", "", "| " + " | ".join(t.columns) + " |"]
+            lines.append("|" + "|".join("---" if d is None else "---:" for d in t.decimals) + "|")
+            lines += ["| " + " | ".join(r) + " |" for r in cells]
+            if t.notes:
+                lines.append("")
+        else:
+            widths = [max([len(c)] + [len(r[j]) for r in cells]) for j, c in enumerate(t.columns)]
+            lines = [
+                t.title,
+                _aligned(t.columns, widths, t.decimals),
+                "  ".join("-" * w for w in widths),
+            ]
+            lines += [_aligned(r, widths, t.decimals) for r in cells]
+        lines += t.notes
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"

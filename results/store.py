@@ -1,0 +1,617 @@
+"""The results store: one DuckDB file of runs, samples and scores, and a folder of images named by their hash.
+
+``Store(path)`` is a handful of verbs over plain SQL (no ORM). Aggregates are SQL views (``schema.sql``), so the
+numbers in a table, the leaderboard and the service all come from one place. Layout next to the database file::
+
+    results/flow-opd.duckdb        runs, samples, scores, _migrations (+ the .wal DuckDB keeps while writing)
+    results/images/ab/ab12....png  every generated image, named by the sha256 of its PNG bytes
+
+Concurrency: DuckDB lets one process write a file, and a process that has it open for writing locks out every
+other process, readers included. So a file store opens a connection per verb and closes it straight after
+(``with store.session():`` keeps one open for a burst of queries); a writer such as ``harness eval`` therefore
+holds the lock only for the milliseconds of each batch's transaction, and a reader (the service, ``harness
+leaderboard``) that finds the file locked retries for ``lock_timeout`` seconds before it gives up with a clear
+error. Each batch of rows is written in one transaction: a process killed at any point leaves whole batches only
+(DuckDB replays or discards its WAL on the next open), and re-inserting an existing key is a no-op, so a resumed
+run never duplicates a row.
+
+Safety: a file that is not a DuckDB database, or a DuckDB database that is not a flow-opd store, or a store
+written by a newer flow-opd, is refused with one line saying so; it is never overwritten or migrated blindly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+SCHEMA = HERE / "schema.sql"
+MIGRATIONS = HERE / "migrations"
+DEFAULT_STORE = Path("results") / "flow-opd.duckdb"
+_MAGIC = b"DUCK"  # DuckDB's file header carries this at byte 8
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The numbered migrations shipped in ``results/migrations`` (``NNN_<what>.sql``), in order."""
+    out = []
+    for p in sorted(MIGRATIONS.glob("*.sql")):
+        m = re.fullmatch(r"(\d{3})_(\w+)\.sql", p.name)
+        if not m:
+            raise StoreError(f"migration file {p.name} is not named NNN_<what>.sql")
+        out.append(Migration(int(m.group(1)), m.group(2), p.read_text(encoding="utf-8")))
+    ids = [m.id for m in out]
+    if ids != list(range(1, len(ids) + 1)):
+        raise StoreError(f"migrations must be numbered 001, 002, ... without gaps; found {ids}")
+    return out
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs``."""
+
+    run_id: str
+    model: str
+    lora: str | None
+    protocol: dict[str, Any]
+    provenance: dict[str, Any]
+    protocol_version: str = ""
+    created_at: Any = None
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One generated image (a row of ``samples``)."""
+
+    run_id: str
+    step: int
+    benchmark: str
+    benchmark_version: str
+    prompt_id: str
+    prompt_index: int
+    prompt: str
+    meta: dict[str, Any]
+    grp: str | None
+    image_index: int
+    seed: int
+    image_sha256: str
+    image_path: str
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One scorer's verdict on one image (a row of ``scores``)."""
+
+    run_id: str
+    step: int
+    benchmark: str
+    benchmark_version: str
+    prompt_id: str
+    grp: str | None
+    image_index: int
+    scorer: str
+    scorer_version: str
+    value: float
+    reward: float | None
+    details: dict[str, Any] | None = field(default=None)
+
+
+def to_json(obj: Any) -> str:
+    """JSON for details/meta columns: numpy scalars and arrays become numbers and lists, NaN is refused."""
+
+    def default(o: Any) -> Any:
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        if isinstance(o, (set, frozenset, tuple)):
+            return list(o)
+        if isinstance(o, Path):
+            return str(o)
+        return str(o)
+
+    return json.dumps(obj, default=default, allow_nan=False, sort_keys=True)
+
+
+def write_image_file(images_dir: Path, png: bytes) -> tuple[str, str]:
+    """Write PNG bytes as ``<aa>/<sha256>.png`` under ``images_dir`` (atomic, idempotent); (sha256, path)."""
+    sha = hashlib.sha256(png).hexdigest()
+    rel = f"{sha[:2]}/{sha}.png"
+    path = images_dir / rel
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{sha}.{os.getpid()}.tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, path)
+    return sha, rel
+
+
+def read_image_file(images_dir: Path, rel: str, sha256: str) -> bytes:
+    """The bytes of a stored image, checked against its sha256."""
+    path = images_dir / rel
+    if not path.exists():
+        raise StoreError(f"image {path} is missing from the store's images folder")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise StoreError(
+            f"image {path} does not match its sha256 {sha256[:12]}...: it was modified"
+        )
+    return data
+
+
+def _rows(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    cur = con.execute(sql, list(params))
+    names = [d[0] for d in cur.description or []]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+class Store:
+    """The DuckDB results store at ``path`` (``":memory:"`` for a throwaway one), migrated on first open."""
+
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_STORE,
+        *,
+        read_only: bool = False,
+        images_dir: str | Path | None = None,
+        lock_timeout: float = 30.0,
+    ) -> None:
+        self.memory = str(path) == ":memory:"
+        self.path = Path(path) if not self.memory else Path(":memory:")
+        self.read_only = read_only
+        self.lock_timeout = lock_timeout
+        if images_dir is not None:
+            self.images_dir: Path | None = Path(images_dir)
+        else:
+            self.images_dir = None if self.memory else self.path.parent / "images"
+        self._con: duckdb.DuckDBPyConnection | None = None
+        if self.memory:
+            self._con = duckdb.connect(":memory:")
+            self._migrate(self._con)
+            return
+        self._check_file()
+        if read_only:
+            with self.session() as con:
+                self._check_schema(con, write=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.session() as con:
+                self._migrate(con)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # --- connections -------------------------------------------------------------------------------
+
+    def _check_file(self) -> None:
+        p = self.path
+        if p.exists():
+            if p.is_dir():
+                raise StoreError(f"store {p} is a folder; pass the path of a .duckdb file")
+            try:
+                with p.open("rb") as fh:
+                    head = fh.read(12)
+            except OSError as e:
+                raise StoreError(
+                    f"store {p} cannot be read ({e.strerror}); fix its permissions"
+                ) from None
+            if head and head[8:12] != _MAGIC:
+                raise StoreError(
+                    f"{p} is not a DuckDB database (unknown header); it was left untouched. "
+                    "Move it away or pass --store with another path"
+                )
+        elif self.read_only:
+            raise StoreError(
+                f"no results store at {p}; run `harness eval` first or pass --store PATH"
+            )
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        wait = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as e:
+                msg = str(e)
+                if "lock" not in msg.lower():
+                    raise StoreError(
+                        f"cannot open store {self.path}: {msg.splitlines()[0]}; it was left untouched"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"store {self.path} is locked by another process (a running `harness eval`?) "
+                        f"for more than {self.lock_timeout:.0f} s; try again when it is done"
+                    ) from None
+                time.sleep(wait)
+                wait = min(wait * 2, 1.0)
+            except duckdb.Error as e:
+                raise StoreError(
+                    f"cannot open store {self.path}: {str(e).splitlines()[0]}; it was left untouched"
+                ) from None
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One connection for a burst of statements (re-entrant); closed, and the file unlocked, at the end."""
+        if self._con is not None:
+            yield self._con
+            return
+        con = self._open()
+        self._con = con
+        try:
+            yield con
+        finally:
+            self._con = None
+            con.close()
+
+    def close(self) -> None:
+        """Close the in-memory connection (file stores hold none between calls)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    # --- schema ------------------------------------------------------------------------------------
+
+    def _applied(self, con: duckdb.DuckDBPyConnection) -> list[int] | None:
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        if "_migrations" not in tables:
+            if tables:
+                raise StoreError(
+                    f"{self.path} is a DuckDB database but not a flow-opd results store "
+                    f"(tables: {', '.join(sorted(tables)[:5])}); it was left untouched"
+                )
+            return None
+        return [r[0] for r in con.execute("SELECT id FROM _migrations ORDER BY id").fetchall()]
+
+    def _check_schema(self, con: duckdb.DuckDBPyConnection, *, write: bool) -> list[int]:
+        applied = self._applied(con)
+        if applied is None:
+            raise StoreError(f"{self.path} is an empty database, not a results store yet")
+        known = max(m.id for m in migrations())
+        if applied and max(applied) > known:
+            raise StoreError(
+                f"{self.path} was written by a newer flow-opd (schema migration {max(applied)}, this one "
+                f"knows up to {known}); upgrade flow-opd to {'write' if write else 'read'} it"
+            )
+        return applied
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        applied = self._applied(con)
+        all_migrations = migrations()
+        if applied is None:  # a new store: the current schema in one go, every migration recorded
+            con.execute("BEGIN")
+            con.execute(
+                "CREATE TABLE _migrations (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+            )
+            con.execute(SCHEMA.read_text(encoding="utf-8"))
+            con.executemany(
+                "INSERT INTO _migrations (id, name) VALUES (?, ?)",
+                [[m.id, m.name] for m in all_migrations],
+            )
+            con.execute("COMMIT")
+            return
+        self._check_schema(con, write=True)
+        for m in all_migrations:
+            if m.id in applied:
+                continue
+            log.info("store %s: applying migration %03d_%s", self.path, m.id, m.name)
+            con.execute("BEGIN")
+            con.execute(m.sql)
+            con.execute("INSERT INTO _migrations (id, name) VALUES (?, ?)", [m.id, m.name])
+            con.execute("COMMIT")
+
+    def applied_migrations(self) -> list[tuple[int, str]]:
+        """(id, name) of every migration recorded in ``_migrations``."""
+        with self.session() as con:
+            return [
+                (r[0], r[1])
+                for r in con.execute("SELECT id, name FROM _migrations ORDER BY id").fetchall()
+            ]
+
+    # --- images ------------------------------------------------------------------------------------
+
+    def put_image(self, png: bytes) -> tuple[str, str]:
+        """Write PNG bytes under their sha256 (atomically, idempotently); returns (sha256, relative path)."""
+        return write_image_file(self._images(), png)
+
+    def image_file(self, rel: str) -> Path:
+        """The file of a stored image path."""
+        return self._images() / rel
+
+    def read_image(self, rel: str, sha256: str) -> bytes:
+        """The PNG bytes of a stored image, checked against its hash."""
+        return read_image_file(self._images(), rel, sha256)
+
+    def _images(self) -> Path:
+        if self.images_dir is None:
+            raise StoreError("this store has no images folder; pass images_dir=... to Store")
+        return self.images_dir
+
+    # --- runs --------------------------------------------------------------------------------------
+
+    def add_run(self, run: RunRecord) -> None:
+        """Insert a run (an existing run id is left as it is)."""
+        with self.session() as con:
+            con.execute(
+                "INSERT INTO runs (run_id, model, lora, protocol_version, protocol, provenance) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    run.run_id,
+                    run.model,
+                    run.lora,
+                    run.protocol_version,
+                    to_json(run.protocol),
+                    to_json(run.provenance),
+                ],
+            )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run called ``run_id``, or None."""
+        with self.session() as con:
+            rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            return None
+        r = rows[0]
+        return RunRecord(
+            run_id=r["run_id"],
+            model=r["model"],
+            lora=r["lora"],
+            protocol=json.loads(r["protocol"]),
+            provenance=json.loads(r["provenance"]),
+            protocol_version=r["protocol_version"],
+            created_at=r["created_at"],
+        )
+
+    def protocols(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """run id -> stored protocol, for all runs or the given ones (one query)."""
+        where, params = _filters(run_ids, None)
+        with self.session() as con:
+            rows = con.execute(f"SELECT run_id, protocol FROM runs {where}", params).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def update_run_protocol(self, run_id: str, protocol: dict[str, Any]) -> None:
+        """Replace a run's stored protocol (used to record benchmarks added to an existing run)."""
+        with self.session() as con:
+            con.execute(
+                "UPDATE runs SET protocol = ? WHERE run_id = ?", [to_json(protocol), run_id]
+            )
+
+    def update_run_provenance(self, run_id: str, provenance: dict[str, Any]) -> None:
+        """Replace a run's provenance (a resumed run appends its session)."""
+        with self.session() as con:
+            con.execute(
+                "UPDATE runs SET provenance = ? WHERE run_id = ?", [to_json(provenance), run_id]
+            )
+
+    def run_ids(self) -> list[str]:
+        """All run ids, oldest first."""
+        with self.session() as con:
+            return [
+                r[0]
+                for r in con.execute(
+                    "SELECT run_id FROM runs ORDER BY created_at, run_id"
+                ).fetchall()
+            ]
+
+    def runs(self) -> list[dict[str, Any]]:
+        """One summary row per run: model, created, steps, benchmarks, images and score rows."""
+        with self.session() as con:
+            return _rows(
+                con,
+                """
+                SELECT r.run_id, r.created_at, r.model, r.lora,
+                       json_extract_string(r.provenance, '$.git_sha') AS git_sha,
+                       coalesce(s.n_images, 0) AS images, coalesce(c.n_scores, 0) AS scores,
+                       s.benchmarks, s.last_step
+                FROM runs r
+                LEFT JOIN (SELECT run_id, count(*) AS n_images, max(step) AS last_step,
+                                  string_agg(DISTINCT benchmark, ',' ORDER BY benchmark) AS benchmarks
+                           FROM samples GROUP BY run_id) s USING (run_id)
+                LEFT JOIN (SELECT run_id, count(*) AS n_scores FROM scores GROUP BY run_id) c USING (run_id)
+                ORDER BY r.created_at, r.run_id
+                """,
+            )
+
+    # --- samples and scores ------------------------------------------------------------------------
+
+    def add_samples(self, samples: Sequence[SampleRow], scores: Sequence[ScoreRow]) -> None:
+        """Write images and their scores in one transaction; rows whose key exists already are skipped."""
+        if not samples and not scores:
+            return
+        sample_params = [[*astuple(s)[:7], to_json(s.meta), *astuple(s)[8:]] for s in samples]
+        score_params = [
+            [*astuple(c)[:11], None if c.details is None else to_json(c.details)] for c in scores
+        ]
+        with self.session() as con:
+            con.execute("BEGIN")
+            try:
+                _insert(
+                    con,
+                    "samples (run_id, step, benchmark, benchmark_version, prompt_id, prompt_index, prompt, "
+                    "meta, grp, image_index, seed, image_sha256, image_path)",
+                    sample_params,
+                )
+                _insert(
+                    con,
+                    "scores (run_id, step, benchmark, benchmark_version, prompt_id, grp, image_index, "
+                    "scorer, scorer_version, value, reward, details)",
+                    score_params,
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def existing(
+        self, run_id: str, step: int, benchmark: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(samples, scores) already stored for one run, step and benchmark (keys and versions only)."""
+        with self.session() as con:
+            samples = _rows(
+                con,
+                "SELECT prompt_id, image_index, benchmark_version, seed, image_sha256, image_path "
+                "FROM samples WHERE run_id = ? AND step = ? AND benchmark = ?",
+                [run_id, step, benchmark],
+            )
+            scores = _rows(
+                con,
+                "SELECT prompt_id, image_index, scorer, scorer_version, benchmark_version "
+                "FROM scores WHERE run_id = ? AND step = ? AND benchmark = ?",
+                [run_id, step, benchmark],
+            )
+        return samples, scores
+
+    def sample_scores(
+        self, run_id: str, step: int | None = None, benchmark: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every (image, scorer) row of a run (the ``sample_scores`` view), in prompt order."""
+        sql = "SELECT * FROM sample_scores WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if step is not None:
+            sql += " AND step = ?"
+            params.append(step)
+        if benchmark is not None:
+            sql += " AND benchmark = ?"
+            params.append(benchmark)
+        sql += " ORDER BY step, benchmark, prompt_index, image_index, scorer"
+        with self.session() as con:
+            return _rows(con, sql, params)
+
+    def count_rows(self) -> dict[str, int]:
+        """Row counts of runs, samples and scores."""
+        with self.session() as con:
+            return {
+                t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+                for t in ("runs", "samples", "scores")
+            }
+
+    # --- aggregates (views) ------------------------------------------------------------------------
+
+    def benchmark_scores(
+        self,
+        *,
+        run_ids: Sequence[str] | None = None,
+        benchmark: str | None = None,
+        latest: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Rows of the ``benchmark_scores`` view; ``latest`` keeps each run's last evaluated step."""
+        where, params = _filters(run_ids, benchmark)
+        qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id, benchmark)" if latest else ""
+        with self.session() as con:
+            return _rows(
+                con,
+                f"SELECT * FROM benchmark_scores {where} {qualify} "
+                "ORDER BY run_id, step, benchmark, scorer",
+                params,
+            )
+
+    def group_scores(
+        self,
+        benchmark: str,
+        *,
+        run_ids: Sequence[str] | None = None,
+        latest: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Rows of the ``group_scores`` view for one benchmark (per GenEval task, T2I-CompBench category)."""
+        where, params = _filters(run_ids, benchmark)
+        qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id)" if latest else ""
+        with self.session() as con:
+            return _rows(
+                con,
+                f"SELECT * FROM group_scores {where} {qualify} ORDER BY run_id, step, scorer, grp",
+                params,
+            )
+
+    def main_table(
+        self, *, run_ids: Sequence[str] | None = None, latest: bool = True
+    ) -> list[dict[str, Any]]:
+        """Rows of the ``main_table`` view (GenEval, OCR, DeQA, PickScore, Avg), best Avg first."""
+        where, params = _filters(run_ids, None)
+        qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id)" if latest else ""
+        with self.session() as con:
+            return _rows(
+                con,
+                f"SELECT * FROM main_table {where} {qualify} "
+                "ORDER BY avg DESC NULLS LAST, run_id, step",
+                params,
+            )
+
+    def leaderboard(self, benchmark: str | None = None) -> list[dict[str, Any]]:
+        """Each run's last step, best first: the main table, or one benchmark's per-scorer scores."""
+        if benchmark is None:
+            return self.main_table()
+        rows = self.benchmark_scores(benchmark=benchmark)
+        return sorted(rows, key=lambda r: (r["scorer"], -r["score"], r["run_id"]))
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """Every evaluated step of a run (for training curves), step by step."""
+        return self.benchmark_scores(run_ids=[run_id], latest=False)
+
+    def prompt_values(
+        self, run_id: str, step: int, benchmark: str, scorer: str
+    ) -> list[dict[str, Any]]:
+        """Per prompt: its group, number of images and sum of values (the unit the bootstrap resamples)."""
+        with self.session() as con:
+            return _rows(
+                con,
+                "SELECT prompt_id, any_value(grp) AS grp, count(*) AS n, sum(value) AS total "
+                "FROM scores WHERE run_id = ? AND step = ? AND benchmark = ? AND scorer = ? "
+                "GROUP BY prompt_id ORDER BY prompt_id",
+                [run_id, step, benchmark, scorer],
+            )
+
+    def last_step(self, run_id: str) -> int | None:
+        """The last step a run has samples for."""
+        with self.session() as con:
+            row = con.execute("SELECT max(step) FROM samples WHERE run_id = ?", [run_id]).fetchone()
+        return None if row is None else row[0]
+
+
+def _insert(con: duckdb.DuckDBPyConnection, target: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Multi-row INSERT ... ON CONFLICT DO NOTHING (one statement per chunk: executemany is ~50x slower)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        con.execute(
+            f"INSERT INTO {target} VALUES {', '.join([one] * len(chunk))} ON CONFLICT DO NOTHING",
+            [v for r in chunk for v in r],
+        )
+
+
+def _filters(run_ids: Sequence[str] | None, benchmark: str | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if run_ids is not None:
+        clauses.append(f"run_id IN ({', '.join('?' for _ in run_ids) or 'NULL'})")
+        params.extend(run_ids)
+    if benchmark is not None:
+        clauses.append("benchmark = ?")
+        params.append(benchmark)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
