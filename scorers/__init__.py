@@ -12,7 +12,10 @@ from typing import Any
 from scorers.base import Requirements, Scorer, Scores
 
 # registry name -> "module:Class"
-SCORERS: dict[str, str] = {}
+SCORERS: dict[str, str] = {
+    "brightness": "scorers.brightness:Brightness",
+    "colour": "scorers.brightness:ColourCloseness",
+}
 
 __all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]
 
@@ -29,7 +32,9 @@ def load(name: str, **kwargs: Any) -> Scorer:
     if name not in SCORERS:
         hint = difflib.get_close_matches(name, list(SCORERS), n=3)
         maybe = f" (did you mean {', '.join(hint)}?)" if hint else ""
-        raise UnknownScorerError(f"unknown scorer {name!r}{maybe}; known: {', '.join(sorted(SCORERS))}")
+        raise UnknownScorerError(
+            f"unknown scorer {name!r}{maybe}; known: {', '.join(sorted(SCORERS))}"
+        )
     module, cls = SCORERS[name].split(":")
     scorer: Scorer = getattr(importlib.import_module(module), cls)(**kwargs)
     return scorer

@@ -66,7 +66,9 @@ def sigma_t_of(
     return noise_level * torch.sqrt(sigma / (1 - denom_s))
 
 
-def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, reduce: LogProbReduce = "mean") -> Tensor:
+def gaussian_log_prob(
+    x: Tensor, mean: Tensor, std: Tensor, reduce: LogProbReduce = "mean"
+) -> Tensor:
     """Log-density of ``x`` under ``N(mean, std^2 I)``, reduced over all but the batch dim. [B, ...] -> [B]."""
     elem = -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - _LOG_SQRT_2PI
     dims = tuple(range(1, elem.ndim))
@@ -127,7 +129,9 @@ def sde_step(
 
 
 def _draw(
-    shape: torch.Size, generator: torch.Generator | list[torch.Generator] | None, device: torch.device
+    shape: torch.Size,
+    generator: torch.Generator | list[torch.Generator] | None,
+    device: torch.device,
 ) -> Tensor:
     """Standard normal noise, one generator per image when a list is given (drawn on CPU for portability)."""
     if isinstance(generator, list):
@@ -224,6 +228,16 @@ def rollout(
     )
 
 
+def velocity_at(
+    model: FlowModel, ro: Rollout, index: int, *, batch: slice | Tensor | None = None
+) -> Tensor:
+    """The model's current (CFG) velocity at the recorded state ``index``: [b, C, h, w] (with grad if enabled)."""
+    sel = slice(None) if batch is None else batch
+    cond = ro.cond.select(sel)
+    uncond = ro.uncond.select(sel) if ro.uncond is not None else None
+    return model.velocity(ro.latents[sel, index], float(ro.sigmas[index]), cond, uncond, ro.cfg)
+
+
 def recompute_step(
     model: FlowModel,
     ro: Rollout,
@@ -231,15 +245,18 @@ def recompute_step(
     *,
     batch: slice | Tensor | None = None,
     logprob: LogProbReduce = "mean",
+    v: Tensor | None = None,
 ) -> SDEStep:
-    """Re-score the recorded transition ``index`` with the model's current weights (the GRPO/OPD inner loop)."""
+    """Re-score the recorded transition ``index`` with the model's current weights (the GRPO/OPD inner loop).
+
+    ``v`` reuses a velocity already computed by ``velocity_at`` for the same rows (OPD needs both).
+    """
     sel = slice(None) if batch is None else batch
     x = ro.latents[sel, index]
     nxt = ro.latents[sel, index + 1]
-    cond = ro.cond.select(sel)
-    uncond = ro.uncond.select(sel) if ro.uncond is not None else None
     s, s_next = float(ro.sigmas[index]), float(ro.sigmas[index + 1])
-    v = model.velocity(x, s, cond, uncond, ro.cfg)
+    if v is None:
+        v = velocity_at(model, ro, index, batch=batch)
     sigma_cap = float(ro.sigmas[1]) if len(ro.sigmas) > 2 else None
     return sde_step(
         x, v, s, s_next, ro.noise_level, sigma_cap=sigma_cap, prev_sample=nxt, logprob=logprob
