@@ -34,6 +34,9 @@ def test_yaml_then_overrides_onto_defaults(tmp_path):
     )  # YAML 1.1 reads '3e-4' as a string
     assert cfg.rewards == {"ocr": 1.0, "deqa": 0.5}  # dotted override updates a dict item
     assert cfg.run.out == "x"
+    assert (
+        load(grpo.Config, None, ["run.mixed_precision=no"]).run.mixed_precision == "no"
+    )  # YAML 1.1: no -> False
 
 
 def test_yaml_dict_value_replaces_the_default(tmp_path):

@@ -20,6 +20,7 @@ Rewards, from the same scorers the harness uses (``scorers.load``):
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -113,10 +114,10 @@ def main(cfg: Config) -> None:
     # fail before any work: names, files, layout
     loop.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
-    run = loop.start("grpo", cfg, cfg.run)
-    layout = loop.epoch_layout(cfg.sample, run.world)
+    layout = loop.epoch_layout(cfg.sample, loop.launched_world())
     if cfg.init is not None:
         loop.check_adapter_base("init", cfg.init, cfg.model)
+    run = loop.start("grpo", cfg, cfg.run)
     scorers = loop.load_scorers(cfg.scorer_names(), cfg.reward_servers)
 
     model = loop.load_base(run, cfg.model, cfg.sample.t5_length)
@@ -137,6 +138,7 @@ def main(cfg: Config) -> None:
 
     while run.step < run.rcfg.max_steps:
         step_before = run.step
+        t_epoch = time.perf_counter()
         # 1. sample this process's share of the epoch's groups
         plan = plan_epoch(
             pools,
@@ -172,6 +174,8 @@ def main(cfg: Config) -> None:
             vals = loop.gather_cat(run, torch.cat(chunks))
             epoch_stats[f"reward/{name}"] = float(vals.nanmean())
 
+        epoch_stats["time/sample_s"] = time.perf_counter() - t_epoch  # rollouts + rewards
+        t_train = time.perf_counter()
         # 3. train: every batch x the first T steps, one optimizer step per `accum_batches` batches
         order = torch.randperm(
             len(batches), generator=torch.Generator().manual_seed(run.rcfg.seed + run.epoch)
@@ -212,6 +216,8 @@ def main(cfg: Config) -> None:
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
                 if sync:
                     norm = loop.optimizer_step(run, tr, cfg.optim)
+                    sums["time/train_s"] = time.perf_counter() - t_train
+                    t_train = time.perf_counter()
                     if run.step % run.rcfg.log_every == 0 or run.step == 1:
                         loop.log_metrics(
                             run,

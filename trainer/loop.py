@@ -225,6 +225,11 @@ def check_eval_hook(rcfg: RunConfig) -> None:
         ) from None
 
 
+def launched_world() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 for a plain ``python -m``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
     """Set up accelerate, seeds, the run folder (config.yaml), trackers; all checks before any heavy work."""
     from accelerate import Accelerator
@@ -237,7 +242,7 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
     _check_tracker(rcfg.log_with)
     check_eval_hook(rcfg)
     out = Path(rcfg.out)
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = launched_world()
     # Without CUDA, Accelerator(cpu=False) under a multi-process launch gives every process world size 1 (each
     # would train alone and overwrite the others' files); cpu=True makes it a gloo MULTI_CPU run.
     use_cpu = rcfg.cpu or (launched > 1 and not torch.cuda.is_available())
@@ -776,8 +781,15 @@ def setup_logging() -> None:
     """INFO for our modules when run as a script; third-party chatter quiet."""
     level = logging.DEBUG if os.environ.get("FLOW_OPD_VERBOSE") == "1" else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("diffusers", "transformers", "accelerate", "peft", "PIL", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if os.environ.get("FLOW_OPD_VERBOSE") == "1":
+        return
+    for noisy in ("accelerate", "peft", "PIL", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # prompt truncation at 77 CLIP tokens and pipeline progress bars are expected; keep real errors
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()

@@ -18,6 +18,7 @@ adapters. No sample is dropped for tied task rewards; rewards are optional and o
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,16 +147,14 @@ def main(cfg: Config) -> None:
         loop.check_adapter_base("init", cfg.init, cfg.model)
     loop.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
+    layout = loop.epoch_layout(cfg.sample, loop.launched_world())
     run = loop.start("opd", cfg, cfg.run)
-    layout = loop.epoch_layout(cfg.sample, run.world)
     scorers = loop.load_scorers(cfg.scorer_names(), cfg.reward_servers)
 
     model = loop.load_base(run, cfg.model, cfg.sample.t5_length)
     net = model.denoiser
     loop.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
-    adapter_of = _attach_teachers(
-        net, folders
-    )  # task -> adapter name (one adapter per distinct folder)
+    adapter_of = _attach_teachers(net, folders)  # task -> adapter (one per distinct folder)
     names = sorted(set(adapter_of.values()))
     if anchor_dir is not None:
         loop.attach_frozen(net, ANCHOR, anchor_dir)
@@ -180,12 +179,15 @@ def main(cfg: Config) -> None:
 
     while run.step < run.rcfg.max_steps:
         step_before = run.step
+        t_epoch = time.perf_counter()
         plan = plan_epoch(
             pools, run.epoch, groups=s.groups_per_epoch, group_size=s.group_size, seed=run.rcfg.seed
         )
         mine = shard(len(plan.items), run.rank, run.world)
         batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s)
         epoch_stats = _rewards(run, cfg, scorers, batches, mine)
+        epoch_stats["time/sample_s"] = time.perf_counter() - t_epoch  # rollouts (+ optional rewards)
+        t_train = time.perf_counter()
 
         order = torch.randperm(
             len(batches), generator=torch.Generator().manual_seed(run.rcfg.seed + run.epoch)
@@ -239,6 +241,8 @@ def main(cfg: Config) -> None:
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
                 if sync:
                     norm = loop.optimizer_step(run, tr, cfg.optim)
+                    sums["time/train_s"] = time.perf_counter() - t_train
+                    t_train = time.perf_counter()
                     if run.step % run.rcfg.log_every == 0 or run.step == 1:
                         loop.log_metrics(
                             run,
