@@ -17,7 +17,9 @@ from PIL import Image
 class Requirements:
     """What a scorer needs before it can run."""
 
-    weights: tuple[str, ...] = ()  # "org/repo@revision" pinned, or a local path; `harness fetch <name>` gets them
+    weights: tuple[
+        str, ...
+    ] = ()  # "org/repo@revision" pinned, or a local path; `harness fetch <name>` gets them
     extra: str | None = None  # pip extra with the heavy deps, e.g. "ocr"
     gpu_gb: float = 0.0  # 0 means CPU is fine
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trainer.objectives import (
@@ -140,12 +140,15 @@ def test_opd_weight_by_hand():
     normaliser=st.sampled_from(["exact", "exact_mean", "flow_grpo"]),
     seed=st.integers(0, 2**16),
 )
+@example(s=1.0, frac=0.96, a=0.7, normaliser="exact", seed=0)  # the first step, s = 1 (capped)
 def test_kl_of_transition_means_equals_weighted_velocity_gap(s, frac, a, normaliser, seed):
     """METHOD.md 5.4: KL(pi_theta || pi_T) = w(t) ||v_theta - v_T||^2, for each named normaliser."""
     g = torch.Generator().manual_seed(seed)
     x, v, v_t = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
     s_next = s * frac
-    cap = 0.9 if s >= 1.0 else None
+    cap = (
+        0.9 if s >= 0.999 else None
+    )  # float32 rounds s near 1 to exactly 1, where the cap is needed
     step_s = sde_step(x, v, s, s_next, a, sigma_cap=cap, noise=torch.zeros_like(x))
     step_t = sde_step(x, v_t, s, s_next, a, sigma_cap=cap, noise=torch.zeros_like(x))
     kl = gaussian_kl(step_s.mean, step_t.mean, step_s.sigma_t, s_next - s, normaliser)

@@ -212,7 +212,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} fits none of {tp}")
     if origin is Literal:
         allowed = get_args(tp)
-        if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans: `mixed_precision=no`
+        if isinstance(
+            value, bool
+        ):  # YAML 1.1 reads no/off/yes/on as booleans: `mixed_precision=no`
             words = ("yes", "on", "true") if value else ("no", "off", "false")
             value = next((w for w in words if w in allowed), value)
         if value not in allowed:

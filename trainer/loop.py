@@ -259,8 +259,8 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
             "check the accelerate config (on CPU: accelerate launch --multi_gpu --num_processes N)"
         )
     set_seed(rcfg.seed)  # identical on every rank: adapters start identical
-    previous = read_manifest(out)
-    run_id = [previous.get("run_id") if rcfg.resume else None]
+    ckpt = find_checkpoint(out, rcfg.resume)
+    run_id = [json.loads((ckpt / "state.json").read_text())["run_id"] if ckpt else None]
     if run_id[0] is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         run_id = [f"{recipe}-{out.name}-{stamp}-{random.Random().randrange(16**4):04x}"]
@@ -270,7 +270,9 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         config.dump(cfg, out / "config.yaml")
-        run._metrics = (out / "metrics.jsonl").open("a")
+        run._metrics = (out / "metrics.jsonl").open(
+            "a" if ckpt else "w"
+        )  # a fresh run starts a fresh log
         if rcfg.log_with != "none":
             acc.init_trackers("logs", config=_flat_scalars(config.to_dict(cfg)))
     acc.wait_for_everyone()
@@ -511,13 +513,14 @@ def checkpoint_due(run: Run, step_before: int) -> bool:
     return bool(every) and run.step // every > step_before // every
 
 
-def find_checkpoint(run: Run) -> Path | None:
-    """The checkpoint ``run.resume`` names: ``auto`` -> the latest complete one (None if there is none)."""
-    target = run.rcfg.resume
+def find_checkpoint(out: Path, target: str | None) -> Path | None:
+    """The checkpoint ``run.resume`` names: ``auto`` -> the latest complete one under ``out`` (None if none)."""
     if target is None:
         return None
     if target == "auto":
-        done = sorted(p for p in _ckpt_root(run).glob("step_*") if (p / "state.json").exists())
+        done = sorted(
+            p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").exists()
+        )
         return done[-1] if done else None
     folder = Path(target)
     if not (folder / "state.json").exists():
@@ -529,7 +532,7 @@ def resume(run: Run, tr: Training) -> bool:
     """Restore a checkpoint if ``run.resume`` asks for one; returns whether it did."""
     from safetensors.torch import load_file
 
-    folder = find_checkpoint(run)
+    folder = find_checkpoint(run.out, run.rcfg.resume)
     if folder is None:
         if run.rcfg.resume == "auto":
             log.info("run.resume=auto: no checkpoint under %s, starting fresh", _ckpt_root(run))

@@ -81,9 +81,17 @@ def resolve_model_dir(model: str | Path) -> Path:
 
         folder = snapshot_download(
             name,
-            allow_patterns=["model_index.json", "*/*.json", "*/*.safetensors", "*/*.txt", "*/*.model"],
+            allow_patterns=[
+                "model_index.json",
+                "*/*.json",
+                "*/*.safetensors",
+                "*/*.txt",
+                "*/*.model",
+            ],
         )
-    except Exception as e:  # LocalEntryNotFoundError, OfflineModeIsEnabled, GatedRepoError, HTTP errors
+    except (
+        Exception
+    ) as e:  # LocalEntryNotFoundError, OfflineModeIsEnabled, GatedRepoError, HTTP errors
         raise _missing(name, f"{type(e).__name__}") from None
     return Path(folder)
 

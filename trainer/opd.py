@@ -186,7 +186,9 @@ def main(cfg: Config) -> None:
         mine = shard(len(plan.items), run.rank, run.world)
         batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s)
         epoch_stats = _rewards(run, cfg, scorers, batches, mine)
-        epoch_stats["time/sample_s"] = time.perf_counter() - t_epoch  # rollouts (+ optional rewards)
+        epoch_stats["time/sample_s"] = (
+            time.perf_counter() - t_epoch
+        )  # rollouts (+ optional rewards)
         t_train = time.perf_counter()
 
         order = torch.randperm(

@@ -58,7 +58,13 @@ class SD3:
         pipe.vae.to(dtype=torch.float32)
         pipe.to(device)
         pipe.vae.to(dtype=torch.float32)
-        for m in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3):
+        for m in (
+            pipe.transformer,
+            pipe.vae,
+            pipe.text_encoder,
+            pipe.text_encoder_2,
+            pipe.text_encoder_3,
+        ):
             if m is not None:
                 m.requires_grad_(False)
                 m.eval()
@@ -91,9 +97,7 @@ class SD3:
         s = s.expand(batch) if s.ndim == 0 else s
         if uncond is None or cfg == 1.0:
             return self._forward(x, s, cond)
-        both = self._forward(
-            torch.cat([x, x]), torch.cat([s, s]), Conditioning.cat([uncond, cond])
-        )
+        both = self._forward(torch.cat([x, x]), torch.cat([s, s]), Conditioning.cat([uncond, cond]))
         v_u, v_c = both.chunk(2)
         return v_u + cfg * (v_c - v_u)
 
