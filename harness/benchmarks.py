@@ -39,6 +39,8 @@ class Benchmark:
     # grouped by that key, each group is averaged, and the score is the unweighted mean of the group means
     # (GenEval's official "overall" = mean of the 6 task accuracies). The SQL views in results/ implement this.
     group_by: str | None = None
+    # Protocol defaults this benchmark needs (e.g. the mini world's 32 px images); explicit settings win.
+    protocol: tuple[tuple[str, Any], ...] = ()
 
     @property
     def aggregation(self) -> str:
@@ -103,6 +105,25 @@ BENCHMARKS: dict[str, Benchmark] = {
         "T2I-CompBench val, 8 categories x 300 prompts x 10 images; per-category scores",
         group_by="category",
     ),
+    "mini_geneval": Benchmark(
+        "mini_geneval",
+        "1",
+        ("mini/geneval_test.jsonl",),
+        4,
+        ("mini_geneval", "mini_quality"),
+        "mini world, GenEval's six tasks in miniature (174 prompts x 4); official rules on exact detections",
+        group_by="tag",
+        protocol=(("height", 32), ("width", 32), ("steps", 20)),
+    ),
+    "mini_ocr": Benchmark(
+        "mini_ocr",
+        "1",
+        ("mini/ocr_test.jsonl",),
+        1,
+        ("mini_ocr", "mini_quality"),
+        "mini world, glyph text (300 prompts); Flow-GRPO's OCR reward on the glyph reader's text",
+        protocol=(("height", 32), ("width", 32), ("steps", 20)),
+    ),
 }
 
 # Named sets of (benchmark, scorers) that `harness eval` runs together. "main" is the paper's main table:
@@ -115,7 +136,26 @@ SUITES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("pickscore", ("pickscore",)),
     ),
     "quality": (("drawbench", BENCHMARKS["drawbench"].scorers),),
+    "mini": (
+        ("mini_geneval", BENCHMARKS["mini_geneval"].scorers),
+        ("mini_ocr", BENCHMARKS["mini_ocr"].scorers),
+    ),
 }
+
+
+def protocol_defaults(names: list[str]) -> dict[str, Any]:
+    """Protocol settings the named benchmarks or suites ask for; an error when they disagree."""
+    out: dict[str, Any] = {}
+    for name in names:
+        benches = [b for b, _ in SUITES[name]] if name in SUITES else [name]
+        for b in benches:
+            for key, value in get(b).protocol:
+                if out.setdefault(key, value) != value:
+                    raise ValueError(
+                        f"benchmarks {', '.join(names)} need different {key} ({out[key]} vs {value}); "
+                        "evaluate them in separate runs"
+                    )
+    return out
 
 
 class UnknownBenchmarkError(KeyError):

@@ -86,9 +86,14 @@ def generate(
         str | None,
         typer.Option(help="Use a benchmark's prompts instead (see `harness ls benchmarks`)."),
     ] = None,
-    steps: Annotated[int, typer.Option(help="Euler ODE steps.")] = 40,
+    steps: Annotated[
+        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 20).")
+    ] = None,
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
-    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 512,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Image height and width in pixels (default 512, mini world 32)."),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
     ] = 42,
@@ -112,14 +117,17 @@ def generate(
     from harness.generate import GenerateSettings, generate_images, load_prompt_items
 
     def go() -> None:
+        from harness.benchmarks import protocol_defaults
+
         items = load_prompt_items(prompts=prompts, benchmark=benchmark, limit=limit)
+        wants = protocol_defaults([benchmark]) if benchmark else {}
         settings = GenerateSettings(
             model=model,
             lora=lora,
-            steps=steps,
+            steps=steps if steps is not None else wants.get("steps", 40),
             cfg=cfg,
-            height=size,
-            width=size,
+            height=size if size is not None else wants.get("height", 512),
+            width=size if size is not None else wants.get("width", 512),
             seed=seed,
             images_per_prompt=images_per_prompt,
             negative_prompt=negative_prompt,
@@ -302,9 +310,14 @@ def eval_(
         ),
     ] = None,
     step: Annotated[int, typer.Option(help="Training step these weights come from.")] = 0,
-    steps: Annotated[int, typer.Option(help="Euler ODE steps.")] = 40,
+    steps: Annotated[
+        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 20).")
+    ] = None,
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
-    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 512,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Image height and width in pixels (default 512, mini world 32)."),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
     ] = 42,
@@ -333,23 +346,25 @@ def eval_(
     """
 
     def go() -> None:
+        from harness.benchmarks import protocol_defaults
         from harness.evaluate import evaluate
         from harness.protocol import EvalProtocol
         from harness.tables import benchmark_tables, render
         from results.store import Store
 
+        names = _split(benchmark) or ([] if prompts else ["main"])
+        wants = protocol_defaults(names)
         protocol = EvalProtocol(
-            steps=steps,
+            steps=steps if steps is not None else wants.get("steps", 40),
             cfg=cfg,
-            height=size,
-            width=size,
+            height=size if size is not None else wants.get("height", 512),
+            width=size if size is not None else wants.get("width", 512),
             negative_prompt=negative_prompt,
             t5_length=t5_length,
             seed=seed,
             images_per_prompt=images_per_prompt,
             image_encoding=image_encoding,
         )
-        names = _split(benchmark) or ([] if prompts else ["main"])
         result = evaluate(
             model,
             names,

@@ -18,6 +18,7 @@ import functools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -438,3 +439,43 @@ def quality(img: Image.Image) -> float:
     """
     labels = classify_pixels(img, tolerance=40.0)
     return float((labels >= 0).mean())
+
+
+# -- shipped prompt files --------------------------------------------------------------------------------------
+OCR_TEST_PROMPTS = 300  # a fixed subset of the OCR test split keeps the benchmark quick
+
+
+def prompt_files() -> dict[str, list[dict[str, Any]]]:
+    """The mini world's prompt files: GenEval-style tasks and OCR, train and test (what ships in harness/prompts/mini)."""
+    geneval = {
+        s: [p for t in GENEVAL_TASKS for p in split_prompts(t, s)] for s in ("train", "test")
+    }
+    return {
+        "geneval_train.jsonl": geneval["train"],
+        "geneval_test.jsonl": geneval["test"],
+        "ocr_train.jsonl": split_prompts("ocr", "train"),
+        "ocr_test.jsonl": split_prompts("ocr", "test")[:OCR_TEST_PROMPTS],
+    }
+
+
+def write_prompt_files(folder: str | Path) -> list[Path]:
+    """Write ``prompt_files()`` as JSONL (one prompt with its metadata per line)."""
+    import json
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows in prompt_files().items():
+        path = out / name
+        path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates harness/prompts/mini
+    import sys
+
+    for p in write_prompt_files(
+        sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "prompts" / "mini"
+    ):
+        print(p)

@@ -170,7 +170,7 @@ def test_unknown_names_fail_before_any_work_with_suggestions(tmp_path: Path) -> 
     from harness.benchmarks import UnknownBenchmarkError
     from scorers import UnknownScorerError
 
-    with pytest.raises(UnknownBenchmarkError, match=r"'genevel' \(did you mean geneval\?\)"):
+    with pytest.raises(UnknownBenchmarkError, match=r"'genevel' \(did you mean geneval\b"):
         evaluate("no/such-model", ["genevel"], store=tmp_path / "s.duckdb")
     with pytest.raises(UnknownScorerError, match=r"'fak' \(did you mean fake"):
         evaluate("no/such-model", ["ocr"], scorers=["fak"], store=tmp_path / "s.duckdb")

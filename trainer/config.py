@@ -69,11 +69,15 @@ class RunConfig:
     eval_benchmarks: tuple[str, ...] = ()
     eval_limit: int | None = None  # prompts per benchmark (None: the whole benchmark)
     eval_store: str | None = None  # DuckDB store path (None: the harness default)
+    eval_steps: int = (
+        40  # Euler ODE steps of the evaluation protocol (the paper: 40); CFG and size: sample.*
+    )
 
     def __post_init__(self) -> None:
         _positive("run.max_steps", self.max_steps)
         _non_negative("run.save_every", self.save_every)
         _non_negative("run.eval_every", self.eval_every)
+        _positive("run.eval_steps", self.eval_steps)
         _positive("run.log_every", self.log_every)
         _positive("run.ema_every", self.ema_every)
         _positive("run.keep_checkpoints", self.keep_checkpoints)

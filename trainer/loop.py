@@ -707,17 +707,27 @@ def gather_cat(run: Run, local: Tensor) -> Tensor:
 
 # -- evaluation hook ---------------------------------------------------------------------------------------------
 def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = False) -> None:
-    """Every ``run.eval_every`` steps: ``harness.evaluate.evaluate`` with the EMA weights, rows tagged with the
-    run id and step, written to the same store the CLI uses.
+    """Every ``run.eval_every`` steps: ``harness.evaluate`` with the EMA weights, rows tagged with the run id
+    and step, written to the same store the CLI uses; the headline numbers are logged as ``eval/<bench>/<scorer>``.
 
-    Expected signature (the harness owns it): ``evaluate(model, benchmarks, *, run_id, step, limit, store,
-    accelerator) -> dict[str, dict[str, float]]`` ({benchmark: {scorer: value}}), called on every rank.
+    Every rank calls it (the harness shards the prompts over the processes accelerate launched). The protocol is
+    the paper's (Euler ODE, ``run.eval_steps`` steps) at the recipe's CFG, size and T5 length.
     """
     every = run.rcfg.eval_every
     if not every or (run.step % every and not final):
         return
     from harness.evaluate import evaluate
+    from harness.protocol import EvalProtocol
+    from results.store import Store
 
+    sample = getattr(run.cfg, "sample", None)
+    protocol = EvalProtocol(
+        steps=run.rcfg.eval_steps,
+        cfg=getattr(sample, "cfg", 4.5),
+        height=getattr(sample, "size", 512),
+        width=getattr(sample, "size", 512),
+        t5_length=getattr(sample, "t5_length", 128),
+    )
     with tr.eval_weights():
         result = evaluate(
             model,
@@ -726,13 +736,16 @@ def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = Fa
             step=run.step,
             limit=run.rcfg.eval_limit,
             store=run.rcfg.eval_store,
-            accelerator=run.acc,
+            protocol=protocol,
+            progress=False,
         )
+    if not run.main:
+        return
+    rows = Store(result.store, read_only=True).benchmark_scores(run_ids=[run.run_id], latest=False)
     flat = {
-        f"eval/{bench}/{name}": float(v)
-        for bench, values in (result or {}).items()
-        for name, v in values.items()
-        if isinstance(v, int | float)
+        f"eval/{r['benchmark']}/{r['scorer']}": float(r["score"])
+        for r in rows
+        if r["step"] == run.step and r.get("score") is not None
     }
     if flat:
         log_metrics(run, flat)
