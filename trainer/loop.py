@@ -91,6 +91,10 @@ def resolve_model(model: str) -> str:
         from trainer.tiny import default_tiny_dir, save_tiny_sd3
 
         return str(save_tiny_sd3(default_tiny_dir()))
+    from trainer.models import BUILTIN_MODELS
+
+    if model in BUILTIN_MODELS and not Path(model).exists():
+        return str(BUILTIN_MODELS[model])
     path = Path(model)
     if (path / "merged" / "model_index.json").exists():
         return str(path / "merged")
@@ -111,7 +115,7 @@ def same_base(a: str, b: str) -> bool:
     """Whether two base-model names denote the same model (equal names, or the same local folder)."""
     if a == b:
         return True
-    ra, rb = (resolve_model(x) if x == TINY else x for x in (a, b))
+    ra, rb = (resolve_model(x) for x in (a, b))
     pa, pb = Path(ra), Path(rb)
     if pa.exists() and pb.exists():
         return pa.resolve() == pb.resolve()

@@ -26,6 +26,12 @@ BACKENDS = {
 }
 
 
+# Models that ship inside the package, by name (each also loads by its folder path).
+BUILTIN_MODELS = {
+    "mini": Path(__file__).parent / "assets" / "mini-base",  # the mini world's base (`python -m trainer.pretrain`)
+}
+
+
 class ModelNotFoundError(FileNotFoundError):
     """The model is neither a local folder nor available from the hub (cache)."""
 
@@ -67,6 +73,14 @@ def _missing(model: str, why: str) -> ModelNotFoundError:
 def resolve_model_dir(model: str | Path) -> Path:
     """The folder holding ``model_index.json``: the path itself, or the hub snapshot (cached or downloaded)."""
     path = Path(model)
+    if str(model) in BUILTIN_MODELS and not path.exists():
+        path = BUILTIN_MODELS[str(model)]
+        if not (path / "model_index.json").exists():
+            raise ModelNotFoundError(
+                f"the built-in {model!r} model is missing from {path}; rebuild it with "
+                f"`python -m trainer.pretrain --out {path}`"
+            )
+        return path
     if path.exists():
         if not (path / "model_index.json").exists():
             raise ModelNotFoundError(

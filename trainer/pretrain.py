@@ -72,14 +72,20 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--dim", type=int, default=MiniConfig.dim)
     ap.add_argument("--layers", type=int, default=MiniConfig.layers)
     ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--init", type=Path, default=None, help="continue from a saved mini checkpoint")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    model = MiniFlow.create(MiniConfig(dim=args.dim, layers=args.layers), seed=args.seed)
+    if args.init is not None:
+        model = MiniFlow.from_pretrained(args.init, str(args.init))
+        model.text_encoder.requires_grad_(True).train()
+        model.denoiser.requires_grad_(True).train()
+    else:
+        model = MiniFlow.create(MiniConfig(dim=args.dim, layers=args.layers), seed=args.seed)
     params = list(model.text_encoder.parameters()) + list(model.denoiser.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     ema = copy.deepcopy((model.text_encoder, model.denoiser))
-    stream = world.sample_pairs(world.TASKS, "train", seed=args.seed)
+    stream = world.sample_pairs(world.TASKS, "train", seed=args.seed + (1000 if args.init else 0))
     gen = torch.Generator().manual_seed(args.seed)
     start, step, losses = time.time(), 0, []
     deadline = start + args.minutes * 60
