@@ -20,7 +20,9 @@ $(VENV)/.installed-$(DEVICE): pyproject.toml
 ifeq ($(DEVICE),cuda)
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)"
 else
-	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" --extra-index-url $(CPU_INDEX)
+	# the CPU build: from a local wheel cache or index if one has it, else from PyTorch's CPU index
+	$(BIN)/pip install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+		|| $(BIN)/pip install -q "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(CPU_INDEX)
 endif
 	$(BIN)/pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@

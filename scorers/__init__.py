@@ -12,7 +12,18 @@ from typing import Any
 from scorers.base import Requirements, Scorer, Scores
 
 # registry name -> "module:Class"
-SCORERS: dict[str, str] = {}
+SCORERS: dict[str, str] = {
+    "geneval": "scorers.geneval:GenEval",
+    "compbench": "scorers.compbench:CompBench",
+    "mini_geneval": "scorers.mini:MiniGenEval",
+    "mini_ocr": "scorers.mini:MiniOCR",
+    "mini_quality": "scorers.mini:MiniQuality",
+    "pickscore": "scorers.pickscore:PickScore",
+    "hps": "scorers.hps:HPS",
+    "clipscore": "scorers.clipscore:CLIPScore",
+    "aesthetic": "scorers.aesthetic:Aesthetic",
+    "imagereward": "scorers.imagereward:ImageReward",
+}
 
 __all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # pipeline class in model_index.json -> backend class ("module:Class")
 BACKENDS = {
     "StableDiffusion3Pipeline": "trainer.sd3:SD3",
+    "MiniFlowPipeline": "trainer.mini:MiniFlow",
 }
 
 

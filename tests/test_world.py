@@ -1,0 +1,92 @@
+"""The mini world: deterministic splits, exact rendering, and perception that inverts the renderer."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import world
+
+
+def test_every_task_has_a_fixed_split_and_large_tasks_are_disjoint() -> None:
+    for task in world.TASKS:
+        test = [p["prompt"] for p in world.split_prompts(task, "test")]
+        train = [p["prompt"] for p in world.split_prompts(task, "train")]
+        assert test == [p["prompt"] for p in world.split_prompts(task, "test")]  # deterministic
+        if len(world.all_prompts(task)) >= world.SMALL_TASK:
+            assert not set(test) & set(train)
+            assert len(test) == round(len(world.all_prompts(task)) * 0.3)
+        else:
+            assert test == train
+    assert len(world.all_prompts("single_object")) == len(world.SHAPES)
+    assert len(world.all_prompts("color_attr")) == 4 * 3 * 6 * 5
+
+
+def test_prompt_metadata_uses_geneval_format() -> None:
+    rng = random.Random(0)
+    p = world.make_prompt("counting", rng)
+    n = p["include"][0]["count"]
+    assert p["exclude"] == [{"class": p["include"][0]["class"], "count": n + 1}]
+    assert p["prompt"].startswith(world.NUMBERS[n])
+    pos = world.make_prompt("position", rng)
+    assert (
+        pos["include"][1]["position"][1] == 0
+        and pos["include"][1]["position"][0] in world.RELATIONS
+    )
+    ocr = world.make_prompt("ocr", rng)
+    assert ocr["prompt"] == f'the text "{ocr["text"]}"'
+    with pytest.raises(ValueError, match="unknown mini-world task"):
+        world.make_prompt("poetry", rng)
+
+
+@pytest.mark.parametrize("cls", world.SHAPES)
+@pytest.mark.parametrize("size", [7, 8, 9, 10])
+def test_detector_inverts_the_renderer(cls: str, size: int) -> None:
+    img = world.render(world.Scene([world.Shape(cls, "pink", (4, 6, 4 + size, 6 + size))]))
+    (det,) = world.detect(img)
+    assert (det.cls, det.color, det.score) == (cls, "pink", 1.0)
+    assert det.box == (4.0, 6.0, 4.0 + size, 6.0 + size)
+
+
+def test_ground_truth_scenes_are_detected_exactly() -> None:
+    rng = random.Random(3)
+    for task in world.GENEVAL_TASKS:
+        for meta in world.split_prompts(task, "test")[:15]:
+            scene = world.scene_for(meta, rng)
+            found = sorted((d.cls, d.color) for d in world.detect(world.render(scene)))
+            assert found == sorted((s.cls, s.color) for s in scene.shapes), meta["prompt"]
+            counts = {c["class"]: c["count"] for c in meta["include"]}
+            for cls, n in counts.items():
+                assert sum(s.cls == cls for s in scene.shapes) == n
+
+
+def test_text_is_read_back_and_noise_is_not() -> None:
+    for text in ["7", "A2", "HEL", "UP0"]:
+        assert world.read_text(world.render(world.Scene(text=text))) == text
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    assert "7A2" not in world.read_text(noise)
+
+
+def test_quality_is_one_on_ground_truth_and_falls_with_noise() -> None:
+    img = world.render(
+        world.scene_for(world.split_prompts("two_object", "test")[0], random.Random(0))
+    )
+    assert world.quality(img) == 1.0
+    arr = np.asarray(img, dtype=float)
+    noisy = np.clip(arr + np.random.default_rng(1).normal(0, 40, arr.shape), 0, 255).astype(
+        np.uint8
+    )
+    assert world.quality(Image.fromarray(noisy)) < 0.8
+    blurred = img.resize((8, 8), Image.BILINEAR).resize((32, 32), Image.BILINEAR)
+    assert world.quality(blurred) < world.quality(img)
+
+
+def test_training_stream_is_reproducible() -> None:
+    a = world.sample_pairs(world.TASKS, "train", seed=5)
+    b = world.sample_pairs(world.TASKS, "train", seed=5)
+    for _ in range(20):
+        (ma, ia), (mb, ib) = next(a), next(b)
+        assert ma == mb and np.array_equal(np.asarray(ia), np.asarray(ib))
