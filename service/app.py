@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,11 +23,12 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from results.store import Store, StoreError
+from scorers.base import Scorer
 from service.batching import Batcher
 from service.deps import ReadCache
 from service.limits import BodyLimits
 from service.queries import Conflict, NotFound
-from service.settings import Settings
+from service.settings import Settings, load_settings
 from service.wire import WireError
 
 log = logging.getLogger(__name__)
@@ -40,22 +41,46 @@ def load_scorers(settings: Settings) -> dict[str, Batcher]:
     """Instantiate the settings' scorers, each behind its own batching worker."""
     from scorers import load
 
-    batchers = {}
-    for name in settings.scorers:
-        scorer = load(name)
-        batchers[name] = Batcher(
+    return batch({name: load(name) for name in settings.scorers}, settings)
+
+
+def batch(scorers: Mapping[str, Scorer], settings: Settings) -> dict[str, Batcher]:
+    """A batching worker per scorer, with the settings' window and size."""
+    out = {}
+    for name, scorer in scorers.items():
+        out[name] = Batcher(
             scorer,
             window=settings.batch_window_ms / 1000,
             max_images=settings.batch_max_images,
             enabled=settings.batching,
         )
         log.info("serving scorer %s (version %s)", name, scorer.version)
-    return batchers
+    return out
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The service app for ``settings`` (default: from the environment)."""
-    settings = settings or Settings()
+def serve(settings: Settings) -> None:
+    """Check the settings, open the store, load the scorers, then run the app under uvicorn until stopped."""
+    import uvicorn
+
+    from scorers import load
+
+    settings.write_token()  # an unreadable token file fails here, in one line
+    Store(settings.store, lock_timeout=settings.lock_timeout_s)  # creates or checks the store
+    logging.getLogger("service").setLevel(logging.INFO)
+    loaded = {name: load(name) for name in settings.scorers}
+    app = create_app(settings, loaded)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+def create_app(
+    settings: Settings | None = None, scorers: Mapping[str, Scorer] | None = None
+) -> FastAPI:
+    """The service app for ``settings`` (default: from the environment).
+
+    The lifespan loads the scorers named in ``settings``; ``scorers`` hands it loaded ones instead (``serve``
+    loads them first so a missing weight is one error line, tests pass fakes).
+    """
+    settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.memory_lock = threading.Lock()
         app.state.write_lock = threading.Lock()
         app.state.cache = ReadCache(None if store.memory else store.path)
-        app.state.batchers = load_scorers(settings)
+        app.state.batchers = load_scorers(settings) if scorers is None else batch(scorers, settings)
         if not settings.loopback:
             log.warning(
                 "listening on %s, not loopback: anyone who can reach it can score and read",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -65,8 +66,11 @@ def add_mini_run(
     steps: int = 10,
     batch: int = 8,
     benchmarks: tuple[str, ...] = ("geneval", "drawbench"),
+    pause: float = 0.0,
 ) -> dict[str, int]:
-    """Write a scored run into ``store``; returns the number of samples and scores written."""
+    """Write a scored run into ``store``; returns the number of samples and scores written.
+
+    ``pause`` seconds pass between batches (the generation time of a real evaluation)."""
     from scorers.mini import MiniGenEval, MiniQuality
 
     rng = random.Random(f"{run_id}-{seed}")
@@ -84,6 +88,8 @@ def add_mini_run(
     jobs = [(i, j) for i in range(prompts) for j in range(images_per_prompt)]
     counts = {"samples": 0, "scores": 0}
     for start in range(0, len(jobs), batch):
+        if pause and start:
+            time.sleep(pause)
         chunk = jobs[start : start + batch]
         imgs = [draw(items[i], rng.random() < skill, rng) for i, _ in chunk]
         metas = [items[i] for i, _ in chunk]
