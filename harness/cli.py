@@ -448,7 +448,13 @@ def serve(
         }
         serve_app(load_settings(**{k: v for k, v in given.items() if v is not None}))
 
-    run(go)
+    # not run(go): its quiet_third_party() imports diffusers and transformers, seconds a server without
+    # model scorers does not need; the scorers that use them are imported when the server loads them
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with friendly_errors():
+        go()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from harness.benchmarks import BENCHMARKS
@@ -42,6 +43,13 @@ class NotFound(LookupError):
 
 class Conflict(Exception):
     """An import that contradicts what the store holds."""
+
+
+def _aware(t: Any) -> Any:
+    """A stored TIMESTAMP as an aware datetime: DuckDB wrote it in this machine's local time zone."""
+    if isinstance(t, datetime) and t.tzinfo is None:
+        return t.astimezone()
+    return t
 
 
 def _json(v: Any) -> Any:
@@ -223,7 +231,7 @@ def runs(store: Store) -> list[RunSummary]:
     return [
         RunSummary(
             run_id=r["run_id"],
-            created_at=r["created_at"],
+            created_at=_aware(r["created_at"]),
             model=r["model"],
             lora=r["lora"],
             git_sha=r["git_sha"],
@@ -245,7 +253,7 @@ def run_detail(store: Store, run_id: str) -> RunDetail:
         tables = to_leaderboard(benchmark_tables(store, run_ids=[run_id]), _runs_meta(store))
         return RunDetail(
             run_id=run.run_id,
-            created_at=run.created_at,
+            created_at=_aware(run.created_at),
             model=run.model,
             lora=run.lora,
             protocol_version=run.protocol_version,
