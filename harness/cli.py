@@ -408,6 +408,81 @@ def report(
     run(go)
 
 
+@ls_app.command("scorers")
+def ls_scorers(
+    check: Annotated[
+        bool, typer.Option(help="Look for each scorer's weights and extra on this machine.")
+    ] = True,
+) -> None:
+    """Registered scorers: name, version, weights here or not, pip extra, and what they run on."""
+    # no run(): its error set imports torch, and listing must stay light (it only reads scorer classes)
+    from scorers.catalog import scorer_infos
+
+    infos = scorer_infos(check_local=check)
+    header = ("scorer", "version", "weights", "extra", "runs on")
+    rows = [
+        (
+            i.name,
+            i.version,
+            i.weights_status or ", ".join(i.weights) or "-",
+            f"{i.extra} ({i.extra_status})" if i.extra and i.extra_status else (i.extra or "-"),
+            i.device,
+        )
+        for i in infos
+    ]
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    for r in [header, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@app.command()
+def score(
+    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls scorers`).")],
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of images (natural file-name order).")
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="Prompt file paired by order: .txt lines or .jsonl 'prompt'."),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="JSONL manifest naming each image, prompt and metadata.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output JSONL (default <images>/scores_<scorer>.jsonl).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Score on a remote service (POST <url>/v1/score) instead of here."),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Scorer argument KEY=VALUE (repeatable)."),
+    ] = None,
+) -> None:
+    """Score images with one scorer; print and save per-image values and rewards."""
+
+    def go() -> None:
+        from harness.score import score_folder
+        from scorers.fetch import HubUnavailableError
+        from scorers.remote import RemoteScorerError
+
+        try:
+            report = score_folder(scorer, images, prompts, manifest, out, batch_size, url, option)
+        except (RemoteScorerError, HubUnavailableError) as e:
+            raise UserError(str(e)) from None
+        typer.echo(f"{'value':>10}  {'reward':>8}  image")
+        for row in report.rows:
+            typer.echo(f"{row['value']:10.4f}  {row['reward']:8.4f}  {Path(row['image']).name}")
+        typer.echo(
+            f"{report.scorer} {report.version}: mean value {report.mean_value:.4f}, mean reward "
+            f"{report.mean_reward:.4f} over {len(report.rows)} images -> {report.out}"
+        )
+
+    run(go)
+
+
 @app.command()
 def serve(
     scorers: Annotated[
@@ -455,6 +530,26 @@ def serve(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with friendly_errors():
         go()
+
+
+@app.command()
+def fetch(
+    names: Annotated[list[str], typer.Argument(help="Scorer names (see `harness ls scorers`).")],
+) -> None:
+    """Download scorers' weights into the Hugging Face cache (needs the hub)."""
+
+    def go() -> None:
+        from scorers.fetch import HubUnavailableError
+        from scorers.fetch import fetch as fetch_weights
+
+        try:
+            done = fetch_weights(names)
+        except HubUnavailableError as e:
+            raise UserError(str(e)) from None
+        for item in done:
+            typer.echo(f"{item.scorer}: {item.note or ', '.join(str(p) for p in item.paths)}")
+
+    run(go)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,18 +14,31 @@ from scorers.base import Requirements, Scorer, Scores
 # registry name -> "module:Class"
 SCORERS: dict[str, str] = {
     "geneval": "scorers.geneval:GenEval",
+    "ocr": "scorers.ocr:OCR",
+    "pickscore": "scorers.pickscore:PickScore",
+    "hps": "scorers.hps:HPS",
+    "imagereward": "scorers.imagereward:ImageReward",
+    "aesthetic": "scorers.aesthetic:Aesthetic",
+    "clipscore": "scorers.clipscore:CLIPScore",
+    "deqa": "scorers.deqa:DeQA",
+    "unifiedreward": "scorers.judge:UnifiedReward",
+    "judge": "scorers.judge:Judge",
     "compbench": "scorers.compbench:CompBench",
+    "jpeg": "scorers.jpeg:JpegCompressibility",
     "mini_geneval": "scorers.mini:MiniGenEval",
     "mini_ocr": "scorers.mini:MiniOCR",
     "mini_quality": "scorers.mini:MiniQuality",
-    "pickscore": "scorers.pickscore:PickScore",
-    "hps": "scorers.hps:HPS",
-    "clipscore": "scorers.clipscore:CLIPScore",
-    "aesthetic": "scorers.aesthetic:Aesthetic",
-    "imagereward": "scorers.imagereward:ImageReward",
 }
 
-__all__ = ["SCORERS", "Requirements", "Scorer", "Scores", "load", "UnknownScorerError"]
+__all__ = [
+    "SCORERS",
+    "Requirements",
+    "Scorer",
+    "Scores",
+    "load",
+    "UnknownScorerError",
+    "table_markdown",
+]
 
 
 class UnknownScorerError(KeyError):
@@ -46,3 +59,10 @@ def load(name: str, **kwargs: Any) -> Scorer:
     module, cls = SCORERS[name].split(":")
     scorer: Scorer = getattr(importlib.import_module(module), cls)(**kwargs)
     return scorer
+
+
+def table_markdown() -> str:
+    """The README ``## Scorers`` table, generated from the registered classes (see ``scorers.catalog``)."""
+    from scorers.catalog import table_markdown as render
+
+    return render()

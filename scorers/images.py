@@ -44,10 +44,39 @@ def _rescale_to_uint8(a: np.ndarray, top: float) -> Image.Image:
     )
 
 
-def to_rgb(image: Image.Image, index: int = 0) -> Image.Image:
-    """Return ``image`` as a decoded 8-bit RGB PIL image; ValueError/TypeError name ``index``."""
+def from_array(a: np.ndarray, index: int = 0) -> Image.Image:
+    """An HxW / HxWx3 / HxWx4 array (uint8, uint16, bool, or float in [0, 1]) as a PIL image."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(f"image {index}: array of shape {a.shape}; expected HxW, HxWx3 or HxWx4")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16:
+        return (
+            _rescale_to_uint8(a, 65535.0)
+            if a.ndim == 2
+            else Image.fromarray(np.round(a / 257.0).astype(np.uint8))
+        )
+    elif np.issubdtype(a.dtype, np.floating):
+        if a.size and (not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0):
+            raise ValueError(f"image {index}: float pixels must be finite and lie in [0, 1]")
+        a = np.round(a * 255.0).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ValueError(
+            f"image {index}: pixel type {a.dtype} is not supported (use uint8 or uint16)"
+        )
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def to_rgb(image: Image.Image | np.ndarray, index: int = 0) -> Image.Image:
+    """Return ``image`` (PIL or a numpy array) as a decoded 8-bit RGB PIL image; errors name ``index``."""
+    if isinstance(image, np.ndarray):
+        image = from_array(image, index)
     if not isinstance(image, Image.Image):
-        raise TypeError(f"image {index}: expected a PIL.Image.Image, got {type(image).__name__}")
+        raise TypeError(
+            f"image {index}: expected a PIL.Image.Image or numpy array, got {type(image).__name__}"
+        )
     try:
         image.load()  # PIL decodes lazily: a truncated or corrupt file fails here, not at open()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...

@@ -106,7 +106,10 @@ def test_length_mismatch_and_types():
     with pytest.raises(ValueError, match="3 images but 1 metadata"):
         check_lengths(ims, ["a"] * 3, [{}])
     with pytest.raises(TypeError, match="image 1: expected a PIL"):
-        to_rgb_batch([ims[0], np.zeros((2, 2, 3))])
+        to_rgb_batch([ims[0], [[0, 0], [0, 0]]])
+    assert to_rgb_batch([np.zeros((2, 2, 3))])[0].mode == "RGB"  # arrays are accepted
+    with pytest.raises(ValueError, match="image 0: float pixels"):
+        to_rgb_batch([np.full((2, 2, 3), 2.0)])
     with pytest.raises(TypeError, match="prompt 0"):
         to_rgb_batch(ims[:1], [None])
     with pytest.raises(TypeError, match="list of PIL images"):

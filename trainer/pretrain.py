@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> Path:
                 "ema": args.ema,
                 "seed": args.seed,
                 "final_loss": float(np.mean(losses[-100:])) if losses else None,
-                "command": "python -m trainer.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "command": "python -m trainer.pretrain "
+                + " ".join(argv if argv is not None else sys.argv[1:]),
             }
         },
     )

@@ -1,0 +1,238 @@
+"""``harness score``: run one scorer over a folder of images and save per-image results as JSONL.
+
+Images pair with prompts by order: image files are sorted naturally (``2.png`` before ``10.png``) and matched to
+the lines of a prompt file (``.txt``, one per non-empty line, or ``.jsonl`` with a ``prompt`` field). A manifest
+(``harness generate``'s ``manifest.jsonl``) instead names each row's image and prompt; its ``metadata`` /
+``meta`` object (or, failing that, the whole row) is handed to the scorer as that image's metadata, which is what
+GenEval needs. Without prompts, prompt-free scorers (jpeg, deqa, judge) still run; the OCR scorer then refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_KEYS = ("image", "path", "file", "image_path", "filename")
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """One image to score, with its prompt and metadata."""
+
+    image: Path
+    prompt: str
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    """What ``score_folder`` did."""
+
+    scorer: str
+    version: str
+    rows: list[dict[str, Any]]
+    out: Path
+
+    @property
+    def mean_value(self) -> float:
+        """Mean raw value over the images."""
+        return sum(r["value"] for r in self.rows) / len(self.rows)
+
+    @property
+    def mean_reward(self) -> float:
+        """Mean reward over the images."""
+        return sum(r["reward"] for r in self.rows) / len(self.rows)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, in natural order."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return sorted(files, key=_natural_key)
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object")
+        yield number, row
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a .txt file (one per non-empty line) or a .jsonl file (field ``prompt``)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
+    if path.suffix == ".jsonl":
+        prompts = []
+        for number, row in _jsonl(path):
+            if not isinstance(row.get("prompt"), str):
+                raise ValueError(f"{path}:{number}: no string field 'prompt'")
+            prompts.append(row["prompt"])
+        return prompts
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _resolve(name: str, manifest: Path, images: Path | None) -> Path:
+    candidates = [Path(name)] if Path(name).is_absolute() else [manifest.parent / name]
+    if images is not None and not Path(name).is_absolute():
+        candidates += [images / name, images / Path(name).name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{manifest}: image {name!r} not found (looked in {', '.join(map(str, candidates))})"
+    )
+
+
+def read_manifest(manifest: Path, images: Path | None = None) -> list[ScoreItem]:
+    """Items from a JSONL manifest: an image path field, ``prompt``, optional ``metadata``/``meta`` object."""
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest {manifest} does not exist")
+    items = []
+    for number, row in _jsonl(manifest):
+        key = next((k for k in IMAGE_KEYS if isinstance(row.get(k), str)), None)
+        if key is None:
+            raise ValueError(
+                f"{manifest}:{number}: no image path field (one of {', '.join(IMAGE_KEYS)})"
+            )
+        meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else row.get("meta")
+        items.append(
+            ScoreItem(
+                image=_resolve(row[key], manifest, images),
+                prompt=str(row.get("prompt", "")),
+                meta=meta if isinstance(meta, dict) else row,
+            )
+        )
+    if not items:
+        raise ValueError(f"manifest {manifest} has no rows")
+    return items
+
+
+def collect_items(
+    images: Path | None, prompts: Path | None = None, manifest: Path | None = None
+) -> list[ScoreItem]:
+    """Pair images with prompts (by order) or read them from a manifest."""
+    if prompts is not None and manifest is not None:
+        raise ValueError("give --prompts or --manifest, not both")
+    if manifest is not None:
+        return read_manifest(manifest, images)
+    if images is None:
+        raise ValueError("give --images (a folder) or --manifest")
+    files = list_images(images)
+    if prompts is None:
+        return [ScoreItem(f, "") for f in files]
+    texts = read_prompts(prompts)
+    if len(texts) != len(files):
+        raise ValueError(
+            f"{len(files)} images in {images} but {len(texts)} prompts in {prompts}; they pair by order, "
+            "so the counts must match (or use --manifest)"
+        )
+    return [ScoreItem(f, t) for f, t in zip(files, texts, strict=True)]
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and decode one image file; ValueError naming the file when it is not a readable image."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except Exception as e:  # UnidentifiedImageError, truncated data, decompression bombs
+        raise ValueError(f"cannot read image {path}: {e}") from None
+    return image
+
+
+def parse_options(options: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> kwargs; values that parse as JSON (numbers, true, null) are converted."""
+    kwargs: dict[str, Any] = {}
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"scorer option {option!r} is not KEY=VALUE")
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
+    return kwargs
+
+
+def score_folder(
+    scorer: str,
+    images: Path | None = None,
+    prompts: Path | None = None,
+    manifest: Path | None = None,
+    out: Path | None = None,
+    batch_size: int = 16,
+    url: str | None = None,
+    options: list[str] | None = None,
+) -> ScoreReport:
+    """Score every image with one scorer (in process, or remotely when ``url`` is given) and write JSONL."""
+    from scorers import SCORERS, load
+    from scorers.catalog import scorer_class
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    items = collect_items(images, prompts, manifest)
+    if url:
+        from scorers.remote import RemoteScorer
+
+        if scorer not in SCORERS:
+            scorer_class(scorer)  # raises the unknown-name error with suggestions
+        model: Any = RemoteScorer(url, scorer, **parse_options(options))
+    else:
+        model = load(scorer, **parse_options(options))
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        metas = [it.meta for it in batch]
+        scores = model(
+            [open_image(it.image) for it in batch],
+            [it.prompt for it in batch],
+            None if all(m is None for m in metas) else [m or {} for m in metas],
+        )
+        details = scores.details or [None] * len(batch)
+        for item, value, reward, detail in zip(
+            batch, scores.values, scores.rewards, details, strict=True
+        ):
+            rows.append(
+                {
+                    "image": str(item.image),
+                    "prompt": item.prompt,
+                    "scorer": scorer,
+                    "version": model.version,
+                    "value": value,
+                    "reward": reward,
+                    "details": detail,
+                }
+            )
+        log.info("scored %d / %d images", len(rows), len(items))
+    folder = (
+        images if images is not None else (manifest.parent if manifest is not None else Path("."))
+    )
+    path = out or folder / f"scores_{scorer}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return ScoreReport(scorer, str(model.version), rows, path)
