@@ -91,7 +91,7 @@ def create_app(
         app.state.store = store
         app.state.memory_lock = threading.Lock()
         app.state.write_lock = threading.Lock()
-        app.state.cache = ReadCache(None if store.memory else store.path)
+        app.state.cache = ReadCache(None if store.memory or not settings.read_cache else store.path)
         app.state.batchers = load_scorers(settings) if scorers is None else batch(scorers, settings)
         if not settings.loopback:
             log.warning(

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     score_timeout_s: float = Field(default=120.0, gt=0)  # queue + scoring time before a 503
 
     # reads
+    read_cache: bool = True  # serve repeated reads from memory while the store files are unchanged
     lock_timeout_s: float = Field(default=10.0, gt=0)  # wait for a writer's lock, then 503
     page_size: int = Field(default=50, ge=1, le=500)  # default samples per page
 

@@ -23,7 +23,9 @@ import pytest
 from PIL import Image
 
 from results.store import Store
+from scorers import remote
 from scorers.base import Requirements, Scores
+from scorers.jpeg import JpegCompressibility
 from scorers.mini import MiniGenEval, MiniQuality
 from service.app import create_app
 from service.bundle import push_run
@@ -112,6 +114,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         "fake": fake,
         "picky": Picky(delay=0.1),
         "sleepy": Sleepy(),
+        "jpeg": JpegCompressibility(),
     }
     with LiveServer(create_app(settings, scorers)) as url:
         yield Live(url, store_path, scorers)
@@ -226,7 +229,6 @@ def test_a_refused_request_does_not_fail_the_requests_batched_with_it(live: Live
 
 
 def test_remote_scorer_client_end_to_end(live: Live) -> None:
-    remote = pytest.importorskip("scorers.remote", reason="scorers/remote.py is not merged yet")
     items = mini_prompts(4, seed=5)
     rng = __import__("random").Random(2)
     images = [draw(m, correct=True, rng=rng) for m in items]
@@ -236,6 +238,12 @@ def test_remote_scorer_client_end_to_end(live: Live) -> None:
     assert client.version == MiniGenEval.version
     with pytest.raises(remote.RemoteScorerError, match="not served"):
         remote.RemoteScorer(live.url, "nope", retries=0)(images[:1], ["x"])
+    # Flow-GRPO's JPEG-compressibility reward, through the JPEG q75 transport, equals the in-process scorer
+    photos = [Image.effect_noise((48, 48), 20 + 30 * i).convert("RGB") for i in range(3)]
+    far = remote.RemoteScorer(live.url, "jpeg", jpeg_quality=75)(photos, ["", "", ""])
+    near = JpegCompressibility()([remote.jpeg_roundtrip(p, 75) for p in photos], ["", "", ""])
+    assert far.values == near.values and far.rewards == near.rewards
+    assert len(set(far.values)) == 3 and all(d["transport"] == "jpeg75" for d in far.details or [])
 
 
 # --- refused inputs ------------------------------------------------------------------------------
