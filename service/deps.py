@@ -4,6 +4,9 @@
 process can take the write lock between them), but a ``Store`` object is not meant to be shared by threads in the
 middle of a session. Each request therefore gets its own shallow copy of the app's store: same path and settings,
 its own connection slot. A ``:memory:`` store (tests) has one connection; its requests take turns.
+
+Dependencies that never block are ``async def``: FastAPI runs a sync dependency in its thread pool, a thread hop
+per dependency per request that the scoring path does not need.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from service.settings import Settings
 T = TypeVar("T")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -42,19 +45,19 @@ def get_store(request: Request) -> Iterator[Store]:
         yield store
 
 
-def get_batchers(request: Request) -> dict[str, Batcher]:
+async def get_batchers(request: Request) -> dict[str, Batcher]:
     """Served scorer name -> its batcher."""
     batchers: dict[str, Batcher] = request.app.state.batchers
     return batchers
 
 
-def get_cache(request: Request) -> ReadCache:
+async def get_cache(request: Request) -> ReadCache:
     """The app's read cache."""
     cache: ReadCache = request.app.state.cache
     return cache
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """Allow the request only with ``Authorization: Bearer <the server's token>``: 401 without, 403 wrong."""
     expected: str | None = request.app.state.token
     header = request.headers.get("authorization", "")
@@ -89,6 +92,7 @@ class ReadCache:
         self.size = size
         self._items: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._computing: dict[Any, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
@@ -105,24 +109,43 @@ class ReadCache:
                 out.append(None)
         return tuple(out)
 
-    def get(self, key: Any, compute: Callable[[], T]) -> T:
-        """The cached value of ``key`` if the store is unchanged, else ``compute()`` (and cache it)."""
-        stamp = self.stamp()
-        if stamp is not None:
-            with self._lock:
-                hit = self._items.get(key)
-                if hit is not None and hit[0] == stamp:
-                    self._items.move_to_end(key)
-                    self.hits += 1
-                    return hit[1]  # type: ignore[no-any-return]
-        value = compute()
+    def _cached(self, key: Any, stamp: Any) -> tuple[bool, Any]:
         with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return True, hit[1]
+        return False, None
+
+    def get(self, key: Any, compute: Callable[[], T]) -> T:
+        """The cached value of ``key`` if the store is unchanged, else ``compute()`` (and cache it).
+
+        Concurrent misses of one key compute it once: the others wait for that answer (no stampede of
+        identical queries after every write)."""
+        stamp = self.stamp()
+        if stamp is None:
             self.misses += 1
-            if stamp is not None:
+            return compute()
+        found, value = self._cached(key, stamp)
+        if found:
+            return value  # type: ignore[no-any-return]
+        with self._lock:
+            key_lock = self._computing.setdefault(key, threading.Lock())
+        with key_lock:
+            stamp = self.stamp()
+            found, value = self._cached(key, stamp)
+            if found:
+                return value  # type: ignore[no-any-return]
+            value = compute()
+            with self._lock:
+                self.misses += 1
                 self._items[key] = (stamp, value)
                 self._items.move_to_end(key)
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
+                if len(self._computing) > 4 * self.size:
+                    self._computing.clear()  # idle locks only matter while held; drop the old ones
         return value
 
     def clear(self) -> None:
