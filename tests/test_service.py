@@ -28,7 +28,7 @@ from scorers.base import Requirements, Scores
 from scorers.jpeg import JpegCompressibility
 from scorers.mini import MiniGenEval, MiniQuality
 from service.app import create_app
-from service.bundle import push_run
+from service.bundle import push_run, run_chunks
 from service.settings import Settings, load_settings
 from tests.fakes import FakeScorer, pixel_value
 from tests.live_server import LiveServer
@@ -508,7 +508,8 @@ def test_writes_need_the_token(live: Live) -> None:
 def test_import_push_reimport_and_delete(live: Live, tmp_path: Path) -> None:
     local = Store(tmp_path / "local.duckdb")
     made = add_mini_run(local, "pushed", model="mini-pushed", skill=0.5, prompts=6, seed=9)
-    totals = push_run(local, "pushed", live.url, TOKEN, max_bytes=3000)  # several chunks
+    assert len(list(run_chunks(local, "pushed", 8000))) >= 3
+    totals = push_run(local, "pushed", live.url, TOKEN, max_bytes=8000)  # in several chunks
     assert totals["samples_added"] == made["samples"] and totals["scores_added"] == made["scores"]
     again = push_run(local, "pushed", live.url, TOKEN, max_bytes=10**6)
     assert again["samples_added"] == again["scores_added"] == 0
@@ -592,44 +593,50 @@ def test_settings_come_from_the_environment(
 
 # --- reads while another process writes ----------------------------------------------------------
 
-WRITER = """
-import sys
-from results.store import Store
-from tests.service_data import add_mini_run
-st = Store(sys.argv[1])
-total = 0
-for i in range(3):
-    total += add_mini_run(st, f"w{i}", model=f"writer-{i}", skill=0.5, prompts=6, batch=4,
-                          pause=0.1)["samples"]
-print(total)
-"""
 
+def test_reads_succeed_while_harness_eval_writes(tmp_path: Path) -> None:
+    """`harness eval` (a random mini model, mini scorers) writes the store in another process while the server
+    answers reads: every read succeeds, no read sees fewer rows than an earlier one, and the reads see the run
+    grow batch by batch."""
+    import json as jsonlib
 
-def test_reads_succeed_while_another_process_writes(tmp_path: Path) -> None:
-    """A writer process (the way `harness eval` writes: a transaction per batch) and server reads at once."""
+    from trainer.mini import MiniConfig, MiniFlow
+
+    model = MiniFlow.create(MiniConfig(dim=16, layers=1, heads=2, text_layers=1)).save_pretrained(
+        tmp_path / "mini"
+    )
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(jsonlib.dumps(m) + "\n" for m in mini_prompts(12, seed=0)))
     path = tmp_path / "shared.duckdb"
     Store(path)
-    app = create_app(Settings(store=path, lock_timeout_s=20), {})
+    app = create_app(Settings(store=path, lock_timeout_s=30), {})
     statuses: list[int] = []
     seen: list[int] = []
-    with LiveServer(app) as url, httpx.Client(base_url=url, timeout=30) as http:
-        writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+    cmd = [sys.executable, "-m", "harness.cli", "eval", "--model", str(model), "--prompts", str(prompts),
+           "--scorers", "mini_geneval,mini_quality", "--steps", "2", "--size", "32", "--batch-size", "4",
+           "--device", "cpu", "--no-progress", "--store", str(path), "--run", "evalrun"]  # fmt: skip
+    with LiveServer(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        writer = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
         while writer.poll() is None:
-            for path_ in ("/v1/runs", "/v1/leaderboard/geneval", "/v1/benchmarks"):
-                r = http.get(path_)
+            for url_path in ("/v1/runs", "/v1/leaderboard/prompts", "/v1/benchmarks"):
+                r = http.get(url_path)
+                if r.status_code == 404 and url_path.endswith("prompts"):
+                    continue  # the run has no scores yet, so the store does not know the benchmark
                 statuses.append(r.status_code)
-                if path_ == "/v1/runs" and r.status_code == 200:
+                if url_path == "/v1/runs" and r.status_code == 200:
                     seen.append(sum(x["images"] for x in r.json()["runs"]))
-        out, _ = writer.communicate()
-        assert writer.returncode == 0, "the writer process failed"
-        final = http.get("/v1/runs").json()
+            time.sleep(0.1)
+        out, err = writer.communicate()
+        assert writer.returncode == 0, err
+        board = http.get("/v1/leaderboard/prompts").json()
     assert statuses and set(statuses) == {200}, statuses
     assert seen == sorted(seen), "a read saw fewer rows than an earlier one"
-    assert len(set(seen)) > 2, f"reads did not interleave with the writes: {seen}"
-    assert sum(x["images"] for x in final["runs"]) == int(out) == 3 * 2 * 6 * 2
+    assert any(0 < n < 12 for n in seen), f"no read landed between the batches: {seen}"
+    assert seen[-1] <= 12
+    (table,) = board["tables"]
+    (row,) = table["rows"]
+    assert row["run_id"] == "evalrun"
+    # the server's table is the one `harness eval` printed from the same store
+    printed = dict(zip(out.split("\n")[1].split(), out.split("\n")[3].split(), strict=False))
+    assert f"{row['cells']['mini_quality']:.4f}" == printed["mini_quality"]
