@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -77,8 +77,11 @@ def _images_per_prompt(store: Any, run_id: str, step: int | None, benchmark: str
     return int(row[0]) if row and row[0] else 1
 
 
-def _not_found(e: queries.NotFound) -> HTTPException:
-    return HTTPException(404, str(e))
+def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """A page saying what went wrong (pages answer HTML, the API answers JSON)."""
+    return templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": message}, status_code=status
+    )
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -101,7 +104,7 @@ def leaderboard_page(
             ("leaderboard", benchmark), lambda: queries.leaderboard(store, benchmark)
         )
     except queries.NotFound as e:
-        raise _not_found(e) from None
+        return _error_page(request, 404, str(e))
     runs = cache.get(("runs",), lambda: queries.runs(store))
     return templates.TemplateResponse(
         request,
@@ -127,7 +130,7 @@ def run_page(
             lambda: _prompt_page(store, run_id, benchmark, page, PROMPTS_PER_PAGE),
         )
     except queries.NotFound as e:
-        raise _not_found(e) from None
+        return _error_page(request, 404, str(e))
     runs = cache.get(("runs",), lambda: queries.runs(store))
     benches = sorted({b for s in runs if s.run_id == run_id for b in s.benchmarks})
     return templates.TemplateResponse(
@@ -187,7 +190,7 @@ def compare_page(
     try:
         ctx = cache.get(("compare", a, b, benchmark, page), build)
     except queries.NotFound as e:
-        raise _not_found(e) from None
+        return _error_page(request, 404, str(e))
     return templates.TemplateResponse(
         request, "compare.html", {**ctx, "benchmark": benchmark, "page": page}
     )
