@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,14 @@ class Batcher:
         )
         self._thread.start()
 
+    def submit(
+        self, images: list[Image.Image], prompts: list[str], meta: list[dict[str, Any]] | None
+    ) -> Future[Scores]:
+        """Queue one request; its future gets this request's slice of the scores (cancel it to drop it)."""
+        job = Job(images, prompts, meta)
+        self._queue.put(job)
+        return job.future
+
     def score(
         self,
         images: list[Image.Image],
@@ -77,13 +86,12 @@ class Batcher:
         meta: list[dict[str, Any]] | None,
         timeout: float,
     ) -> Scores:
-        """Queue one request and wait for its scores; TimeoutError after ``timeout`` seconds."""
-        job = Job(images, prompts, meta)
-        self._queue.put(job)
+        """Queue one request and wait for its scores; concurrent.futures.TimeoutError after ``timeout`` s."""
+        future = self.submit(images, prompts, meta)
         try:
-            return job.future.result(timeout=timeout)
-        except TimeoutError:
-            job.future.cancel()  # still queued: the worker skips it; already running: result is dropped
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            future.cancel()  # still queued: the worker skips it; already running: result is dropped
             raise
 
     @property

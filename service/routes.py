@@ -1,12 +1,14 @@
 """The JSON API under ``/v1`` (and ``/health``): scoring, benchmarks, leaderboard, runs, samples and images.
 
-Routes are synchronous ``def`` (FastAPI runs them in its thread pool); each one parses, calls one function of
-``service.queries`` or a scorer's batcher, and maps failures to an HTTP status with a message that says what to
-do. Writes need the bearer token (``deps.require_token``).
+Routes are synchronous ``def`` (FastAPI runs them in its thread pool), except ``/v1/score``, which awaits its
+scorer's batch; each one parses, calls one function of ``service.queries`` or a scorer's batcher, and maps
+failures to an HTTP status with a message that says what to do. Writes need the bearer token
+(``deps.require_token``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import io
 import json
@@ -14,6 +16,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from results.store import to_json
 from service import queries
@@ -78,9 +81,16 @@ def list_scorers(batchers: BatchersDep) -> list[ScorerInfo]:
     ]
 
 
-@router.post("/v1/score", responses=_errors(404, 413, 500, 503))
-def score(body: ScoreRequest, batchers: BatchersDep, settings: SettingsDep) -> ScoreResponse:
-    """Score images with one served scorer (``scorers/remote.py``'s wire format)."""
+def _decode_all(data: list[str], max_pixels: int) -> list[Any]:
+    return [decode_image(d, i, max_pixels) for i, d in enumerate(data)]
+
+
+@router.post("/v1/score", responses=_errors(404, 408, 413, 500, 503))
+async def score(body: ScoreRequest, batchers: BatchersDep, settings: SettingsDep) -> ScoreResponse:
+    """Score images with one served scorer (``scorers/remote.py``'s wire format).
+
+    The one ``async`` route: images are decoded in the thread pool, then the request awaits its batch without
+    holding a thread, so a queue of reward requests behind a slow scorer never starves the leaderboard."""
     batcher = batchers.get(body.scorer)
     if batcher is None:
         hint = difflib.get_close_matches(body.scorer, list(batchers), n=3)
@@ -110,12 +120,13 @@ def score(body: ScoreRequest, batchers: BatchersDep, settings: SettingsDep) -> S
             scorer=body.scorer, version=version, values=[], rewards=[], details=None
         )
     try:
-        images = [decode_image(d, i, settings.max_pixels) for i, d in enumerate(body.images)]
+        images = await run_in_threadpool(_decode_all, body.images, settings.max_pixels)
     except WireError as e:
         raise HTTPException(e.status, e.message) from None
-    try:
-        scores = batcher.score(images, body.prompts, body.meta, settings.score_timeout_s)
-    except TimeoutError:
+    future = batcher.submit(images, body.prompts, body.meta)
+    try:  # on timeout wait_for cancels the wrapper, which cancels the job (skipped if still queued)
+        scores = await asyncio.wait_for(asyncio.wrap_future(future), settings.score_timeout_s)
+    except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
         raise HTTPException(
             503,
             f"scorer {body.scorer} did not answer within {settings.score_timeout_s:g} s "

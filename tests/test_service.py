@@ -246,6 +246,29 @@ def test_remote_scorer_client_end_to_end(live: Live) -> None:
     assert len(set(far.values)) == 3 and all(d["transport"] == "jpeg75" for d in far.details or [])
 
 
+def test_waiting_score_requests_do_not_starve_reads(live: Live) -> None:
+    """45 requests wait on a slow scorer (more than the server's 40 worker threads); reads stay fast."""
+    done: list[int] = []
+
+    def one() -> None:
+        with httpx.Client(base_url=live.url, timeout=30) as c:
+            done.append(c.post("/v1/score", json={"scorer": "sleepy", "images": [b64(_solid(5))],
+                                                  "prompts": ["x"]}).status_code)  # fmt: skip
+
+    threads = [threading.Thread(target=one) for _ in range(45)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # they are all queued now, each waiting for its answer
+    t0 = time.monotonic()
+    assert live.http.get("/v1/leaderboard/geneval").status_code == 200
+    assert live.http.get("/health").status_code == 200
+    waited = time.monotonic() - t0
+    for t in threads:
+        t.join()
+    assert waited < 0.5, f"reads took {waited:.2f} s while scoring requests waited"
+    assert len(done) == 45 and set(done) == {503}  # sleepy takes 3 s, the deadline is 1.5 s
+
+
 # --- refused inputs ------------------------------------------------------------------------------
 
 
