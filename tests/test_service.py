@@ -663,3 +663,24 @@ def test_reads_succeed_while_harness_eval_writes(tmp_path: Path) -> None:
     # the server's table is the one `harness eval` printed from the same store
     printed = dict(zip(out.split("\n")[1].split(), out.split("\n")[3].split(), strict=False))
     assert f"{row['cells']['mini_quality']:.4f}" == printed["mini_quality"]
+
+
+def test_testclient_with_a_memory_store_and_a_fake_scorer(tmp_path: Path) -> None:
+    """The STYLE.md pattern: TestClient, Store(":memory:") and FakeScorer, no socket."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(Settings(store=Path(":memory:")), {"fake": FakeScorer()})
+    with TestClient(app) as client:
+        store = client.app.state.store  # type: ignore[attr-defined]
+        store.images_dir = tmp_path / "images"  # a memory store has no folder of its own
+        add_mini_run(store, "mem", prompts=3)
+        rows = client.get("/v1/leaderboard/drawbench").json()["tables"][0]["rows"]
+        assert [r["run_id"] for r in rows] == ["mem"] and rows[0]["cells"]["mini_quality"] == 1.0
+        r = client.post(
+            "/v1/score", json={"scorer": "fake", "images": [b64(_solid(4))], "prompts": ["p"]}
+        )
+        assert r.json()["values"] == [pixel_value(_solid(4))]
+        page = client.get("/runs/mem")
+        assert page.status_code == 200 and page.text.count("<figure>") == 2 * 3 * 2
+        img = client.get(client.get("/v1/runs/mem/samples").json()["samples"][0]["image_url"])
+        assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
