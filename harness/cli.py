@@ -154,6 +154,81 @@ def tiny_model(
     run(go)
 
 
+@ls_app.command("scorers")
+def ls_scorers(
+    check: Annotated[
+        bool, typer.Option(help="Look for each scorer's weights and extra on this machine.")
+    ] = True,
+) -> None:
+    """Registered scorers: name, version, weights here or not, pip extra, and what they run on."""
+    # no run(): its error set imports torch, and listing must stay light (it only reads scorer classes)
+    from scorers.catalog import scorer_infos
+
+    infos = scorer_infos(check_local=check)
+    header = ("scorer", "version", "weights", "extra", "runs on")
+    rows = [
+        (
+            i.name,
+            i.version,
+            i.weights_status or ", ".join(i.weights) or "-",
+            f"{i.extra} ({i.extra_status})" if i.extra and i.extra_status else (i.extra or "-"),
+            i.device,
+        )
+        for i in infos
+    ]
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    for r in [header, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@app.command()
+def score(
+    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls scorers`).")],
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of images (natural file-name order).")
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="Prompt file paired by order: .txt lines or .jsonl 'prompt'."),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="JSONL manifest naming each image, prompt and metadata.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output JSONL (default <images>/scores_<scorer>.jsonl).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Score on a remote service (POST <url>/v1/score) instead of here."),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Scorer argument KEY=VALUE (repeatable)."),
+    ] = None,
+) -> None:
+    """Score images with one scorer; print and save per-image values and rewards."""
+
+    def go() -> None:
+        from harness.score import score_folder
+        from scorers.fetch import HubUnavailableError
+        from scorers.remote import RemoteScorerError
+
+        try:
+            report = score_folder(scorer, images, prompts, manifest, out, batch_size, url, option)
+        except (RemoteScorerError, HubUnavailableError) as e:
+            raise UserError(str(e)) from None
+        typer.echo(f"{'value':>10}  {'reward':>8}  image")
+        for row in report.rows:
+            typer.echo(f"{row['value']:10.4f}  {row['reward']:8.4f}  {Path(row['image']).name}")
+        typer.echo(
+            f"{report.scorer} {report.version}: mean value {report.mean_value:.4f}, mean reward "
+            f"{report.mean_reward:.4f} over {len(report.rows)} images -> {report.out}"
+        )
+
+    run(go)
+
+
 # --- evaluation and results (harness.evaluate, results.store) ---------------------------------------
 
 StoreOpt = Annotated[
@@ -163,6 +238,19 @@ StoreOpt = Annotated[
     ),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="text, markdown, csv or json.")]
+
+
+def run_light(fn: Callable[[], Any]) -> Any:
+    """``run`` for commands that only read the store: no torch/diffusers import (``run`` and its error list pull
+    them in, ~10 s on a small CPU), same one-line errors."""
+    from results.store import StoreError
+
+    try:
+        return fn()
+    except (UserError, StoreError, ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _store_path(store: Path | None) -> Path:
@@ -207,7 +295,11 @@ def eval_(
     ] = None,
     run_id: Annotated[
         str | None,
-        typer.Option("--run", help="Run id (default: derived from model, LoRA and protocol)."),
+        typer.Option(
+            "--run",
+            "--run-id",
+            help="Run id (default: derived from model, LoRA and protocol). Under torchrun use --run-id.",
+        ),
     ] = None,
     step: Annotated[int, typer.Option(help="Training step these weights come from.")] = 0,
     steps: Annotated[int, typer.Option(help="Euler ODE steps.")] = 40,
@@ -290,6 +382,26 @@ def eval_(
     run(go)
 
 
+@app.command()
+def fetch(
+    names: Annotated[list[str], typer.Argument(help="Scorer names (see `harness ls scorers`).")],
+) -> None:
+    """Download scorers' weights into the Hugging Face cache (needs the hub)."""
+
+    def go() -> None:
+        from scorers.fetch import HubUnavailableError
+        from scorers.fetch import fetch as fetch_weights
+
+        try:
+            done = fetch_weights(names)
+        except HubUnavailableError as e:
+            raise UserError(str(e)) from None
+        for item in done:
+            typer.echo(f"{item.scorer}: {item.note or ', '.join(str(p) for p in item.paths)}")
+
+    run(go)
+
+
 @app.command("runs")
 def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
     """List the runs in the store: model, benchmarks, images, score rows, git sha."""
@@ -330,7 +442,7 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
         )
         typer.echo(render(t, fmt), nl=False)
 
-    run(go)
+    run_light(go)
 
 
 @app.command()
@@ -338,7 +450,9 @@ def leaderboard(
     benchmark: Annotated[
         str | None,
         typer.Option(
-            help="One benchmark's table (geneval, drawbench, compbench, ...); default: all."
+            "--benchmark",
+            "-b",
+            help="One benchmark's table (geneval, drawbench, compbench, ...); default: all.",
         ),
     ] = None,
     store: StoreOpt = None,
@@ -355,7 +469,7 @@ def leaderboard(
             raise UserError(f"no scores{' for ' + benchmark if benchmark else ''} in the store yet")
         typer.echo(render(tables, fmt), nl=False)
 
-    run(go)
+    run_light(go)
 
 
 @app.command()
@@ -379,7 +493,7 @@ def compare(
         deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
         typer.echo(render(deltas_table(deltas, run_a, run_b), fmt), nl=False)
 
-    run(go)
+    run_light(go)
 
 
 @app.command()
@@ -405,82 +519,7 @@ def report(
         st = Store(_store_path(store), read_only=True)
         typer.echo(str(write_report(st, run_id, out, inline=inline, max_prompts=max_prompts)))
 
-    run(go)
-
-
-@ls_app.command("scorers")
-def ls_scorers(
-    check: Annotated[
-        bool, typer.Option(help="Look for each scorer's weights and extra on this machine.")
-    ] = True,
-) -> None:
-    """Registered scorers: name, version, weights here or not, pip extra, and what they run on."""
-    # no run(): its error set imports torch, and listing must stay light (it only reads scorer classes)
-    from scorers.catalog import scorer_infos
-
-    infos = scorer_infos(check_local=check)
-    header = ("scorer", "version", "weights", "extra", "runs on")
-    rows = [
-        (
-            i.name,
-            i.version,
-            i.weights_status or ", ".join(i.weights) or "-",
-            f"{i.extra} ({i.extra_status})" if i.extra and i.extra_status else (i.extra or "-"),
-            i.device,
-        )
-        for i in infos
-    ]
-    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
-    for r in [header, *rows]:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-@app.command()
-def score(
-    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls scorers`).")],
-    images: Annotated[
-        Path | None, typer.Option(help="Folder of images (natural file-name order).")
-    ] = None,
-    prompts: Annotated[
-        Path | None,
-        typer.Option(help="Prompt file paired by order: .txt lines or .jsonl 'prompt'."),
-    ] = None,
-    manifest: Annotated[
-        Path | None, typer.Option(help="JSONL manifest naming each image, prompt and metadata.")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Output JSONL (default <images>/scores_<scorer>.jsonl).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per scorer call.")] = 16,
-    url: Annotated[
-        str | None,
-        typer.Option(help="Score on a remote service (POST <url>/v1/score) instead of here."),
-    ] = None,
-    option: Annotated[
-        list[str] | None,
-        typer.Option("--option", "-o", help="Scorer argument KEY=VALUE (repeatable)."),
-    ] = None,
-) -> None:
-    """Score images with one scorer; print and save per-image values and rewards."""
-
-    def go() -> None:
-        from harness.score import score_folder
-        from scorers.fetch import HubUnavailableError
-        from scorers.remote import RemoteScorerError
-
-        try:
-            report = score_folder(scorer, images, prompts, manifest, out, batch_size, url, option)
-        except (RemoteScorerError, HubUnavailableError) as e:
-            raise UserError(str(e)) from None
-        typer.echo(f"{'value':>10}  {'reward':>8}  image")
-        for row in report.rows:
-            typer.echo(f"{row['value']:10.4f}  {row['reward']:8.4f}  {Path(row['image']).name}")
-        typer.echo(
-            f"{report.scorer} {report.version}: mean value {report.mean_value:.4f}, mean reward "
-            f"{report.mean_reward:.4f} over {len(report.rows)} images -> {report.out}"
-        )
-
-    run(go)
+    run_light(go)
 
 
 @app.command()
@@ -530,26 +569,6 @@ def serve(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with friendly_errors():
         go()
-
-
-@app.command()
-def fetch(
-    names: Annotated[list[str], typer.Argument(help="Scorer names (see `harness ls scorers`).")],
-) -> None:
-    """Download scorers' weights into the Hugging Face cache (needs the hub)."""
-
-    def go() -> None:
-        from scorers.fetch import HubUnavailableError
-        from scorers.fetch import fetch as fetch_weights
-
-        try:
-            done = fetch_weights(names)
-        except HubUnavailableError as e:
-            raise UserError(str(e)) from None
-        for item in done:
-            typer.echo(f"{item.scorer}: {item.note or ', '.join(str(p) for p in item.paths)}")
-
-    run(go)
 
 
 def main() -> None:  # pragma: no cover - console entry point

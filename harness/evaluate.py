@@ -527,7 +527,7 @@ class _Worker:
         plan = self.plans[batch[0].benchmark]
         t0 = time.perf_counter()
         samples: list[SampleRow] = []
-        pngs: list[bytes] = []
+        enc = self.protocol.image_encoding
         if batch[0].image is None:
             p = self.protocol
             ro = rollout(
@@ -544,10 +544,9 @@ class _Worker:
             from harness.generate import to_pil
 
             t1 = time.perf_counter()
-            for job, img in zip(batch, to_pil(ro.images), strict=True):
-                png = encode_png(img)
-                sha, rel = write_image_file(self.images_dir, png)
-                pngs.append(png)
+            # PNG encoding and decoding release the GIL: one thread per image keeps them off the critical path
+            stored = _parallel(lambda im: _store_png(self.images_dir, im, enc), to_pil(ro.images))
+            for job, (sha, rel, _) in zip(batch, stored, strict=True):
                 samples.append(
                     SampleRow(
                         run_id=self.run_id,
@@ -565,12 +564,17 @@ class _Worker:
                         image_path=rel,
                     )
                 )
+            images = [im for _, _, im in stored]
             generate_s = t1 - t0
         else:
-            pngs = [read_image_file(self.images_dir, j.image[1], j.image[0]) for j in batch]  # type: ignore[index]
+            images = _parallel(
+                lambda j: scorer_input(
+                    read_image_file(self.images_dir, j.image[1], j.image[0]), enc
+                ),
+                batch,
+            )
             generate_s = 0.0
         t2 = time.perf_counter()
-        images = [scorer_input(png, self.protocol.image_encoding) for png in pngs]
         prompts = [j.item.prompt for j in batch]
         metas = [dict(j.item.meta) for j in batch]
         scores: list[ScoreRow] = []
@@ -581,8 +585,27 @@ class _Worker:
                 name, str(scorer.version), out, batch, plan, self.run_id, self.step
             )
         t3 = time.perf_counter()
+        # encode: PNG encode + hash + write + decode for the scorers (or read + check + decode)
         timings = {"generate": generate_s, "encode": t2 - t0 - generate_s, "score": t3 - t2}
         return samples, scores, timings
+
+
+def _store_png(images_dir: Path, image: Any, encoding: str) -> tuple[str, str, Any]:
+    """Encode, write (content-addressed) and decode for the scorers: (sha256, path, scorer image)."""
+    png = encode_png(image)
+    sha, rel = write_image_file(images_dir, png)
+    return sha, rel, scorer_input(png, encoding)
+
+
+def _parallel(fn: Any, items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]`` on a thread per item (up to the CPU count), in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(len(items), os.cpu_count() or 1)
+    if workers <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _group(plan: BenchmarkPlan, item: PromptItem) -> str | None:
@@ -673,10 +696,15 @@ def evaluate(
     )
     all_scorers = sorted({s for p in plans for s in p.scorers})
     check_scorer_names(all_scorers, extra=list(lent))
+    model_dir = None
     if isinstance(model, (str, Path)):
         model = str(model)
         model_id = model
         run_id = run_id or default_run_id(model, lora, protocol)
+        from trainer.models import resolve_model_dir
+
+        # a missing model fails here, before the store is touched
+        model_dir = str(resolve_model_dir(model))
     else:
         model_id = str(getattr(model, "model_id", type(model).__name__))
         if run_id is None:
@@ -695,6 +723,7 @@ def evaluate(
     # Rank 0 alone opens the store, plans the work and tells the others (or tells them why it failed).
     payload: dict[str, Any] = {}
     st: Store | None = None
+    failure: Exception | None = None
     if dist.rank == 0:
         try:
             st = store if isinstance(store, Store) else Store(store or _default_store())
@@ -711,14 +740,17 @@ def evaluate(
                 device,
                 dtype,
                 model,
+                model_dir,
             )
             payload["batches"] = make_batches(payload.pop("jobs"), batch_size)
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
-            payload = {"error": e}
+            failure = e
+            payload = {"error": f"{type(e).__name__}: {e}"}  # a string: any exception, picklable
     payload = _broadcast(payload, dist)
     if "error" in payload:
-        err = payload["error"]
-        raise err if dist.rank == 0 else RuntimeError(f"rank 0 failed: {err}")
+        if failure is not None:
+            raise failure
+        raise RuntimeError(f"rank 0 could not start the evaluation: {payload['error']}")
 
     batches: list[list[Job]] = payload["batches"]
     result = EvalResult(run_id, step, payload["store"], [p.name for p in plans], dist.world)
@@ -799,6 +831,7 @@ def _prepare(
     device: str,
     dtype: str,
     model: Any,
+    model_dir: str | None,
 ) -> dict[str, Any]:
     """Record (or check) the run, then plan the missing jobs."""
     if st.images_dir is None:

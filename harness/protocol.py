@@ -89,9 +89,13 @@ PAPER = EvalProtocol()
 
 
 def encode_png(image: Any) -> bytes:
-    """An RGB PIL image as PNG bytes (how generated images are stored)."""
+    """An RGB PIL image as PNG bytes (how generated images are stored).
+
+    zlib level 1: lossless like any level, ~3.5x faster to write than PIL's default 6 on 512 px generations for
+    files ~20% larger (measured: 64 vs 230 ms, 428 vs 363 KB), and encoding sits on eval's critical path.
+    """
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

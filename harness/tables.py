@@ -11,13 +11,16 @@ this module only picks columns and formats them. A cell computed from fewer imag
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from results.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 FORMATS = ("text", "markdown", "csv", "json")
 
@@ -70,16 +73,24 @@ class Table:
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
 
 
-def _expected(store: Store, run_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+def _expected(store: Store, run_ids: Sequence[str] | None) -> dict[tuple[str, str], int]:
     """(run, benchmark) -> images the full benchmark holds under the run's protocol."""
     out = {}
-    for rid in run_ids:
-        run = store.get_run(rid)
-        if run is None:
-            continue
-        for name, spec in run.protocol.get("benchmarks", {}).items():
+    for rid, protocol in store.protocols(run_ids).items():
+        for name, spec in protocol.get("benchmarks", {}).items():
             out[(rid, name)] = int(spec["prompts"]) * int(spec["images_per_prompt"])
     return out
+
+
+def _one_connection(fn: F) -> F:
+    """Run a table builder's several queries over one store connection (opening one costs ~50 ms)."""
+
+    @functools.wraps(fn)
+    def wrapper(store: Store, *args: Any, **kwargs: Any) -> Any:
+        with store.session():
+            return fn(store, *args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def _note_partial(table: Table, cells: dict[tuple[int, int], tuple[str, str, int, int]]) -> None:
@@ -92,10 +103,11 @@ def _note_partial(table: Table, cells: dict[tuple[int, int], tuple[str, str, int
             table.notes.append(f"* partial: {rid} has {have} of {want} {bench} images")
 
 
-def _run_ids(store: Store, run_ids: Sequence[str] | None) -> list[str]:
-    return list(run_ids) if run_ids is not None else store.run_ids()
+def _run_ids(store: Store, run_ids: Sequence[str] | None) -> list[str] | None:
+    return list(run_ids) if run_ids is not None else None
 
 
+@_one_connection
 def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
     """GenEval, OCR, DeQA, PickScore and Avg per run (each run's last step), best Avg first."""
     ids = _run_ids(store, run_ids)
@@ -130,7 +142,8 @@ def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
             want = expected.get((r["run_id"], bench))
             if have is not None and want is not None and have < want:
                 partial[(i, c)] = (r["run_id"], bench, have, want)
-                partial[(i, 6)] = (r["run_id"], bench, have, want)
+                if r["avg"] is not None:
+                    partial[(i, 6)] = (r["run_id"], bench, have, want)
     _note_partial(table, partial)
     if table.rows and any(r[6] is None for r in table.rows):
         table.notes.append(
@@ -139,6 +152,7 @@ def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
     return table
 
 
+@_one_connection
 def group_table(
     store: Store,
     benchmark: str,
@@ -221,6 +235,7 @@ def compbench_table(
     )
 
 
+@_one_connection
 def scorer_table(
     store: Store,
     benchmark: str,
@@ -276,6 +291,7 @@ def quality_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
     )
 
 
+@_one_connection
 def benchmark_tables(
     store: Store, benchmark: str | None = None, run_ids: Sequence[str] | None = None
 ) -> list[Table]:

@@ -387,6 +387,13 @@ class Store:
             created_at=r["created_at"],
         )
 
+    def protocols(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """run id -> stored protocol, for all runs or the given ones (one query)."""
+        where, params = _filters(run_ids, None)
+        with self.session() as con:
+            rows = con.execute(f"SELECT run_id, protocol FROM runs {where}", params).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
     def update_run_protocol(self, run_id: str, protocol: dict[str, Any]) -> None:
         """Replace a run's stored protocol (used to record benchmarks added to an existing run)."""
         with self.session() as con:

@@ -28,6 +28,8 @@ SCORERS: dict[str, str] = {
     "mini_geneval": "scorers.mini:MiniGenEval",
     "mini_ocr": "scorers.mini:MiniOCR",
     "mini_quality": "scorers.mini:MiniQuality",
+    "brightness": "scorers.brightness:Brightness",
+    "colour": "scorers.brightness:ColourCloseness",
 }
 
 __all__ = [

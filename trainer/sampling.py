@@ -228,6 +228,16 @@ def rollout(
     )
 
 
+def velocity_at(
+    model: FlowModel, ro: Rollout, index: int, *, batch: slice | Tensor | None = None
+) -> Tensor:
+    """The model's current (CFG) velocity at the recorded state ``index``: [b, C, h, w] (with grad if enabled)."""
+    sel = slice(None) if batch is None else batch
+    cond = ro.cond.select(sel)
+    uncond = ro.uncond.select(sel) if ro.uncond is not None else None
+    return model.velocity(ro.latents[sel, index], float(ro.sigmas[index]), cond, uncond, ro.cfg)
+
+
 def recompute_step(
     model: FlowModel,
     ro: Rollout,
@@ -235,15 +245,18 @@ def recompute_step(
     *,
     batch: slice | Tensor | None = None,
     logprob: LogProbReduce = "mean",
+    v: Tensor | None = None,
 ) -> SDEStep:
-    """Re-score the recorded transition ``index`` with the model's current weights (the GRPO/OPD inner loop)."""
+    """Re-score the recorded transition ``index`` with the model's current weights (the GRPO/OPD inner loop).
+
+    ``v`` reuses a velocity already computed by ``velocity_at`` for the same rows (OPD needs both).
+    """
     sel = slice(None) if batch is None else batch
     x = ro.latents[sel, index]
     nxt = ro.latents[sel, index + 1]
-    cond = ro.cond.select(sel)
-    uncond = ro.uncond.select(sel) if ro.uncond is not None else None
     s, s_next = float(ro.sigmas[index]), float(ro.sigmas[index + 1])
-    v = model.velocity(x, s, cond, uncond, ro.cfg)
+    if v is None:
+        v = velocity_at(model, ro, index, batch=batch)
     sigma_cap = float(ro.sigmas[1]) if len(ro.sigmas) > 2 else None
     return sde_step(
         x, v, s, s_next, ro.noise_level, sigma_cap=sigma_cap, prev_sample=nxt, logprob=logprob

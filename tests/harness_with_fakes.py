@@ -1,0 +1,14 @@
+"""``python -m tests.harness_with_fakes ARGS``: the real ``harness`` CLI with the test fakes registered.
+
+Subprocess tests (SIGKILL-and-resume, 2-process sharding under torchrun) run the CLI exactly as users do, but
+score with ``tests.fakes.FakeScorer`` because no scorer weights exist offline.
+"""
+
+from tests.fakes import register
+
+register()
+
+from harness.cli import app  # noqa: E402
+
+if __name__ == "__main__":
+    app(prog_name="harness")

@@ -1,0 +1,104 @@
+"""Prompt datasets with task tags and the per-epoch plan shared by every rank."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.data import load_datasets, load_prompt_file, partition_cycle, plan_epoch, shard
+
+
+def test_txt_and_jsonl_prompt_files(tmp_path):
+    (tmp_path / "a.txt").write_text("first prompt\n\n  second prompt  \n")
+    rec = {
+        "tag": "counting",
+        "include": [{"class": "cat", "count": 2}],
+        "prompt": "a photo of two cats",
+    }
+    (tmp_path / "b.jsonl").write_text(json.dumps(rec) + "\n")
+    txt = load_prompt_file(tmp_path / "a.txt", "ocr")
+    assert [(i.prompt, i.task, i.index) for i in txt] == [
+        ("first prompt", "ocr", 0),
+        ("second prompt", "ocr", 2),
+    ]
+    (item,) = load_prompt_file(tmp_path / "b.jsonl", "geneval")
+    assert item.prompt == "a photo of two cats" and item.meta["tag"] == "counting"
+
+
+def test_bad_prompt_files_are_clear(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "no prompt field"}\n')
+    with pytest.raises(
+        ValueError, match="bad.jsonl:1: a JSONL prompt record needs a string 'prompt'"
+    ):
+        load_prompt_file(tmp_path / "bad.jsonl", "x")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match="holds no prompts"):
+        load_prompt_file(tmp_path / "empty.txt", "x")
+    with pytest.raises(FileNotFoundError, match="harness/prompts"):
+        load_prompt_file(tmp_path / "missing.txt", "x")
+
+
+def test_shipped_prompt_sets_resolve_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pools = load_datasets(
+        {
+            "geneval": "harness/prompts/flow_grpo_geneval/test_metadata.jsonl",
+            "ocr": "harness/prompts/flow_grpo_ocr/test.txt",
+        },
+        limit=5,
+    )
+    assert len(pools["geneval"]) == 5 and pools["geneval"][0].meta["tag"]
+    assert all(it.task == "ocr" and '"' in it.prompt for it in pools["ocr"])
+
+
+def _pools():
+    return {
+        "geneval": [_item(f"g{i}", "geneval", i) for i in range(10)],
+        "ocr": [_item(f"o{i}", "ocr", i) for i in range(10)],
+        "pickscore": [_item(f"p{i}", "pickscore", i) for i in range(10)],
+    }
+
+
+def _item(prompt, task, i):
+    from trainer.data import PromptItem
+
+    return PromptItem(prompt, task, i)
+
+
+def test_epoch_plan_is_grouped_deterministic_and_seeded_per_image():
+    pools = _pools()
+    plan = plan_epoch(pools, 3, groups=4, group_size=3, seed=42)
+    assert plan == plan_epoch(pools, 3, groups=4, group_size=3, seed=42)
+    assert plan.items != plan_epoch(pools, 4, groups=4, group_size=3, seed=42).items
+    groups = [plan.items[i : i + 3] for i in range(0, 12, 3)]
+    assert all(len({it.prompt for it in g}) == 1 for g in groups)  # each group is one prompt
+    assert len({g[0].prompt for g in groups}) == 4  # without replacement
+    assert len(set(plan.seeds)) == 12  # every image its own seed
+
+
+def test_grpo_mix_partitions_alternate_3_1_1():
+    assert partition_cycle({"geneval": 3, "ocr": 1, "pickscore": 1}) == ["geneval"] * 3 + [
+        "ocr",
+        "pickscore",
+    ]
+    pools = _pools()
+    tasks = [
+        plan_epoch(
+            pools,
+            e,
+            groups=2,
+            group_size=2,
+            seed=0,
+            partitions={"geneval": 3, "ocr": 1, "pickscore": 1},
+        )
+        for e in range(10)
+    ]
+    assert [p.task for p in tasks] == (["geneval"] * 3 + ["ocr", "pickscore"]) * 2
+    assert all({it.task for it in p.items} == {p.task} for p in tasks)
+
+
+def test_shard_is_contiguous_and_even():
+    assert [shard(12, r, 3) for r in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    with pytest.raises(ValueError, match="do not split evenly"):
+        shard(10, 0, 3)

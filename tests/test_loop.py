@@ -1,0 +1,112 @@
+"""Loop glue: EMA, checkpoint cadence, run-folder resolution, reward mixing by task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from scorers.base import Requirements, Scores
+from trainer.config import ConfigError
+from trainer.data import PromptItem
+from trainer.loop import EMA, Rewards, check_adapter_base, resolve_lora, same_base, score, to_pil
+
+
+def test_ema_follows_flow_grpos_schedule():
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = EMA([p], decay=0.9, every=2)
+    with torch.no_grad():
+        p.fill_(1.0)
+    ema.update(1)  # not a multiple of `every`: no update
+    assert torch.equal(ema.shadow[0], torch.zeros(3))
+    ema.update(2)  # d = min((1 + 2) / (10 + 2), 0.9) = 0.25
+    assert torch.allclose(ema.shadow[0], torch.full((3,), 0.75))
+    ema.update(100)  # d = min(101 / 110, 0.9) = 0.9
+    assert torch.allclose(ema.shadow[0], torch.full((3,), 0.9 * 0.75 + 0.1))
+    with ema.swapped():
+        assert torch.allclose(p.detach(), ema.shadow[0])
+    assert torch.equal(p.detach(), torch.ones(3))  # restored
+
+
+def _lora_folder(path, base=None):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
+    if base:
+        (path / "manifest.json").write_text(json.dumps({"base_model": base}))
+    return path
+
+
+def test_resolve_lora_accepts_run_folders_and_peft_folders(tmp_path):
+    lora = _lora_folder(tmp_path / "run" / "lora")
+    (tmp_path / "run" / "manifest.json").write_text(
+        json.dumps({"base_model": "tiny", "output": "lora"})
+    )
+    assert resolve_lora(tmp_path / "run") == lora
+    assert resolve_lora(lora) == lora
+    (tmp_path / "merged_run").mkdir()
+    (tmp_path / "merged_run" / "manifest.json").write_text(json.dumps({"output": "merged"}))
+    with pytest.raises(FileNotFoundError, match="output='merged'"):
+        resolve_lora(tmp_path / "merged_run")
+
+
+def test_adapter_base_check(tmp_path):
+    ok = _lora_folder(tmp_path / "ok", base="org/model")
+    assert check_adapter_base("teachers.x", str(ok), "org/model") == ok
+    with pytest.raises(ConfigError, match="is a LoRA for base model 'org/model'"):
+        check_adapter_base("teachers.x", str(ok), "org/other")
+    unknown = _lora_folder(
+        tmp_path / "foreign"
+    )  # no manifest: nothing recorded, the load checks shapes
+    assert check_adapter_base("teachers.y", str(unknown), "org/other") == unknown
+    assert same_base(str(tmp_path), str(tmp_path / ".")) and not same_base("a/b", "a/c")
+
+
+class _Const:
+    """A scorer that returns a constant and records what it was asked to score."""
+
+    def __init__(self, name, value):
+        self.name, self.value, self.version, self.requires = name, value, "1", Requirements()
+        self.seen: list[str] = []
+
+    def __call__(self, images, prompts, meta=None):
+        self.seen += prompts
+        return Scores([self.value] * len(images), [self.value] * len(images))
+
+
+def test_rewards_are_each_tasks_weighted_sum():
+    a, b = _Const("a", 1.0), _Const("b", 10.0)
+    items = [PromptItem("g", "geneval", 0), PromptItem("o", "ocr", 0)]
+    weights = {"geneval": {"a": 1.0}, "ocr": {"a": 0.5, "b": 2.0}}
+    img = Image.new("RGB", (4, 4))
+    got = score({"a": a, "b": b}, weights.__getitem__, [img, img], items)
+    assert isinstance(got, Rewards)
+    assert got.total.tolist() == [1.0, 0.5 + 20.0]
+    assert b.seen == ["o"]  # a scorer only sees the samples whose task uses it
+    assert torch.isnan(got.parts["b"][0]) and got.parts["b"][1] == 10.0
+
+
+def test_to_pil_rounds_to_8_bits():
+    img = to_pil(torch.tensor([[[[0.0, 1.0]], [[0.5, 1.0]], [[1.0, 1.0]]]]))[0]
+    assert img.size == (2, 1) and img.getpixel((0, 0)) == (0, 128, 255)
+
+
+def test_rewards_go_through_remote_scorer_when_a_server_is_named(monkeypatch):
+    import sys
+    import types
+
+    from trainer.loop import load_scorers
+
+    made = []
+
+    class FakeRemote:
+        def __init__(self, url, name):
+            made.append((url, name))
+
+    monkeypatch.setitem(
+        sys.modules, "scorers.remote", types.SimpleNamespace(RemoteScorer=FakeRemote)
+    )
+    got = load_scorers({"geneval", "brightness"}, {"geneval": "http://gpu-box:8000"})
+    assert made == [("http://gpu-box:8000", "geneval")]
+    assert isinstance(got["geneval"], FakeRemote) and got["brightness"].name == "brightness"

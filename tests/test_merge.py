@@ -1,0 +1,125 @@
+"""LoRA merging in weight-delta space: identities, the linear average, TIES by hand, SVD re-factoring, the recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from trainer import merge
+from trainer.config import ConfigError, load
+from trainer.merge import Lora, ab_mean, deltas_to_lora, lora_deltas, merge_deltas, refactor, ties
+
+PATHS = ("blocks.0.attn.to_q", "blocks.0.attn.to_k")
+
+
+def _random_lora(seed: int, rank: int = 2, alpha: int = 4, shape=(6, 5)) -> Lora:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for path in PATHS:
+        state[f"base_model.model.{path}.lora_A.weight"] = torch.randn(rank, shape[1], generator=g)
+        state[f"base_model.model.{path}.lora_B.weight"] = torch.randn(shape[0], rank, generator=g)
+    cfg = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": ["to_k", "to_q"]}
+    return Lora(cfg, state)
+
+
+def test_delta_is_alpha_over_r_times_b_a():
+    lo = _random_lora(0, rank=2, alpha=4)
+    d = lora_deltas(lo)
+    a = lo.state["base_model.model.blocks.0.attn.to_q.lora_A.weight"]
+    b = lo.state["base_model.model.blocks.0.attn.to_q.lora_B.weight"]
+    assert torch.allclose(d["blocks.0.attn.to_q"], 2.0 * b @ a)
+
+
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic"])
+def test_merging_an_adapter_with_itself_returns_it(method):
+    lo = _random_lora(1)
+    weights = [0.5, 0.5] if method == "task_arithmetic" else [1.0, 1.0]
+    merged = merge_deltas([lora_deltas(lo), lora_deltas(lo)], weights, method)
+    back, err = deltas_to_lora(merged, rank=2, targets=["to_q", "to_k"], base=None)
+    assert err < 1e-5
+    for path, delta in lora_deltas(lo).items():
+        assert torch.allclose(merged[path], delta, atol=1e-5)
+        assert torch.allclose(lora_deltas(back)[path], delta, atol=1e-4)
+    same = ab_mean([lo, lo], [1.0, 1.0])
+    assert all(torch.allclose(same[k], v) for k, v in lo.state.items())
+
+
+def test_linear_merge_is_the_average_of_the_deltas():
+    a, b = _random_lora(2), _random_lora(3)
+    merged = merge_deltas([lora_deltas(a), lora_deltas(b)], [1.0, 1.0], "linear")
+    lora, err = deltas_to_lora(
+        merged, rank=4, targets=["to_q", "to_k"], base=None
+    )  # K r = 4: exact
+    assert err < 1e-5
+    for path in PATHS:
+        avg = (lora_deltas(a)[path] + lora_deltas(b)[path]) / 2
+        assert torch.allclose(lora_deltas(lora)[path], avg, atol=1e-4)
+    # the authors' factor-wise average is a different thing
+    factors = ab_mean([a, b], [1.0, 1.0])
+    ab_delta = lora_deltas(Lora(a.config, factors))["blocks.0.attn.to_q"]
+    avg_q = (lora_deltas(a)["blocks.0.attn.to_q"] + lora_deltas(b)["blocks.0.attn.to_q"]) / 2
+    assert not torch.allclose(ab_delta, avg_q, atol=1e-2)
+
+
+def test_ties_by_hand():
+    stack = torch.tensor(
+        [[[3.0, -1.0, 0.5, 2.0]], [[-4.0, 2.0, 0.1, 1.0]]]
+    )  # K = 2, one 1 x 4 "matrix"
+    # density 0.5 keeps 2 of 4 per teacher: t0 -> [3, 0, 0, 2], t1 -> [-4, 2, 0, 0]
+    # elected signs of the sum [-1, 2, 0, 2]: [-, +, 0, +]; agreeing entries: [-4], [2], none, [2]
+    assert torch.equal(ties(stack, 0.5), torch.tensor([[-4.0, 2.0, 0.0, 2.0]]))
+    assert torch.allclose(ties(stack, 1.0), torch.tensor([[-4.0, 2.0, 0.3, 1.5]]))
+
+
+def test_refactor_exact_truncated_and_padded():
+    g = torch.Generator().manual_seed(4)
+    delta = torch.randn(6, 3, generator=g) @ torch.randn(3, 5, generator=g)  # rank 3
+    b, a = refactor(delta, 3)
+    assert torch.allclose(b @ a, delta, atol=1e-5)
+    b, a = refactor(delta, 8)  # above min(6, 5): zero padding
+    assert b.shape == (6, 8) and a.shape == (8, 5) and torch.allclose(b @ a, delta, atol=1e-5)
+    b1, a1 = refactor(delta, 1)
+    s = torch.linalg.svdvals(delta)
+    assert torch.linalg.matrix_norm(b1 @ a1 - delta).item() == pytest.approx(
+        s[1:].norm().item(), rel=1e-4
+    )
+
+
+def _write(lora: Lora, folder: Path, base: str | None = "tiny") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps(lora.config))
+    save_file(lora.state, str(folder / "adapter_model.safetensors"))
+    if base is not None:
+        (folder / "manifest.json").write_text(json.dumps({"base_model": base}))
+    return folder
+
+
+def test_merge_recipe_writes_a_loadable_lora(tmp_path):
+    a = _write(_random_lora(5), tmp_path / "a")
+    b = _write(_random_lora(6), tmp_path / "b")
+    out = tmp_path / "merged_run"
+    cfg = load(merge.Config, None, [f"teachers={{x: {a}, y: {b}}}", f"out={out}"])
+    merge.main(cfg)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (
+        manifest["output"] == "lora" and manifest["rank"] == 4 and manifest["base_model"] == "tiny"
+    )
+    assert (out / "config.yaml").exists()
+    got = merge.read_lora(out / "lora")
+    assert got.config["r"] == 4 and got.config["lora_alpha"] == 4
+    for path in PATHS:
+        avg = (lora_deltas(_random_lora(5))[path] + lora_deltas(_random_lora(6))[path]) / 2
+        assert torch.allclose(lora_deltas(got)[path], avg, atol=1e-4)
+
+
+def test_merge_refuses_teachers_of_different_bases(tmp_path):
+    a = _write(_random_lora(5), tmp_path / "a", base="tiny")
+    b = _write(_random_lora(6), tmp_path / "b", base="someone/else")
+    cfg = load(merge.Config, None, [f"teachers={{x: {a}, y: {b}}}", f"out={tmp_path / 'o'}"])
+    with pytest.raises(ConfigError, match="is a LoRA for 'someone/else'"):
+        merge.main(cfg)
+    assert not (tmp_path / "o").exists()

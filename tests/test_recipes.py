@@ -1,0 +1,538 @@
+"""The four recipes on the offline tiny SD3, on CPU: the README chain, resume, OPD behaviour, bad configs, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainer import grpo, merge, opd, sft
+from trainer.adapters import LoraSpec, add_lora, load_adapter, save_adapter
+from trainer.config import ConfigError, load
+from trainer.loop import read_metrics
+from trainer.models import load_model
+from trainer.objectives import routing_weights
+from trainer.sampling import rollout, velocity_at
+from trainer.tiny import default_tiny_dir, save_tiny_sd3
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "trainer" / "configs"
+QUIET = ["run.log_with=none"]
+
+
+@contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory) -> Iterator[Path]:
+    """FLOW_OPD_HOME in a temp folder, with the tiny SD3 built once (what `model: tiny` resolves to)."""
+    home = tmp_path_factory.mktemp("flow_opd_home")
+    old = os.environ.get("FLOW_OPD_HOME")
+    os.environ["FLOW_OPD_HOME"] = str(home)
+    save_tiny_sd3(default_tiny_dir())
+    yield home
+    if old is None:
+        os.environ.pop("FLOW_OPD_HOME", None)
+    else:
+        os.environ["FLOW_OPD_HOME"] = old
+
+
+def _lora_state(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def synthetic_lora(
+    folder: Path, seed: int, scale: float, base: str = "tiny", rank: int = 4
+) -> Path:
+    """A LoRA on the tiny model with random A and B (a stand-in teacher that differs from the base)."""
+    model = load_model(default_tiny_dir())
+    torch.manual_seed(seed)  # A's gaussian init draws from the global generator
+    add_lora(model.denoiser, "t", LoraSpec(rank=rank, alpha=2 * rank))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.denoiser.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return save_adapter(model.denoiser, "t", folder, {"base_model": base})
+
+
+# -- the README chain: every recipe, two steps, from its preset ------------------------------------------------------
+@pytest.fixture(scope="module")
+def chain(tiny_home, tmp_path_factory) -> Path:
+    """grpo_tiny -> grpo_tiny_mix -> merge_tiny -> sft_tiny -> opd_tiny, in a fresh workspace, as the README runs them."""
+    ws = tmp_path_factory.mktemp("workspace")
+    with _cwd(ws):
+        grpo.main(load(grpo.Config, CONFIGS / "grpo_tiny.yaml"))  # TensorBoard on, as documented
+        grpo.main(load(grpo.Config, CONFIGS / "grpo_tiny_mix.yaml", QUIET))
+        merge.main(load(merge.Config, CONFIGS / "merge_tiny.yaml"))
+        sft.main(load(sft.Config, CONFIGS / "sft_tiny.yaml", QUIET))
+        opd.main(load(opd.Config, CONFIGS / "opd_tiny.yaml", QUIET))
+    return ws
+
+
+def _manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def test_grpo_runs_two_steps_and_learns_something(chain):
+    run = chain / "runs" / "grpo_tiny"
+    m = _manifest(run)
+    assert (m["recipe"], m["step"], m["world_size"], m["base_model"]) == ("grpo", 2, 1, "tiny")
+    assert (run / "config.yaml").exists() and (
+        run / "checkpoints" / "step_000002" / "state.json"
+    ).exists()
+    assert any((run / "logs").rglob("events.out.tfevents.*"))  # TensorBoard by default
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss/total"])) for r in rows)
+    # the sanity law: the first update is fully on-policy, so every ratio is exactly 1
+    assert rows[0]["train/approx_kl"] == 0.0 and rows[0]["train/clipfrac"] == 0.0
+    assert _moved_b(run / "lora")  # B starts at 0: training moved it
+
+
+def _moved_b(lora: Path) -> bool:
+    """Every LoRA B moved off 0, except the last block's context query (SD3's final block discards the context
+    stream, so that projection gets no gradient)."""
+    state = _lora_state(lora)
+    last = max(int(k.split("transformer_blocks.")[1].split(".")[0]) for k in state)
+    unused = f"transformer_blocks.{last}.attn.add_q_proj.lora_B"
+    moved = [k for k, v in state.items() if "lora_B" in k and unused not in k and v.abs().sum() > 0]
+    return len(moved) == sum(1 for k in state if "lora_B" in k and unused not in k) > 0
+
+
+def test_grpo_mix_uses_each_partitions_reward(chain):
+    rows = read_metrics(chain / "runs" / "grpo_tiny_mix")
+    # epochs 0 and 1 are GenEval partitions (3 : 1 with OCR): brightness only, never the OCR task's colour reward
+    assert all("reward/brightness" in r and "reward/colour" not in r for r in rows)
+
+
+def test_merge_and_sft_and_opd_hand_over_through_run_folders(chain):
+    runs = chain / "runs"
+    m = _manifest(runs / "merge_tiny")
+    assert m["output"] == "lora" and m["rank"] == 8 and m["base_model"] == "tiny"
+    s = _manifest(runs / "sft_tiny")
+    assert s["step"] == 2 and (runs / "sft_tiny" / "teacher_samples" / "rank0_of1.pt").exists()
+    assert all(
+        torch.isfinite(torch.tensor(r["loss/flow_matching"]))
+        for r in read_metrics(runs / "sft_tiny")
+    )
+    o = _manifest(runs / "opd_tiny")
+    assert o["step"] == 2 and o["parent"]["path"] == "runs/merge_tiny"
+    assert o["parent"]["run_id"] == m["run_id"]
+    assert json.loads((runs / "opd_tiny" / "lora" / "adapter_config.json").read_text())["r"] == 8
+    rows = read_metrics(runs / "opd_tiny")
+    assert all(r["opd/gap"] > 0 and r["loss/mar"] > 0 for r in rows)
+
+
+# -- resume ---------------------------------------------------------------------------------------------------------
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_home, tmp_path):
+    base = [*QUIET, "run.save_every=2", "run.max_steps=4", "sample.groups_per_epoch=1"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    grpo.main(load(grpo.Config, CONFIGS / "grpo_tiny.yaml", [*base, f"run.out={straight}"]))
+    grpo.main(
+        load(
+            grpo.Config, CONFIGS / "grpo_tiny.yaml", [*base, f"run.out={split}", "run.max_steps=2"]
+        )
+    )
+    assert _manifest(split)["step"] == 2
+    grpo.main(
+        load(
+            grpo.Config, CONFIGS / "grpo_tiny.yaml", [*base, f"run.out={split}", "run.resume=auto"]
+        )
+    )
+    assert _manifest(split)["step"] == 4
+    for rel in ("lora/adapter_model.safetensors", "checkpoints/step_000004/student.safetensors"):
+        a, b = load_file(str(straight / rel)), load_file(str(split / rel))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
+    assert (
+        _manifest(split)["run_id"]
+        == json.loads((split / "checkpoints/step_000004/state.json").read_text())["run_id"]
+    )
+
+
+# -- OPD ------------------------------------------------------------------------------------------------------------
+def _opd(tmp_path: Path, *overrides: str) -> Path:
+    out = tmp_path / "opd"
+    cfg = load(
+        opd.Config,
+        CONFIGS / "opd_tiny.yaml",
+        [
+            *QUIET,
+            "init=null",
+            "anchor=null",
+            f"run.out={out}",
+            "optim.weight_decay=0",
+            "run.ema=false",
+            *overrides,
+        ],
+    )
+    opd.main(cfg)
+    return out
+
+
+def test_teacher_equal_to_student_gives_exactly_zero_loss(tiny_home, tmp_path):
+    teacher = synthetic_lora(tmp_path / "teacher", seed=1, scale=0.3)
+    out = _opd(
+        tmp_path,
+        f"init={teacher}",
+        f"teachers={{geneval: {teacher}}}",
+        "datasets={geneval: harness/prompts/flow_grpo_geneval/test_metadata.jsonl}",
+    )
+    rows = read_metrics(out)
+    assert len(rows) == 2 and all(r["loss/opd"] == 0.0 and r["opd/gap"] == 0.0 for r in rows)
+
+
+def test_each_prompt_is_routed_to_its_task_teacher(tiny_home, tmp_path):
+    a = synthetic_lora(tmp_path / "a", seed=2, scale=0.5)
+    b = synthetic_lora(tmp_path / "b", seed=3, scale=0.5)
+    model = load_model(default_tiny_dir())
+    net = model.denoiser
+    add_lora(net, "student", LoraSpec(rank=4, alpha=8), trainable=True)
+    load_adapter(net, a, "teacher_geneval")
+    load_adapter(net, b, "teacher_ocr")
+    tasks = ["ocr", "geneval", "ocr", "geneval", "mix"]
+    ro = rollout(
+        model,
+        [f"p{i}" for i in range(5)],
+        list(range(5)),
+        steps=3,
+        height=64,
+        width=64,
+        decode=False,
+    )
+    names = ["teacher_geneval", "teacher_ocr"]
+    soft = {
+        "mix": {"teacher_geneval": 1.0, "teacher_ocr": 3.0}
+    }  # optional soft weights for one task
+    alpha = routing_weights(
+        tasks, names, {"geneval": "teacher_geneval", "ocr": "teacher_ocr"}, soft
+    )
+    got = opd.teacher_targets(model, net, ro, 1, names, alpha)
+    expected = {}
+    for name in names:
+        from trainer.adapters import using
+
+        with torch.no_grad(), using(net, name):
+            expected[name] = velocity_at(model, ro, 1)
+    for i, task in enumerate(tasks[:4]):
+        mine, other = f"teacher_{task}", names[1 - names.index(f"teacher_{task}")]
+        assert torch.allclose(got[i], expected[mine][i], atol=1e-5)
+        assert not torch.allclose(got[i], expected[other][i], atol=1e-3)
+    blend = 0.25 * expected["teacher_geneval"][4] + 0.75 * expected["teacher_ocr"][4]
+    assert torch.allclose(got[4], blend, atol=1e-5)
+
+
+def test_merge_into_the_base_equals_the_merged_lora(tiny_home, tmp_path):
+    """output=merged (deltas added into the weights) and output=lora (SVD factors) give the same model."""
+    from trainer.loop import resolve_model
+
+    a = synthetic_lora(tmp_path / "a", seed=8, scale=0.3)
+    b = synthetic_lora(tmp_path / "b", seed=9, scale=0.3)
+    teachers = f"teachers={{a: {a}, b: {b}}}"
+    merge.main(load(merge.Config, None, [teachers, f"out={tmp_path / 'as_lora'}"]))
+    merge.main(
+        load(
+            merge.Config,
+            None,
+            [teachers, "output=merged", "model=tiny", f"out={tmp_path / 'full'}"],
+        )
+    )
+    assert _manifest(tmp_path / "full")["output"] == "merged"
+    full = load_model(
+        resolve_model(str(tmp_path / "full"))
+    )  # a run folder with merged/ loads as a model
+    with_lora = load_model(default_tiny_dir())
+    load_adapter(with_lora.denoiser, tmp_path / "as_lora" / "lora", "merged")
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond = full.encode(["a cat", "a dog"])
+    with torch.no_grad():
+        v_full, v_lora = full.velocity(x, 0.6, cond), with_lora.velocity(x, 0.6, cond)
+        v_base = load_model(default_tiny_dir()).velocity(x, 0.6, cond)
+    assert torch.allclose(v_full, v_lora, atol=1e-5)
+    assert not torch.allclose(v_full, v_base, atol=1e-3)
+
+
+def _training_prompts() -> list[str]:
+    """Two prompts of each task the OPD tests train on (the student is only asked to match on those tasks)."""
+    from trainer.data import load_prompt_file
+
+    files = ("flow_grpo_geneval/test_metadata.jsonl", "flow_grpo_ocr/test.txt")
+    return [
+        it.prompt for f in files for it in load_prompt_file(f"harness/prompts/{f}", "x", limit=2)
+    ]
+
+
+PROBE_PROMPTS = _training_prompts()
+
+
+def _probe_gap(student: Path | None, target: Path) -> float:
+    """``E_t w(t) ||v_student - v_target||^2`` on fixed-seed SDE rollouts of the student (None: a fresh student,
+    i.e. the base): its own states, without the step-to-step sampling noise of the training metric."""
+    from trainer.adapters import using
+    from trainer.objectives import velocity_gap, velocity_weight
+
+    model = load_model(default_tiny_dir())
+    net = model.denoiser
+    load_adapter(net, target, "target")
+    if student is not None:
+        load_adapter(net, student, "student")
+    with torch.no_grad():
+        with using(net, "student" if student is not None else None):  # the student's own states
+            ro = rollout(
+                model,
+                PROBE_PROMPTS,
+                list(range(len(PROBE_PROMPTS))),
+                steps=4,
+                height=64,
+                width=64,
+                decode=False,
+            )
+        total = 0.0
+        for j in range(3):
+            with using(net, "student" if student is not None else None):
+                v = velocity_at(model, ro, j)
+            with using(net, "target"):
+                v_t = velocity_at(model, ro, j)
+            vw = velocity_weight(
+                ro.sigmas[j], ro.sigmas[j + 1], 0.7, float(ro.sigmas[1]), "exact_mean"
+            )
+            total += float(velocity_gap(v, v_t, vw).mean())
+    return total / 3
+
+
+@pytest.mark.slow
+def test_opd_learns_the_velocity_gap_falls(tiny_home, tmp_path):
+    teacher = synthetic_lora(tmp_path / "teacher", seed=4, scale=0.3)
+    out = _opd(
+        tmp_path,
+        f"teachers={{geneval: {teacher}, ocr: {teacher}}}",
+        "run.max_steps=10",
+        "optim.lr=1e-2",
+        "lora.rank=4",
+        "lora.alpha=8",
+    )
+    gaps = [r["opd/gap"] for r in read_metrics(out)]  # on the states each step's student visited
+    assert len(gaps) == 10 and sum(gaps[-3:]) < sum(gaps[:3]), gaps
+    # the same measure on a fixed set of the student's own trajectories, before and after: no sampling noise
+    before, after = _probe_gap(None, teacher), _probe_gap(out / "lora", teacher)
+    assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_mar_pulls_toward_the_anchor(tiny_home, tmp_path):
+    base_like = synthetic_lora(
+        tmp_path / "zero", seed=5, scale=0.0
+    )  # B = 0: the teacher is the base itself
+    anchor = synthetic_lora(tmp_path / "anchor", seed=6, scale=0.3)
+    common = [
+        f"teachers={{geneval: {base_like}, ocr: {base_like}}}",
+        f"anchor={anchor}",
+        "run.max_steps=6",
+        "optim.lr=2e-2",
+        "lora.rank=4",
+        "lora.alpha=8",
+    ]
+    pulled = _opd(tmp_path / "on", *common, "mar_lambda=4.0")
+    assert all(r["loss/mar"] > 0 and r["loss/opd"] >= 0 for r in read_metrics(pulled))
+    before, after = _probe_gap(None, anchor), _probe_gap(pulled / "lora", anchor)
+    assert after < 0.9 * before, (before, after)  # measured: 0.213 -> 0.173
+    # without MAR the student sits on its teacher (the base): zero gradient, so it does not move at all
+    off = _opd(tmp_path / "off", *common, "mar_lambda=0", "run.max_steps=2")
+    assert all(t.abs().max() == 0 for k, t in _lora_state(off / "lora").items() if "lora_B" in k)
+
+
+# -- bad configs fail before any work ------------------------------------------------------------------------------
+def test_unknown_reward_fails_before_any_work(tiny_home, tmp_path):
+    cfg = load(
+        grpo.Config,
+        CONFIGS / "grpo_tiny.yaml",
+        [*QUIET, "rewards={brightnes: 1.0}", f"run.out={tmp_path / 'r'}"],
+    )
+    with pytest.raises(
+        ConfigError, match="unknown reward: unknown scorer 'brightnes' \\(did you mean brightness"
+    ):
+        grpo.main(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+def test_teacher_on_another_base_fails_before_any_work(tiny_home, tmp_path):
+    alien = synthetic_lora(
+        tmp_path / "alien", seed=7, scale=0.1, base="stabilityai/stable-diffusion-3.5-large"
+    )
+    cfg = load(
+        opd.Config,
+        CONFIGS / "opd_tiny.yaml",
+        [
+            *QUIET,
+            "init=null",
+            f"teachers={{geneval: {alien}, ocr: {alien}}}",
+            "anchor=null",
+            f"run.out={tmp_path / 'r'}",
+        ],
+    )
+    with pytest.raises(
+        ConfigError,
+        match="teachers.geneval .* is a LoRA for base model 'stabilityai/stable-diffusion-3.5-large'",
+    ):
+        opd.main(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_teacher_folder_fails_before_any_work(tiny_home, tmp_path):
+    cfg = load(
+        opd.Config,
+        CONFIGS / "opd_tiny.yaml",
+        [
+            *QUIET,
+            "init=null",
+            "anchor=null",
+            f"teachers={{geneval: {tmp_path}/nope, ocr: {tmp_path}/nope}}",
+            f"run.out={tmp_path / 'r'}",
+        ],
+    )
+    with pytest.raises(ConfigError, match="teachers.geneval"):
+        opd.main(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+# -- distributed ----------------------------------------------------------------------------------------------------
+def _accelerate() -> str:
+    exe = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+    if not Path(exe).exists():
+        pytest.skip("accelerate CLI not found")
+    return exe
+
+
+def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_home, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        _accelerate(),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "trainer.grpo",
+        str(CONFIGS / "grpo_tiny.yaml"),
+        f"run.out={out}",
+        *QUIET,
+        "run.save_every=0",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FLOW_OPD_HOME": str(tiny_home),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = _manifest(out)
+    assert m["world_size"] == 2, "accelerate ran fewer processes than asked"
+    assert m["replicas_identical"] is True and m["step"] == 2
+    assert _moved_b(out / "lora")
+
+
+# -- slow: the README commands verbatim, and a learning curve -----------------------------------------------------
+README_COMMANDS = [
+    ["-m", "trainer.grpo", "trainer/configs/grpo_tiny.yaml"],
+    ["-m", "trainer.grpo", "trainer/configs/grpo_tiny_mix.yaml"],
+    ["-m", "trainer.merge", "trainer/configs/merge_tiny.yaml"],
+    ["-m", "trainer.sft", "trainer/configs/sft_tiny.yaml"],
+    ["-m", "trainer.opd", "trainer/configs/opd_tiny.yaml"],
+]
+
+
+@pytest.mark.slow
+def test_readme_commands_run_two_steps_each(tiny_home, tmp_path):
+    """`accelerate launch -m trainer.<recipe> trainer/configs/<recipe>_tiny.yaml`, as the README gives them."""
+    ws = tmp_path / "checkout"
+    shutil.copytree(
+        ROOT, ws, ignore=shutil.ignore_patterns(".git", "runs", "__pycache__", ".pytest_cache")
+    )
+    env = {
+        **os.environ,
+        "FLOW_OPD_HOME": str(tiny_home),
+        "PYTHONPATH": str(ws),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    for args in README_COMMANDS:
+        proc = subprocess.run(
+            [_accelerate(), "launch", *args],
+            cwd=ws,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, (args, proc.stderr[-3000:])
+    for name in ("grpo_tiny", "grpo_tiny_mix", "sft_tiny", "opd_tiny"):
+        assert _manifest(ws / "runs" / name)["step"] == 2
+    assert _manifest(ws / "runs" / "merge_tiny")["output"] == "lora"
+
+
+@pytest.mark.slow
+def test_grpo_raises_a_weightless_reward(tiny_home, tmp_path):
+    """Mean brightness rises clearly over 25 GRPO steps (bench/learning_curves.py records the curve)."""
+    out = tmp_path / "learn"
+    cfg = load(
+        grpo.Config,
+        CONFIGS / "grpo_tiny.yaml",
+        [
+            *QUIET,
+            f"run.out={out}",
+            "run.max_steps=25",
+            "run.save_every=0",
+            "kl_beta=0",
+            "sample.groups_per_epoch=2",
+            "sample.group_size=8",
+            "sample.batch_size=8",
+            "optim.lr=1e-2",
+            "lora.rank=8",
+            "lora.alpha=16",
+            "datasets={geneval: harness/prompts/flow_grpo_geneval/test_metadata.jsonl}",
+        ],
+    )
+    grpo.main(cfg)
+    rows = read_metrics(out)
+    first = sum(r["reward/brightness"] for r in rows[:5]) / 5
+    last = sum(r["reward/brightness"] for r in rows[-5:]) / 5
+    spread = sum(r["reward/std"] for r in rows[:5]) / 5
+    assert last > first + 3 * spread, (first, last, spread)
+
+
+def test_recompute_with_a_given_velocity_is_bitwise_the_same(tiny_home):
+    """``velocity_at`` + ``recompute_step(v=...)`` (OPD's pg path) equals ``recompute_step`` alone."""
+    from trainer.sampling import recompute_step
+
+    model = load_model(default_tiny_dir())
+    ro = rollout(model, ["a", "b"], [0, 1], steps=3, height=64, width=64, decode=False)
+    for j in range(3):
+        plain = recompute_step(model, ro, j)
+        v = velocity_at(model, ro, j)
+        given = recompute_step(model, ro, j, v=v)
+        assert torch.equal(plain.log_prob, given.log_prob) and torch.equal(plain.mean, given.mean)
+        assert torch.equal(plain.log_prob, ro.log_probs[:, j])  # the sanity law: ratio exactly 1

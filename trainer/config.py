@@ -1,0 +1,457 @@
+"""Recipe configs: a frozen dataclass is the schema and holds the defaults; YAML and ``a.b=v`` only override.
+
+``parse(Config)`` reads ``[CONFIG.yaml] [key=value ...]`` from the command line (STYLE.md "Config"). Values are YAML
+scalars or flow collections (``rewards={ocr: 1.0}``), checked against the field types; an unknown key is an error
+that lists the valid keys. Nested dataclasses merge key by key; ``dict`` fields are replaced by a YAML value and
+updated item by item by a dotted override (``teachers.ocr=runs/grpo_ocr``). There is no YAML inheritance and no
+derived value in YAML: per-GPU numbers come from the world size at run time.
+
+The shared groups used by the GRPO, SFT and OPD recipes live here too (``RunConfig``, ``OptimConfig``,
+``SampleConfig``), so each default has one home.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from trainer.adapters import LoraSpec
+
+T = TypeVar("T")
+
+__all__ = [
+    "ConfigError",
+    "LoraSpec",
+    "OptimConfig",
+    "RunConfig",
+    "SampleConfig",
+    "dump",
+    "from_dict",
+    "parse",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: unknown key, wrong type, or a value out of range."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run writes, how long it lasts, and the loop glue (accelerate, checkpoints, EMA, logging, eval)."""
+
+    out: str = "runs/run"  # run folder: config.yaml, manifest.json, lora/, checkpoints/, logs/
+    seed: int = 42
+    max_steps: int = 1000  # optimizer steps
+    mixed_precision: Literal["no", "fp16", "bf16"] = (
+        "fp16"  # Flow-GRPO trains SD3.5 in fp16 (LoRA in fp32)
+    )
+    cpu: bool = False  # force CPU even when CUDA is present
+    save_every: int = (
+        0  # checkpoint every N optimizer steps (at the end of an epoch); 0: final only
+    )
+    keep_checkpoints: int = 2
+    resume: str | None = None  # "auto" (latest under out/checkpoints) or a checkpoint folder
+    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    log_every: int = 1
+    ema: bool = True  # Flow-GRPO: EMA of the LoRA, used for eval and the saved adapter
+    ema_decay: float = 0.9
+    ema_every: int = 8
+    eval_every: int = 0  # in-loop evaluation through harness.evaluate every N steps; 0: off
+    eval_benchmarks: tuple[str, ...] = ()
+    eval_limit: int | None = None  # prompts per benchmark (None: the whole benchmark)
+    eval_store: str | None = None  # DuckDB store path (None: the harness default)
+
+    def __post_init__(self) -> None:
+        _positive("run.max_steps", self.max_steps)
+        _non_negative("run.save_every", self.save_every)
+        _non_negative("run.eval_every", self.eval_every)
+        _positive("run.log_every", self.log_every)
+        _positive("run.ema_every", self.ema_every)
+        _positive("run.keep_checkpoints", self.keep_checkpoints)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"run.ema_decay={self.ema_decay} must be in [0, 1)")
+        if self.eval_every and not self.eval_benchmarks:
+            raise ConfigError("run.eval_every > 0 needs run.eval_benchmarks (e.g. [geneval, ocr])")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with grad-norm clipping and a linear warmup (Flow-GRPO: lr 3e-4, wd 1e-4, clip 1.0)."""
+
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max grad norm; 0 disables
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr={self.lr} must be > 0")
+        _non_negative("optim.warmup_steps", self.warmup_steps)
+        if self.grad_clip < 0:
+            raise ConfigError(f"optim.grad_clip={self.grad_clip} must be >= 0")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """On-policy SDE rollouts (Flow-GRPO's SD3.5-M recipe, 32 GPUs: 48 groups of 24 images, 2 steps an epoch).
+
+    ``groups_per_epoch`` and ``group_size`` are global; the per-GPU share, the number of batches per GPU and the
+    gradient accumulation are derived from the world size (``trainer.loop.epoch_layout``).
+    """
+
+    steps: int = 10  # SDE steps per trajectory (N)
+    cfg: float = 4.5
+    noise_level: float = 0.7  # a
+    size: int = 512
+    negative_prompt: str = ""
+    t5_length: int = 128
+    group_size: int = 24  # images per prompt (G)
+    groups_per_epoch: int = 48  # prompts per epoch, over all GPUs
+    batch_size: int = 9  # images per forward pass per GPU (sampling and training use the same size)
+    steps_per_epoch: int = 2  # optimizer steps per epoch
+    timestep_fraction: float = 0.99  # train the first int(fraction * N) steps (9 of 10)
+    logprob: Literal["mean", "sum"] = (
+        "mean"  # Flow-GRPO averages the log-density over latent elements
+    )
+
+    def __post_init__(self) -> None:
+        for name in (
+            "steps",
+            "size",
+            "group_size",
+            "groups_per_epoch",
+            "batch_size",
+            "steps_per_epoch",
+        ):
+            _positive(f"sample.{name}", getattr(self, name))
+        if self.noise_level < 0:
+            raise ConfigError(f"sample.noise_level={self.noise_level} must be >= 0")
+        if not 0.0 < self.timestep_fraction <= 1.0:
+            raise ConfigError(
+                f"sample.timestep_fraction={self.timestep_fraction} must be in (0, 1]"
+            )
+        if self.train_timesteps < 1:
+            raise ConfigError(
+                f"sample.timestep_fraction={self.timestep_fraction} x sample.steps={self.steps} "
+                "trains no step; raise one of them"
+            )
+
+    @property
+    def train_timesteps(self) -> int:
+        """How many of the first sampling steps are trained: ``int(fraction * N)``."""
+        return int(self.timestep_fraction * self.steps)
+
+
+def _positive(name: str, value: int | float) -> None:
+    if value < 1:
+        raise ConfigError(f"{name}={value} must be >= 1")
+
+
+def _non_negative(name: str, value: int | float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name}={value} must be >= 0")
+
+
+# -- building a dataclass from plain data ------------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    module = sys.modules.get(cls.__module__)
+    ns = dict(vars(module)) if module else {}
+    ns.update({"LoraSpec": LoraSpec, "Literal": Literal})
+    return typing.get_type_hints(cls, globalns=ns)
+
+
+def _valid_keys(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _unknown(key: str, cls: type, where: str) -> ConfigError:
+    valid = _valid_keys(cls)
+    hint = difflib.get_close_matches(key, valid, n=1)
+    maybe = f" (did you mean {where}{hint[0]}?)" if hint else ""
+    return ConfigError(f"unknown config key {where}{key!r}{maybe}; valid keys: {', '.join(valid)}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting where YAML is loose, e.g. '3e-4' -> float)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} fits none of {tp}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if isinstance(
+            value, bool
+        ):  # YAML 1.1 reads no/off/yes/on as booleans: `mixed_precision=no`
+            words = ("yes", "on", "true") if value else ("no", "off", "false")
+            value = next((w for w in words if w in allowed), value)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} must be one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+        return tuple(
+            _coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        kt, vt = get_args(tp)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads '3e-4' as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
+    """Build ``cls`` from ``data`` on top of its defaults; unknown keys and wrong types are errors."""
+    hints = _hints(cls)
+    names = set(_valid_keys(cls))
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown(key, cls, prefix)
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (tuples as lists), suitable for YAML and JSON."""
+
+    def plain(v: Any) -> Any:
+        if is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def dump(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (every field, defaults included)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+# -- merging YAML and overrides ----------------------------------------------------------------------------------
+def _field_type(cls: type, key: str, where: str) -> Any:
+    hints = _hints(cls)
+    if key not in hints or key not in _valid_keys(cls):
+        raise _unknown(key, cls, where)
+    return hints[key]
+
+
+def _merge(
+    cls: type, base: dict[str, Any], update: dict[str, Any], where: str = ""
+) -> dict[str, Any]:
+    """``update`` onto ``base``: nested dataclasses merge key by key, everything else is replaced."""
+    if not isinstance(update, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {update!r}")
+    out = dict(base)
+    for key, value in update.items():
+        tp = _field_type(cls, key, where)
+        if _is_dataclass_type(tp) and isinstance(value, dict):
+            out[key] = _merge(tp, out.get(key) or {}, value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and is_dataclass(tp)
+
+
+def _set_dotted(cls: type, data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply ``a.b.c=value``: walk nested dataclasses, then at most one level into a dict field."""
+    parts = dotted.split(".")
+    node, tp, where = data, cls, ""
+    for i, part in enumerate(parts):
+        ftype = _field_type(tp, part, where)
+        last = i == len(parts) - 1
+        if last:
+            if _is_dataclass_type(ftype) and isinstance(value, dict):
+                node[part] = _merge(ftype, node.get(part) or {}, value, f"{where}{part}.")
+            else:
+                node[part] = value
+            return
+        if _is_dataclass_type(ftype):
+            node = node.setdefault(part, {})
+            tp, where = ftype, f"{where}{part}."
+            continue
+        if get_origin(_strip_optional(ftype)) is dict and i == len(parts) - 2:
+            current = node.get(part)
+            node[part] = {**(current or {}), parts[-1]: value}
+            return
+        raise ConfigError(f"{where}{part} is not a group; cannot set {dotted}")
+
+
+def _strip_optional(tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """Only the keys that need merging: nested dataclass defaults as dicts (the rest come from the class)."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+            if is_dataclass(value):
+                out[f.name] = to_dict(value)
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def load(
+    cls: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
+    """Defaults, then the YAML file, then ``key=value`` overrides, checked and frozen."""
+    data = _defaults(cls)
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        data = _merge(cls, data, loaded)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. run.max_steps=2)")
+        _set_dotted(cls, data, key.strip(), _parse_value(text))
+    return from_dict(cls, data)
+
+
+def usage(cfg: Any, prefix: str = "") -> str:
+    """Every key of a config instance with its value (nested groups as ``group.key``), for ``--help``."""
+    lines = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            lines.append(usage(value, f"{prefix}{f.name}."))
+        else:
+            lines.append(f"  {prefix}{f.name} = {to_dict(value)!r}")
+    return "\n".join(lines)
+
+
+def parse(cls: type[T], argv: list[str] | None = None) -> T:
+    """Command-line entry: ``[CONFIG.yaml] [key=value ...]``; errors exit with one line (code 2)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        prog = cls.__module__
+        sys.stdout.write(
+            f"usage: accelerate launch -m {prog} [CONFIG.yaml] [key=value ...]\n\nkeys and defaults:\n"
+            f"{usage(cls())}\n"
+        )
+        raise SystemExit(0)
+    yaml_path = None
+    if args and "=" not in args[0]:
+        yaml_path = args.pop(0)
+    bad = [a for a in args if "=" not in a]
+    _install_user_error_hook()
+    try:
+        if bad:
+            raise ConfigError(f"expected key=value overrides after the config file, got {bad}")
+        return load(cls, yaml_path, args)
+    except ConfigError as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
+
+
+def _install_user_error_hook() -> None:
+    """Errors a user can fix (bad config, missing model or adapter) print one line instead of a traceback."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        from trainer.adapters import AdapterNotFoundError
+        from trainer.models import ModelNotFoundError
+
+        if issubclass(kind, ConfigError | ModelNotFoundError | AdapterNotFoundError):
+            sys.stderr.write(f"error: {value}\n")
+            sys.stderr.flush()
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook

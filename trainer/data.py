@@ -1,0 +1,147 @@
+"""Prompt datasets with task tags, and the per-epoch plan of which prompt and seed each rank samples.
+
+A dataset is a prompt file tagged with its task (the key in a recipe's ``datasets`` mapping): ``.txt`` files hold
+one prompt per line (Flow-GRPO's OCR and PickScore sets), ``.jsonl`` files one GenEval metadata record per line
+(the record travels with the prompt as ``meta``, which the GenEval scorer needs). The task tag routes each prompt to
+its teacher in OPD and to its reward in GRPO-Mix.
+
+An epoch's plan is the same on every rank (it depends only on the seed and the epoch): ``groups`` prompts, each
+repeated ``group_size`` times with its own per-image seeds, laid out group by group; rank ``r`` samples the
+``r``-th contiguous slice, so a group may span ranks, as in Flow-GRPO, and advantages are computed on the gathered
+rewards. GRPO-Mix alternates whole epochs between task partitions (GenEval : OCR : PickScore = 3 : 1 : 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt, its task tag, its line number in its file, and its metadata (GenEval records)."""
+
+    prompt: str
+    task: str
+    index: int
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def resolve_prompt_path(path: str | Path) -> Path:
+    """A prompt file as given, or relative to the project root (so shipped ``harness/prompts/...`` always work)."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    shipped = _PACKAGE_ROOT / p
+    if not p.is_absolute() and shipped.exists():
+        return shipped
+    raise FileNotFoundError(
+        f"prompt file {path} not found (also looked in {_PACKAGE_ROOT}); shipped sets are under harness/prompts/"
+    )
+
+
+def load_prompt_file(path: str | Path, task: str, limit: int | None = None) -> list[PromptItem]:
+    """Read a ``.txt`` (one prompt per line) or ``.jsonl`` (records with a ``prompt`` field) prompt file."""
+    p = resolve_prompt_path(path)
+    items: list[PromptItem] = []
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f):
+            text = line.strip()
+            if not text:
+                continue
+            if p.suffix == ".jsonl":
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{p}:{lineno + 1}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                    raise ValueError(
+                        f"{p}:{lineno + 1}: a JSONL prompt record needs a string 'prompt' field"
+                    )
+                items.append(PromptItem(record["prompt"], task, lineno, record))
+            else:
+                items.append(PromptItem(text, task, lineno))
+            if limit is not None and len(items) >= limit:
+                break
+    if not items:
+        raise ValueError(f"prompt file {p} holds no prompts")
+    return items
+
+
+def load_datasets(
+    datasets: dict[str, str], limit: int | None = None
+) -> dict[str, list[PromptItem]]:
+    """Every task's prompts: ``{task: path}`` -> ``{task: [PromptItem]}``."""
+    if not datasets:
+        raise ValueError("no datasets: give at least one task -> prompt file in `datasets`")
+    return {task: load_prompt_file(path, task, limit) for task, path in datasets.items()}
+
+
+def partition_cycle(partitions: dict[str, int]) -> list[str]:
+    """GRPO-Mix's epoch cycle: ``{geneval: 3, ocr: 1, pickscore: 1}`` -> [geneval x3, ocr, pickscore]."""
+    cycle: list[str] = []
+    for task, n in partitions.items():
+        if n < 0:
+            raise ValueError(f"partition ratio for {task!r} must be >= 0, got {n}")
+        cycle += [task] * n
+    if not cycle:
+        raise ValueError("partitions give every task 0 epochs")
+    return cycle
+
+
+class EpochPlan(NamedTuple):
+    """What the whole world samples in one epoch: ``groups * group_size`` items, grouped contiguously."""
+
+    items: list[PromptItem]
+    seeds: list[int]
+    task: str | None  # the partition this epoch belongs to (GRPO-Mix), else None
+
+
+def plan_epoch(
+    pools: dict[str, list[PromptItem]],
+    epoch: int,
+    *,
+    groups: int,
+    group_size: int,
+    seed: int,
+    partitions: dict[str, int] | None = None,
+) -> EpochPlan:
+    """The epoch's prompts and per-image seeds; identical on every rank (depends on seed and epoch only).
+
+    Prompts are drawn without replacement while the pool lasts. With ``partitions`` the epoch draws from one task
+    (cycling through ``partition_cycle``); otherwise from the union of all tasks.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    task: str | None = None
+    if partitions:
+        cycle = partition_cycle(partitions)
+        task = cycle[epoch % len(cycle)]
+        if task not in pools:
+            raise KeyError(f"partition {task!r} has no dataset; datasets: {sorted(pools)}")
+        pool = pools[task]
+    else:
+        pool = [item for name in sorted(pools) for item in pools[name]]
+    replace = len(pool) < groups
+    chosen = rng.choice(len(pool), size=groups, replace=replace)
+    items = [pool[int(i)] for i in chosen for _ in range(group_size)]
+    seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=len(items))]
+    return EpochPlan(items, seeds, task)
+
+
+def shard(n: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``n`` items; ``n`` must divide evenly."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} out of range for world size {world}")
+    if n % world:
+        raise ValueError(f"{n} items do not split evenly over {world} processes")
+    per = n // world
+    return slice(rank * per, (rank + 1) * per)

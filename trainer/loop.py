@@ -1,0 +1,798 @@
+"""Loop glue shared by the recipes: accelerate, run folders and manifests, checkpoint/resume, EMA, logging,
+rewards and the in-loop evaluation hook.
+
+Only glue lives here (STYLE.md: "loop glue may be shared"); what a recipe *does* reads top to bottom in its own
+file. A run folder is the hand-over between stages::
+
+    runs/<name>/config.yaml       resolved config (every field)
+    runs/<name>/manifest.json     run id, recipe, git sha, base model, parent run, step, world size, output
+    runs/<name>/lora/             the trained adapter (PEFT layout; EMA weights when EMA is on)
+    runs/<name>/merged/           (merge with output=merged) a full diffusers model folder
+    runs/<name>/checkpoints/step_N/  adapter, optimizer, scheduler, EMA, per-rank RNG, step and epoch
+    runs/<name>/logs/             TensorBoard (or W&B) events;  runs/<name>/metrics.jsonl: the same scalars
+
+Distributed: the student's gradient passes go through the DDP-wrapped denoiser (``student_forward``); sampling,
+teacher and reference passes use the unwrapped one under ``no_grad`` (so ranks may run different numbers of them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from trainer import adapters, config
+from trainer.adapters import LoraSpec
+from trainer.backend import FlowModel
+from trainer.config import ConfigError, RunConfig, SampleConfig
+from trainer.data import PromptItem
+from trainer.sampling import Rollout, rollout
+
+log = logging.getLogger(__name__)
+
+STUDENT = "student"
+TINY = (
+    "tiny"  # `model: tiny` builds the offline tiny SD3 on demand (trainer.tiny.default_tiny_dir())
+)
+
+
+# -- run folders -------------------------------------------------------------------------------------------------
+def git_sha() -> str | None:
+    """The current commit of the working directory's repository (None outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """``manifest.json`` of a run folder or adapter folder ({} when absent)."""
+    path = Path(folder) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def resolve_lora(source: str | Path) -> Path:
+    """A run folder (its ``lora/``), a PEFT LoRA folder, or a hub id (through the hub cache)."""
+    path = Path(source)
+    if (path / "lora" / "adapter_config.json").exists():
+        return path / "lora"
+    if path.exists() and not (path / "adapter_config.json").exists():
+        manifest = read_manifest(path)
+        what = (
+            f"its manifest says output={manifest['output']!r}"
+            if "output" in manifest
+            else "no lora/"
+        )
+        raise adapters.AdapterNotFoundError(
+            f"{path} is neither a run folder with a lora/ adapter nor a PEFT LoRA folder ({what})"
+        )
+    return adapters.resolve_adapter_dir(source)
+
+
+def resolve_model(model: str) -> str:
+    """``tiny`` -> the tiny SD3 folder (built on first use); a run folder with ``merged/`` -> that folder."""
+    if model == TINY:
+        from trainer.tiny import default_tiny_dir, save_tiny_sd3
+
+        return str(save_tiny_sd3(default_tiny_dir()))
+    path = Path(model)
+    if (path / "merged" / "model_index.json").exists():
+        return str(path / "merged")
+    return model
+
+
+def recorded_base(folder: str | Path) -> str | None:
+    """The base model a LoRA was trained on, as our manifests record it (None when unknown)."""
+    lora = Path(folder)
+    for candidate in (lora, lora.parent):
+        manifest = read_manifest(candidate)
+        if manifest.get("base_model"):
+            return str(manifest["base_model"])
+    return None
+
+
+def same_base(a: str, b: str) -> bool:
+    """Whether two base-model names denote the same model (equal names, or the same local folder)."""
+    if a == b:
+        return True
+    ra, rb = (resolve_model(x) if x == TINY else x for x in (a, b))
+    pa, pb = Path(ra), Path(rb)
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return False
+
+
+def check_adapter_base(role: str, source: str, base: str) -> Path:
+    """Resolve an adapter and fail (before any work) if our manifest says it belongs to another base."""
+    try:
+        folder = resolve_lora(source)
+    except adapters.AdapterNotFoundError as e:
+        raise ConfigError(f"{role} {source!r}: {e}") from None
+    theirs = recorded_base(folder)
+    if theirs is not None and not same_base(theirs, base):
+        raise ConfigError(
+            f"{role} {source!r} is a LoRA for base model {theirs!r}, but this run's base is {base!r}: "
+            "adapters only make sense on the base they were trained on"
+        )
+    return folder
+
+
+# -- per-GPU numbers from the world size -------------------------------------------------------------------------
+class EpochLayout(NamedTuple):
+    """Per-process share of an epoch, derived from the global numbers and the world size."""
+
+    images_per_rank: int
+    batches_per_rank: int
+    accum_batches: int  # batches per optimizer step
+
+
+def epoch_layout(sample: SampleConfig, world: int) -> EpochLayout:
+    """Flow-GRPO's derivation: ``groups * G / world`` images per GPU, in batches, ``steps_per_epoch`` updates."""
+    total = sample.groups_per_epoch * sample.group_size
+    if total % world:
+        raise ConfigError(
+            f"{sample.groups_per_epoch} groups x {sample.group_size} images = {total} images per epoch do not "
+            f"split over {world} processes; change sample.groups_per_epoch or sample.group_size"
+        )
+    per_rank = total // world
+    if per_rank % sample.batch_size:
+        raise ConfigError(
+            f"{per_rank} images per process (of {total} per epoch over {world}) are not a multiple of "
+            f"sample.batch_size={sample.batch_size}"
+        )
+    batches = per_rank // sample.batch_size
+    if batches % sample.steps_per_epoch:
+        raise ConfigError(
+            f"{batches} batches per process per epoch do not split into sample.steps_per_epoch="
+            f"{sample.steps_per_epoch} optimizer steps"
+        )
+    return EpochLayout(per_rank, batches, batches // sample.steps_per_epoch)
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One process's view of a training run."""
+
+    recipe: str
+    cfg: Any  # the recipe's whole config
+    rcfg: RunConfig
+    acc: Any  # accelerate.Accelerator
+    out: Path
+    run_id: str
+    step: int = 0
+    epoch: int = 0
+    parent: dict[str, Any] = field(default_factory=dict)
+    _metrics: Any = None
+
+    @property
+    def world(self) -> int:
+        return int(self.acc.num_processes)
+
+    @property
+    def rank(self) -> int:
+        return int(self.acc.process_index)
+
+    @property
+    def main(self) -> bool:
+        return bool(self.acc.is_main_process)
+
+
+def _check_tracker(log_with: str) -> None:
+    if log_with == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "run.log_with=tensorboard needs the tensorboard package: pip install 'flow-opd[train]' "
+                "(or set run.log_with=none)"
+            ) from None
+    elif log_with == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "run.log_with=wandb needs wandb: pip install 'flow-opd[wandb]' (or set run.log_with=tensorboard)"
+            ) from None
+
+
+def check_eval_hook(rcfg: RunConfig) -> None:
+    """In-loop evaluation goes through ``harness.evaluate.evaluate``; fail early if it is not there."""
+    if not rcfg.eval_every:
+        return
+    try:
+        from harness.evaluate import evaluate  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f"run.eval_every={rcfg.eval_every} needs harness.evaluate.evaluate, which cannot be imported "
+            f"here ({e}); set run.eval_every=0 to train without in-loop evaluation"
+        ) from None
+
+
+def launched_world() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 for a plain ``python -m``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
+    """Set up accelerate, seeds, the run folder (config.yaml), trackers; all checks before any heavy work."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
+
+    if rcfg.mixed_precision == "fp16" and (rcfg.cpu or not torch.cuda.is_available()):
+        raise ConfigError(
+            "run.mixed_precision=fp16 needs a CUDA GPU; on CPU set run.mixed_precision=no (or bf16)"
+        )
+    _check_tracker(rcfg.log_with)
+    check_eval_hook(rcfg)
+    out = Path(rcfg.out)
+    launched = launched_world()
+    # Without CUDA, Accelerator(cpu=False) under a multi-process launch gives every process world size 1 (each
+    # would train alone and overwrite the others' files); cpu=True makes it a gloo MULTI_CPU run.
+    use_cpu = rcfg.cpu or (launched > 1 and not torch.cuda.is_available())
+    acc = Accelerator(
+        cpu=use_cpu,
+        mixed_precision=rcfg.mixed_precision,
+        log_with=None if rcfg.log_with == "none" else rcfg.log_with,
+        project_dir=str(out),
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    if acc.num_processes != launched:
+        raise RuntimeError(
+            f"launched {launched} processes but accelerate formed a world of {acc.num_processes}; "
+            "check the accelerate config (on CPU: accelerate launch --multi_gpu --num_processes N)"
+        )
+    set_seed(rcfg.seed)  # identical on every rank: adapters start identical
+    ckpt = find_checkpoint(out, rcfg.resume)
+    run_id = [json.loads((ckpt / "state.json").read_text())["run_id"] if ckpt else None]
+    if run_id[0] is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        run_id = [f"{recipe}-{out.name}-{stamp}-{random.Random().randrange(16**4):04x}"]
+    if acc.num_processes > 1:
+        broadcast_object_list(run_id)
+    run = Run(recipe=recipe, cfg=cfg, rcfg=rcfg, acc=acc, out=out, run_id=str(run_id[0]))
+    if run.main:
+        out.mkdir(parents=True, exist_ok=True)
+        config.dump(cfg, out / "config.yaml")
+        run._metrics = (out / "metrics.jsonl").open(
+            "a" if ckpt else "w"
+        )  # a fresh run starts a fresh log
+        if rcfg.log_with != "none":
+            acc.init_trackers("logs", config=_flat_scalars(config.to_dict(cfg)))
+    acc.wait_for_everyone()
+    log.info("%s: run %s, %d process(es) on %s", recipe, run.run_id, acc.num_processes, acc.device)
+    return run
+
+
+def _flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat_scalars(v, f"{prefix}{k}."))
+        elif isinstance(v, bool | int | float | str):
+            out[f"{prefix}{k}"] = v
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v)
+    return out
+
+
+def weight_dtype(rcfg: RunConfig) -> torch.dtype:
+    """Base weights in the mixed-precision dtype (Flow-GRPO: fp16), LoRA weights always float32."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(rcfg.mixed_precision, torch.float32)
+
+
+def load_base(run: Run, model: str, t5_length: int = 128) -> FlowModel:
+    """Load the base model on this process's device (the main process builds the tiny model first)."""
+    from trainer.models import load_model
+
+    with run.acc.main_process_first():
+        return load_model(
+            resolve_model(model),
+            dtype=weight_dtype(run.rcfg),
+            device=str(run.acc.device),
+            t5_length=t5_length,
+        )
+
+
+def attach_student(
+    run: Run, net: nn.Module, spec: LoraSpec, init: str | None, base: str
+) -> LoraSpec:
+    """The trainable ``student`` adapter: fresh (``spec``) or loaded from ``init`` (a run folder or LoRA)."""
+    if init is None:
+        adapters.add_lora(net, STUDENT, spec, trainable=True)
+        used = spec
+    else:
+        folder = check_adapter_base("init", init, base)
+        info = adapters.load_adapter(net, folder, STUDENT, trainable=True)
+        used = LoraSpec(
+            rank=int(info.config.get("r", spec.rank)),
+            alpha=int(info.config.get("lora_alpha", spec.alpha)),
+            targets=tuple(sorted(info.config.get("target_modules") or spec.targets)),
+            init=spec.init,
+        )
+        parent_dir = folder.parent if (folder.parent / "manifest.json").exists() else folder
+        manifest = read_manifest(parent_dir)
+        run.parent = {
+            "path": str(init),
+            "run_id": manifest.get("run_id"),
+            "step": manifest.get("step"),
+        }
+        log.info("student initialised from %s", folder)
+    for p in net.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    adapters.activate(net, STUDENT)
+    return used
+
+
+def attach_frozen(net: nn.Module, name: str, folder: Path) -> None:
+    """A frozen adapter (teacher or anchor) on the same base; the student stays the active adapter."""
+    adapters.load_adapter(net, folder, name, trainable=False)
+    adapters.activate(net, STUDENT)
+
+
+# -- optimisation state ------------------------------------------------------------------------------------------
+class EMA:
+    """Flow-GRPO's EMA of the trainable weights: every ``every`` steps, decay ``min((1 + s) / (10 + s), decay)``."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float, every: int) -> None:
+        self.params = params
+        self.decay = decay
+        self.every = every
+        self.shadow = [p.detach().clone().float() for p in params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Call after optimizer step ``step`` (1-based)."""
+        if step % self.every:
+            return
+        d = min((1 + step) / (10 + step), self.decay)
+        for s, p in zip(self.shadow, self.params, strict=True):
+            s.mul_(d).add_(p.detach().float(), alpha=1 - d)
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """Use the EMA weights inside the block (eval, saving), then restore the trained ones."""
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for s, p in zip(self.shadow, self.params, strict=True):
+                p.copy_(s)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, p in zip(backup, self.params, strict=True):
+                    p.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": [s.cpu() for s in self.shadow]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, saved in zip(self.shadow, state["shadow"], strict=True):
+            s.copy_(saved)
+
+
+@dataclass
+class Training:
+    """The student's optimisation state on one process."""
+
+    net: nn.Module  # unwrapped denoiser (adapter switching, saving)
+    ddp: nn.Module  # what accelerate.prepare returned (DDP on several processes)
+    params: list[nn.Parameter]
+    optimizer: Any
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA | None
+
+    @contextmanager
+    def eval_weights(self) -> Iterator[None]:
+        """EMA weights when EMA is on, else the trained ones."""
+        if self.ema is None:
+            yield
+        else:
+            with self.ema.swapped():
+                yield
+
+
+def prepare(run: Run, net: nn.Module, ocfg: config.OptimConfig) -> Training:
+    """AdamW on the trainable (student) weights, a warmup schedule, accelerate's wrapping, EMA."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    if not params:
+        raise RuntimeError("no trainable parameters: the student adapter is missing")
+    opt = torch.optim.AdamW(
+        params, lr=ocfg.lr, betas=ocfg.betas, eps=ocfg.eps, weight_decay=ocfg.weight_decay
+    )
+    warm = ocfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+    )
+    ddp, opt = run.acc.prepare(net, opt)
+    ema = EMA(params, run.rcfg.ema_decay, run.rcfg.ema_every) if run.rcfg.ema else None
+    n = sum(p.numel() for p in params)
+    log.info("training %d parameters (%d tensors)", n, len(params))
+    return Training(net=net, ddp=ddp, params=params, optimizer=opt, scheduler=sched, ema=ema)
+
+
+@contextmanager
+def student_forward(model: FlowModel, tr: Training) -> Iterator[None]:
+    """Route the model's forward through the DDP wrapper (gradient sync) for the student's gradient pass."""
+    plain = model.denoiser
+    model.denoiser = tr.ddp
+    try:
+        yield
+    finally:
+        model.denoiser = plain
+
+
+def no_sync(run: Run, tr: Training, sync: bool) -> Any:
+    """Skip DDP's gradient all-reduce on accumulation micro-steps (``sync=False``)."""
+    from contextlib import nullcontext
+
+    return nullcontext() if sync or run.world == 1 else run.acc.no_sync(tr.ddp)
+
+
+def optimizer_step(run: Run, tr: Training, ocfg: config.OptimConfig) -> float:
+    """Clip, step, schedule, zero, count, EMA; returns the gradient norm before clipping."""
+    if ocfg.grad_clip > 0:
+        norm = run.acc.clip_grad_norm_(tr.params, ocfg.grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in tr.params if p.grad is not None])
+        )
+    tr.optimizer.step()
+    tr.scheduler.step()
+    tr.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    if tr.ema is not None:
+        tr.ema.update(run.step)
+    return float(norm)
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------------
+def _ckpt_root(run: Run) -> Path:
+    return run.out / "checkpoints"
+
+
+def save_checkpoint(run: Run, tr: Training) -> Path:
+    """Adapter, optimizer, scheduler, EMA, step/epoch (main process) and every rank's RNG state."""
+    from safetensors.torch import save_file
+
+    folder = _ckpt_root(run) / f"step_{run.step:06d}"
+    if run.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        state = adapters.adapter_state(tr.net, STUDENT)
+        save_file(
+            {k: v.contiguous().cpu() for k, v in state.items()}, str(folder / "student.safetensors")
+        )
+        torch.save(tr.optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(tr.scheduler.state_dict(), folder / "scheduler.pt")
+        if tr.ema is not None:
+            torch.save(tr.ema.state_dict(), folder / "ema.pt")
+    run.acc.wait_for_everyone()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    torch.save(rng, folder / f"rng_rank{run.rank}.pt")
+    run.acc.wait_for_everyone()
+    if run.main:
+        meta = {"step": run.step, "epoch": run.epoch, "run_id": run.run_id, "world_size": run.world}
+        (folder / "state.json").write_text(
+            json.dumps(meta)
+        )  # written last: marks the checkpoint complete
+        done = sorted(p for p in _ckpt_root(run).glob("step_*") if (p / "state.json").exists())
+        for old in done[: -run.rcfg.keep_checkpoints]:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+    run.acc.wait_for_everyone()
+    log.info("checkpoint %s", folder)
+    return folder
+
+
+def checkpoint_due(run: Run, step_before: int) -> bool:
+    """Checkpoint at the end of an epoch in which the step count crossed a multiple of ``run.save_every``."""
+    every = run.rcfg.save_every
+    return bool(every) and run.step // every > step_before // every
+
+
+def find_checkpoint(out: Path, target: str | None) -> Path | None:
+    """The checkpoint ``run.resume`` names: ``auto`` -> the latest complete one under ``out`` (None if none)."""
+    if target is None:
+        return None
+    if target == "auto":
+        done = sorted(
+            p for p in (out / "checkpoints").glob("step_*") if (p / "state.json").exists()
+        )
+        return done[-1] if done else None
+    folder = Path(target)
+    if not (folder / "state.json").exists():
+        raise ConfigError(f"run.resume={target!r} is not a complete checkpoint (no state.json)")
+    return folder
+
+
+def resume(run: Run, tr: Training) -> bool:
+    """Restore a checkpoint if ``run.resume`` asks for one; returns whether it did."""
+    from safetensors.torch import load_file
+
+    folder = find_checkpoint(run.out, run.rcfg.resume)
+    if folder is None:
+        if run.rcfg.resume == "auto":
+            log.info("run.resume=auto: no checkpoint under %s, starting fresh", _ckpt_root(run))
+        return False
+    meta = json.loads((folder / "state.json").read_text())
+    adapters.load_adapter_state(tr.net, STUDENT, load_file(str(folder / "student.safetensors")))
+    tr.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+    tr.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+    if tr.ema is not None:
+        if not (folder / "ema.pt").exists():
+            raise ConfigError(f"{folder} has no EMA state but run.ema is on")
+        tr.ema.load_state_dict(torch.load(folder / "ema.pt", weights_only=False))
+    rng_file = folder / f"rng_rank{run.rank}.pt"
+    if rng_file.exists():
+        rng = torch.load(rng_file, weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    run.step, run.epoch = int(meta["step"]), int(meta["epoch"])
+    log.info("resumed from %s (step %d, epoch %d)", folder, run.step, run.epoch)
+    return True
+
+
+# -- logging -----------------------------------------------------------------------------------------------------
+def log_metrics(run: Run, metrics: dict[str, float]) -> None:
+    """To the tracker (TensorBoard / W&B) and ``metrics.jsonl``, main process only."""
+    clean = {k: float(v) for k, v in metrics.items()}
+    if run.rcfg.log_with != "none":
+        run.acc.log(clean, step=run.step)
+    if run.main and run._metrics is not None:
+        run._metrics.write(json.dumps({"step": run.step, "epoch": run.epoch, **clean}) + "\n")
+        run._metrics.flush()
+
+
+def read_metrics(out: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.jsonl``."""
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- rewards -----------------------------------------------------------------------------------------------------
+def load_scorers(names: set[str], servers: dict[str, str]) -> dict[str, Any]:
+    """Reward scorers by registry name, in process or through ``RemoteScorer`` when a server URL is given."""
+    import scorers
+
+    out: dict[str, Any] = {}
+    for name in sorted(names):
+        if name in servers:
+            try:
+                from scorers.remote import RemoteScorer
+            except ImportError as e:
+                raise ConfigError(
+                    f"reward_servers.{name}: scorers.remote is not available ({e})"
+                ) from None
+            out[name] = RemoteScorer(servers[name], name)
+        else:
+            out[name] = scorers.load(name)
+    return out
+
+
+def check_scorer_names(names: set[str], servers: dict[str, str]) -> None:
+    """Unknown reward names fail before any work, with suggestions."""
+    import scorers
+
+    for name in sorted(names):
+        if name not in scorers.SCORERS and name not in servers:
+            try:
+                scorers.load(name)
+            except scorers.UnknownScorerError as e:
+                raise ConfigError(f"unknown reward: {e}") from None
+
+
+def to_pil(images: Tensor) -> list[Image.Image]:
+    """[B, 3, H, W] floats in [0, 1] -> 8-bit RGB PIL images (what scorers receive)."""
+    arr = (
+        (images.detach().float().clamp(0, 1) * 255)
+        .round()
+        .to(torch.uint8)
+        .permute(0, 2, 3, 1)
+        .cpu()
+        .numpy()
+    )
+    return [Image.fromarray(a) for a in arr]
+
+
+class Rewards(NamedTuple):
+    """Per-sample rewards: the weighted total that is trained on and each scorer's part (NaN where not used)."""
+
+    total: Tensor  # [B]
+    parts: dict[str, Tensor]  # scorer -> [B]
+
+
+def score(
+    scorers: dict[str, Any],
+    weights_for: Callable[[str], dict[str, float]],
+    images: list[Image.Image],
+    items: list[PromptItem],
+) -> Rewards:
+    """Each sample's reward is the weighted sum of its task's scorers (Flow-GRPO's ``multi_score`` 'avg')."""
+    n = len(items)
+    total = torch.zeros(n, dtype=torch.float64)
+    parts: dict[str, Tensor] = {}
+    for name, scorer in scorers.items():
+        rows = [i for i, it in enumerate(items) if weights_for(it.task).get(name, 0.0) != 0.0]
+        if not rows:
+            continue
+        got = scorer(
+            [images[i] for i in rows],
+            [items[i].prompt for i in rows],
+            [items[i].meta for i in rows],
+        )
+        if len(got.rewards) != len(rows):
+            raise RuntimeError(
+                f"scorer {name!r} returned {len(got.rewards)} rewards for {len(rows)} images"
+            )
+        part = torch.full((n,), float("nan"), dtype=torch.float64)
+        part[rows] = torch.tensor(got.rewards, dtype=torch.float64)
+        if not torch.isfinite(part[rows]).all():
+            raise RuntimeError(f"scorer {name!r} returned a NaN or infinite reward")
+        parts[name] = part
+        for i in rows:
+            total[i] += weights_for(items[i].task)[name] * part[i]
+    return Rewards(total, parts)
+
+
+# -- sampling ----------------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """One sampled batch on this process: the rollout and the prompt items behind it."""
+
+    ro: Rollout
+    items: list[PromptItem]
+    rewards: Tensor | None = None  # [b] totals (filled by recipes that score)
+    advantages: Tensor | None = None  # [b]
+
+
+def sample(
+    run: Run, model: FlowModel, items: list[PromptItem], seeds: list[int], scfg: SampleConfig
+) -> list[Batch]:
+    """SDE rollouts of this process's items with the student, in ``batch_size`` chunks (no gradient)."""
+    batches = []
+    was_training = model.denoiser.training
+    model.denoiser.eval()
+    with run.acc.autocast():
+        for lo in range(0, len(items), scfg.batch_size):
+            chunk = items[lo : lo + scfg.batch_size]
+            ro = rollout(
+                model,
+                [it.prompt for it in chunk],
+                seeds[lo : lo + scfg.batch_size],
+                steps=scfg.steps,
+                cfg=scfg.cfg,
+                noise_level=scfg.noise_level,
+                height=scfg.size,
+                width=scfg.size,
+                negative_prompt=scfg.negative_prompt,
+                logprob=scfg.logprob,
+            )
+            batches.append(Batch(ro=ro, items=chunk))
+    model.denoiser.train(was_training)
+    return batches
+
+
+def gather_cat(run: Run, local: Tensor) -> Tensor:
+    """All ranks' [n] tensors concatenated in rank order (the epoch plan's order)."""
+    if run.world == 1:
+        return local
+    return run.acc.gather(local.to(run.acc.device)).cpu()
+
+
+# -- evaluation hook ---------------------------------------------------------------------------------------------
+def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = False) -> None:
+    """Every ``run.eval_every`` steps: ``harness.evaluate.evaluate`` with the EMA weights, rows tagged with the
+    run id and step, written to the same store the CLI uses.
+
+    Expected signature (the harness owns it): ``evaluate(model, benchmarks, *, run_id, step, limit, store,
+    accelerator) -> dict[str, dict[str, float]]`` ({benchmark: {scorer: value}}), called on every rank.
+    """
+    every = run.rcfg.eval_every
+    if not every or (run.step % every and not final):
+        return
+    from harness.evaluate import evaluate
+
+    with tr.eval_weights():
+        result = evaluate(
+            model,
+            list(run.rcfg.eval_benchmarks),
+            run_id=run.run_id,
+            step=run.step,
+            limit=run.rcfg.eval_limit,
+            store=run.rcfg.eval_store,
+            accelerator=run.acc,
+        )
+    flat = {
+        f"eval/{bench}/{name}": float(v)
+        for bench, values in (result or {}).items()
+        for name, v in values.items()
+        if isinstance(v, int | float)
+    }
+    if flat:
+        log_metrics(run, flat)
+
+
+# -- the end -----------------------------------------------------------------------------------------------------
+def replicas_identical(run: Run, tr: Training) -> bool:
+    """Whether every rank holds the same trainable weights (DDP must keep them so)."""
+    flat = torch.cat([p.detach().float().flatten() for p in tr.params])
+    if run.world == 1:
+        return True
+    rows = run.acc.gather(flat[None].to(run.acc.device)).cpu()
+    return bool((rows == rows[0:1]).all())
+
+
+def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = None) -> Path:
+    """Save ``lora/`` (EMA weights when on) and ``manifest.json``; close trackers. Returns the run folder."""
+    same = replicas_identical(run, tr)
+    if not same:
+        log.error("DDP replicas diverged: the ranks hold different student weights")
+    manifest = {
+        "run_id": run.run_id,
+        "recipe": run.recipe,
+        "git_sha": git_sha(),
+        "base_model": base,
+        "parent": run.parent or None,
+        "step": run.step,
+        "epoch": run.epoch,
+        "world_size": run.world,
+        "replicas_identical": same,
+        "output": "lora",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    if run.main:
+        with tr.eval_weights():
+            adapters.save_adapter(tr.net, STUDENT, run.out / "lora", manifest)
+        (run.out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    run.acc.wait_for_everyone()
+    if run.rcfg.log_with != "none":
+        run.acc.end_training()
+    if run._metrics is not None:
+        run._metrics.close()
+    log.info("%s done: %s (step %d)", run.recipe, run.out, run.step)
+    return run.out
+
+
+def setup_logging() -> None:
+    """INFO for our modules when run as a script; third-party chatter quiet."""
+    level = logging.DEBUG if os.environ.get("FLOW_OPD_VERBOSE") == "1" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if os.environ.get("FLOW_OPD_VERBOSE") == "1":
+        return
+    for noisy in ("accelerate", "peft", "PIL", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # prompt truncation at 77 CLIP tokens and pipeline progress bars are expected; keep real errors
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()

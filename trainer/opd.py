@@ -1,0 +1,339 @@
+"""Flow-OPD: multi-teacher on-policy distillation with Manifold Anchor Regularization (MAR).
+
+Flow-OPD, Fang et al. 2026, https://arxiv.org/abs/2605.08063 (METHOD.md section 5). Each epoch the student draws
+SDE trajectories for prompts from several tagged tasks; on its own visited states ``x_t`` every sample is routed
+by its task tag to that task's teacher (hard routing, or optional soft weights ``alpha_k``), which labels the state
+with its velocity (same CFG, no gradient). The default loss is the paper's final form (Eq. 15):
+
+    L = E[ w(t) ||v_theta(x_t) - sg(v_T)||^2 ] + lambda E[ w(t) ||v_theta(x_t) - sg(v_anchor)||^2 ]
+
+with ``w(t)`` from the exact Gaussian KL between the two SDE transitions (``trainer.objectives``). ``pg`` (dense
+detached reward in the PPO surrogate) and ``mixed`` (plus the GRPO task advantage) are the named variants.
+Teachers and the anchor are frozen LoRA adapters on the one base model, switched per pass: memory is base + K
+adapters. No sample is dropped for tied task rewards; rewards are optional and only logged (or used by ``mixed``).
+
+    accelerate launch -m trainer.opd trainer/configs/opd_tiny.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer import config, loop
+from trainer.adapters import LoraSpec, using
+from trainer.backend import FlowModel
+from trainer.config import ConfigError, OptimConfig, RunConfig, SampleConfig
+from trainer.data import load_datasets, plan_epoch, shard
+from trainer.objectives import (
+    AdvantageStd,
+    KLNormaliser,
+    OPDMode,
+    group_advantages,
+    mix_targets,
+    opd_loss,
+    routing_weights,
+    velocity_weight,
+)
+from trainer.sampling import Rollout, recompute_step, velocity_at
+
+log = logging.getLogger(__name__)
+
+ANCHOR = "anchor"
+
+_PROMPTS = "harness/prompts"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Flow-OPD on SD3.5-M: GenEval, OCR and PickScore teachers (official Flow-GRPO LoRAs), direct loss."""
+
+    model: str = "stabilityai/stable-diffusion-3.5-medium"
+    init: str | None = (
+        None  # cold start: a run folder from `sft` or `merge` (its lora/), or a PEFT folder
+    )
+    datasets: dict[str, str] = field(
+        default_factory=lambda: {
+            "geneval": f"{_PROMPTS}/flow_grpo_geneval/test_metadata.jsonl",
+            "ocr": f"{_PROMPTS}/flow_grpo_ocr/test.txt",
+            "pickscore": f"{_PROMPTS}/flow_grpo_pickscore/train.txt",
+        }
+    )
+    prompt_limit: int | None = None
+    teachers: dict[str, str] = field(
+        default_factory=lambda: {
+            "geneval": "jieliu/SD3.5M-FlowGRPO-GenEval",
+            "ocr": "jieliu/SD3.5M-FlowGRPO-Text",
+            "pickscore": "jieliu/SD3.5M-FlowGRPO-PickScore",
+        }
+    )  # task -> teacher LoRA (run folder, PEFT folder or hub id)
+    soft_routing: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # task -> {teacher task: alpha}
+    anchor: str | None = None  # MAR anchor LoRA (e.g. a DeQA teacher); None: no MAR
+    mar_lambda: float = 0.02  # paper; the authors' code uses 0.04
+    loss: OPDMode = "direct"
+    kl_normaliser: KLNormaliser = "exact_mean"
+    clip_range: float = 1e-4  # pg / mixed
+    rewards: dict[str, float] = field(
+        default_factory=dict
+    )  # optional: logged (and the task advantage of `mixed`)
+    task_rewards: dict[str, dict[str, float]] = field(default_factory=dict)
+    reward_servers: dict[str, str] = field(default_factory=dict)
+    adv_std: AdvantageStd = "global"
+    adv_clip: float = 5.0
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-4)
+    )  # authors' multi-teacher lr
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/opd"))
+
+    def __post_init__(self) -> None:
+        if not self.teachers:
+            raise ConfigError("OPD needs at least one teacher: teachers: {task: lora_path}")
+        for task in self.datasets:
+            if task not in self.teachers and task not in self.soft_routing:
+                raise ConfigError(
+                    f"task {task!r} has prompts but no teacher: add teachers.{task}=PATH "
+                    f"(teachers cover {sorted(self.teachers)})"
+                )
+        for task, weights in self.soft_routing.items():
+            unknown = sorted(set(weights) - set(self.teachers))
+            if unknown:
+                raise ConfigError(
+                    f"soft_routing.{task} names teachers {unknown} that are not in teachers ({sorted(self.teachers)})"
+                )
+            if sum(weights.values()) <= 0 or min(weights.values()) < 0:
+                raise ConfigError(f"soft_routing.{task} weights must be >= 0 and not all 0")
+        if self.sample.noise_level <= 0:
+            raise ConfigError(
+                "OPD samples with the SDE: sample.noise_level must be > 0 (paper: 0.7)"
+            )
+        if self.mar_lambda < 0:
+            raise ConfigError(f"mar_lambda={self.mar_lambda} must be >= 0")
+        if self.loss == "mixed":
+            if self.sample.group_size < 2:
+                raise ConfigError(
+                    "loss=mixed uses GRPO task advantages: sample.group_size must be >= 2"
+                )
+            if not self.rewards and not self.task_rewards:
+                raise ConfigError("loss=mixed needs task rewards (rewards or task_rewards)")
+
+    def weights_for(self, task: str) -> dict[str, float]:
+        return self.task_rewards.get(task, self.rewards)
+
+    def scorer_names(self) -> set[str]:
+        used = set(self.rewards)
+        for weights in self.task_rewards.values():
+            used |= set(weights)
+        return used
+
+
+def main(cfg: Config) -> None:
+    """Distil the routed teachers into the student on its own rollouts; leave ``run.out/{lora/, manifest.json}``."""
+    loop.setup_logging()
+    # fail before any work: teachers and anchor exist and share the student's base; reward names; prompt files
+    folders = {
+        task: loop.check_adapter_base(f"teachers.{task}", src, cfg.model)
+        for task, src in cfg.teachers.items()
+    }
+    anchor_dir = loop.check_adapter_base("anchor", cfg.anchor, cfg.model) if cfg.anchor else None
+    if cfg.init is not None:
+        loop.check_adapter_base("init", cfg.init, cfg.model)
+    loop.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
+    pools = load_datasets(cfg.datasets, cfg.prompt_limit)
+    layout = loop.epoch_layout(cfg.sample, loop.launched_world())
+    run = loop.start("opd", cfg, cfg.run)
+    scorers = loop.load_scorers(cfg.scorer_names(), cfg.reward_servers)
+
+    model = loop.load_base(run, cfg.model, cfg.sample.t5_length)
+    net = model.denoiser
+    loop.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
+    adapter_of = _attach_teachers(net, folders)  # task -> adapter (one per distinct folder)
+    names = sorted(set(adapter_of.values()))
+    if anchor_dir is not None:
+        loop.attach_frozen(net, ANCHOR, anchor_dir)
+    tr = loop.prepare(run, net, cfg.optim)
+    loop.resume(run, tr)
+    s = cfg.sample
+    T = s.train_timesteps
+    micro_per_step = layout.accum_batches * T
+    soft: dict[str, dict[str, float]] = {}
+    for task, weights in cfg.soft_routing.items():
+        for teacher_task, w in weights.items():
+            name = adapter_of[teacher_task]
+            soft.setdefault(task, {})[name] = soft.get(task, {}).get(name, 0.0) + w
+    log.info(
+        "opd: %d teacher adapter(s) %s, anchor %s, loss %s, %d images/process/epoch",
+        len(names),
+        names,
+        anchor_dir,
+        cfg.loss,
+        layout.images_per_rank,
+    )
+
+    while run.step < run.rcfg.max_steps:
+        step_before = run.step
+        t_epoch = time.perf_counter()
+        plan = plan_epoch(
+            pools, run.epoch, groups=s.groups_per_epoch, group_size=s.group_size, seed=run.rcfg.seed
+        )
+        mine = shard(len(plan.items), run.rank, run.world)
+        batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s)
+        epoch_stats = _rewards(run, cfg, scorers, batches, mine)
+        epoch_stats["time/sample_s"] = (
+            time.perf_counter() - t_epoch
+        )  # rollouts (+ optional rewards)
+        t_train = time.perf_counter()
+
+        order = torch.randperm(
+            len(batches), generator=torch.Generator().manual_seed(run.rcfg.seed + run.epoch)
+        )
+        tr.ddp.train()
+        sums: dict[str, float] = {}
+        micro = 0
+        for bi in order.tolist():
+            b = batches[bi]
+            alpha = routing_weights([it.task for it in b.items], names, adapter_of, soft)  # [b, K]
+            for j in range(T):
+                micro += 1
+                sync = micro % micro_per_step == 0
+                sigma_cap = float(b.ro.sigmas[1]) if len(b.ro.sigmas) > 2 else None
+                vw = velocity_weight(
+                    b.ro.sigmas[j], b.ro.sigmas[j + 1], s.noise_level, sigma_cap, cfg.kl_normaliser
+                )
+                with loop.no_sync(run, tr, sync), run.acc.autocast():
+                    # teacher labels on the student's states, each teacher only on its routed samples
+                    v_teacher = teacher_targets(model, net, b.ro, j, names, alpha)
+                    v_anchor = None
+                    if anchor_dir is not None and cfg.mar_lambda > 0:
+                        with torch.no_grad(), using(net, ANCHOR):
+                            v_anchor = velocity_at(model, b.ro, j)
+                    with loop.student_forward(model, tr):
+                        v = velocity_at(model, b.ro, j)
+                    logp_new = logp_old = None
+                    if cfg.loss != "direct":
+                        logp_new = recompute_step(model, b.ro, j, logprob=s.logprob, v=v).log_prob
+                        logp_old = b.ro.log_probs[:, j]
+                    terms = opd_loss(
+                        cfg.loss,
+                        v,
+                        v_teacher,
+                        vw,
+                        v_anchor=v_anchor,
+                        mar_lambda=cfg.mar_lambda,
+                        logp_new=logp_new,
+                        logp_old=logp_old,
+                        task_advantages=b.advantages,
+                        clip_range=cfg.clip_range,
+                    )
+                    run.acc.backward(terms.loss / micro_per_step)
+                for key, val in (
+                    ("loss/total", terms.loss),
+                    ("loss/opd", terms.distill),
+                    ("loss/mar", terms.mar),
+                    ("opd/gap", terms.gap),
+                    ("opd/anchor_gap", terms.anchor_gap),
+                ):
+                    sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
+                if sync:
+                    norm = loop.optimizer_step(run, tr, cfg.optim)
+                    sums["time/train_s"] = time.perf_counter() - t_train
+                    t_train = time.perf_counter()
+                    if run.step % run.rcfg.log_every == 0 or run.step == 1:
+                        loop.log_metrics(
+                            run,
+                            {
+                                **sums,
+                                **epoch_stats,
+                                "train/grad_norm": norm,
+                                "train/lr": tr.scheduler.get_last_lr()[0],
+                            },
+                        )
+                    sums = {}
+                    loop.maybe_evaluate(run, model, tr)
+                    if run.step >= run.rcfg.max_steps:
+                        break
+            if run.step >= run.rcfg.max_steps:
+                break
+        run.epoch += 1
+        if loop.checkpoint_due(run, step_before):
+            loop.save_checkpoint(run, tr)
+
+    loop.finish(
+        run,
+        tr,
+        cfg.model,
+        {
+            "teachers": dict(cfg.teachers),
+            "anchor": cfg.anchor,
+            "mar_lambda": cfg.mar_lambda,
+            "loss": cfg.loss,
+        },
+    )
+
+
+@torch.no_grad()
+def teacher_targets(
+    model: FlowModel,
+    net: torch.nn.Module,
+    ro: Rollout,
+    j: int,
+    names: list[str],
+    alpha: torch.Tensor,
+) -> torch.Tensor:
+    """``v_target = sum_k alpha_k v_k`` on the recorded states of step ``j``: each teacher adapter runs once, on
+    the samples routed to it (one adapter switch per teacher per step). alpha: [b, K] -> [b, C, h, w]."""
+    rows = {k: torch.nonzero(alpha[:, k] > 0).flatten() for k in range(len(names))}
+    v_k = {}
+    for k, name in enumerate(names):
+        if len(rows[k]):
+            with using(net, name):
+                v_k[k] = velocity_at(model, ro, j, batch=rows[k])
+    return mix_targets(v_k, alpha, rows)
+
+
+def _attach_teachers(net: torch.nn.Module, folders: dict[str, Path]) -> dict[str, str]:
+    """Load each distinct teacher folder once as a frozen adapter; returns task -> adapter name."""
+    by_folder: dict[Path, str] = {}
+    adapter_of: dict[str, str] = {}
+    for task in sorted(folders):
+        folder = folders[task].resolve()
+        if folder not in by_folder:
+            name = f"teacher_{task}"
+            loop.attach_frozen(net, name, folder)
+            by_folder[folder] = name
+        adapter_of[task] = by_folder[folder]
+    return adapter_of
+
+
+def _rewards(
+    run: loop.Run, cfg: Config, scorers: dict, batches: list[loop.Batch], mine: slice
+) -> dict[str, float]:
+    """Optional task rewards: logged, and turned into GRPO advantages for ``loss=mixed``."""
+    if not scorers:
+        return {}
+    parts: dict[str, list[torch.Tensor]] = {}
+    for b in batches:
+        got = loop.score(scorers, cfg.weights_for, loop.to_pil(b.ro.images), b.items)
+        b.rewards = got.total
+        for name, part in got.parts.items():
+            parts.setdefault(name, []).append(part)
+    everyone = loop.gather_cat(run, torch.cat([b.rewards for b in batches]))
+    stats = {"reward/total": float(everyone.mean())}
+    for name, chunks in parts.items():
+        stats[f"reward/{name}"] = float(loop.gather_cat(run, torch.cat(chunks)).nanmean())
+    if cfg.loss == "mixed":
+        adv = group_advantages(everyone, cfg.sample.group_size, std=cfg.adv_std, clip=cfg.adv_clip)
+        for b, a in zip(batches, adv[mine].split(cfg.sample.batch_size), strict=True):
+            b.advantages = a.float()
+    return stats
+
+
+if __name__ == "__main__":
+    main(config.parse(Config))
