@@ -306,6 +306,19 @@ def test_body_over_the_size_limit(live: Live) -> None:
     assert r.status_code == 413 and "limit of 2097152 bytes" in r.json()["detail"]
 
 
+def test_chunked_body_over_the_size_limit(live: Live) -> None:
+    """No Content-Length (chunked transfer): the bytes are counted as they arrive."""
+
+    def body() -> Iterator[bytes]:
+        yield b'{"scorer": "mini_quality", "prompts": ["x"], "images": ["'
+        for _ in range(48):
+            yield b"A" * 65536
+        yield b'"]}'
+
+    r = live.http.post("/v1/score", content=body(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "more than 2097152 bytes" in r.json()["detail"]
+
+
 def test_declared_size_over_the_limit_is_refused_without_reading(live: Live) -> None:
     host, port = live.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
