@@ -537,6 +537,55 @@ def report(
     run_light(go)
 
 
+@app.command()
+def serve(
+    scorers: Annotated[
+        list[str] | None,
+        typer.Option(help="Scorers to serve (repeat or comma-separate); see `harness ls scorers`."),
+    ] = None,
+    store: StoreOpt = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind; default 127.0.0.1 (this machine only).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port; default 8000, 0 picks a free one.")
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the write token; else $FLOW_OPD_TOKEN; none: read-only."),
+    ] = None,
+    batching: Annotated[
+        bool | None, typer.Option(help="Gather concurrent score requests per scorer.")
+    ] = None,
+) -> None:
+    """Serve scorers (a reward server) and the results store's leaderboard over HTTP.
+
+    Other limits and defaults come from FLOW_OPD_* environment variables (see docs/README_service.md).
+    """
+
+    def go() -> None:
+        from service.app import serve as serve_app
+        from service.settings import load_settings
+
+        given = {
+            "scorers": _split(scorers) or None,
+            "store": store,
+            "host": host,
+            "port": port,
+            "token_file": token_file,
+            "batching": batching,
+        }
+        serve_app(load_settings(**{k: v for k, v in given.items() if v is not None}))
+
+    # not run(go): its quiet_third_party() imports diffusers and transformers, seconds a server without
+    # model scorers does not need; the scorers that use them are imported when the server loads them
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with friendly_errors():
+        go()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -1,0 +1,46 @@
+// Click a header of a table.sortable to sort its rows; click again to reverse. Numbers sort as numbers
+// (from data-value), text as text; empty cells always go last. No dependencies.
+"use strict";
+(function () {
+  function cellKey(row, index, numeric) {
+    const cell = row.cells[index];
+    const raw = cell.hasAttribute("data-value") ? cell.getAttribute("data-value") : cell.textContent.trim();
+    if (raw === "" || raw === "-") return null;
+    if (numeric) {
+      const v = parseFloat(raw);
+      return Number.isNaN(v) ? null : v;
+    }
+    return raw.toLowerCase();
+  }
+  function sortBy(table, th) {
+    const headers = Array.from(th.parentNode.children);
+    const index = headers.indexOf(th);
+    const numeric = th.dataset.type === "number";
+    // numbers: best (largest) first on the first click; text: A to Z first
+    const first = numeric ? "descending" : "ascending";
+    const next = th.getAttribute("aria-sort") === first ? (first === "ascending" ? "descending" : "ascending") : first;
+    headers.forEach((h) => h.removeAttribute("aria-sort"));
+    th.setAttribute("aria-sort", next);
+    const body = table.tBodies[0];
+    const rows = Array.from(body.rows);
+    const sign = next === "ascending" ? 1 : -1;
+    rows.sort((a, b) => {
+      const ka = cellKey(a, index, numeric);
+      const kb = cellKey(b, index, numeric);
+      if (ka === null && kb === null) return 0;
+      if (ka === null) return 1;
+      if (kb === null) return -1;
+      return ka < kb ? -sign : ka > kb ? sign : 0;
+    });
+    rows.forEach((r) => body.appendChild(r));
+  }
+  document.querySelectorAll("table.sortable").forEach((table) => {
+    table.querySelectorAll("thead th").forEach((th) => {
+      th.tabIndex = 0;
+      th.addEventListener("click", () => sortBy(table, th));
+      th.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(table, th); }
+      });
+    });
+  });
+})();
