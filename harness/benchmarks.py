@@ -109,11 +109,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         "mini_geneval",
         "1",
         ("mini/geneval_test.jsonl",),
-        4,
+        2,
         ("mini_geneval", "mini_quality"),
-        "mini world, GenEval's six tasks in miniature (174 prompts x 4); official rules on exact detections",
+        "mini world, GenEval's six tasks in miniature (6 x 24 prompts x 2); official rules, exact detections",
         group_by="tag",
-        protocol=(("height", 32), ("width", 32), ("steps", 20)),
+        protocol=(("height", 32), ("width", 32), ("steps", 10)),
     ),
     "mini_ocr": Benchmark(
         "mini_ocr",
@@ -121,8 +121,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("mini/ocr_test.jsonl",),
         1,
         ("mini_ocr", "mini_quality"),
-        "mini world, glyph text (300 prompts); Flow-GRPO's OCR reward on the glyph reader's text",
-        protocol=(("height", 32), ("width", 32), ("steps", 20)),
+        "mini world, glyph text (200 prompts); Flow-GRPO's OCR reward on the glyph reader's text",
+        protocol=(("height", 32), ("width", 32), ("steps", 10)),
     ),
 }
 

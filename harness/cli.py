@@ -87,7 +87,7 @@ def generate(
         typer.Option(help="Use a benchmark's prompts instead (see `harness ls benchmarks`)."),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 20).")
+        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 10).")
     ] = None,
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
     size: Annotated[
@@ -311,7 +311,7 @@ def eval_(
     ] = None,
     step: Annotated[int, typer.Option(help="Training step these weights come from.")] = 0,
     steps: Annotated[
-        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 20).")
+        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 10).")
     ] = None,
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
     size: Annotated[

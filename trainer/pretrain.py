@@ -55,6 +55,34 @@ def flow_matching_loss(
     return F.mse_loss(v, eps - x0)
 
 
+def _save(model, ema, args, argv, step, losses, start) -> Path:  # noqa: ANN001
+    """Write the EMA weights (swapped in for the save, then swapped back) with the recipe in model_index.json."""
+    trained = (model.text_encoder, model.denoiser)
+    model.text_encoder, model.denoiser = ema
+    try:
+        out = model.save_pretrained(
+            args.out,
+            extra={
+                "pretrain": {
+                    "steps": step,
+                    "minutes": round((time.time() - start) / 60, 2),
+                    "batch": args.batch,
+                    "lr": args.lr,
+                    "ema": args.ema,
+                    "seed": args.seed,
+                    "init": str(args.init) if args.init else None,
+                    "final_loss": float(np.mean(losses[-100:])) if losses else None,
+                    "command": "python -m trainer.pretrain "
+                    + " ".join(argv if argv is not None else sys.argv[1:]),
+                }
+            },
+        )
+        (Path(args.out) / "loss.json").write_text(json.dumps(losses[:: max(1, len(losses) // 500)]))
+    finally:
+        model.text_encoder, model.denoiser = trained
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path:
     from harness import world
     from trainer.mini import MiniConfig, MiniFlow
@@ -73,6 +101,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--layers", type=int, default=MiniConfig.layers)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--init", type=Path, default=None, help="continue from a saved mini checkpoint")
+    ap.add_argument("--save-every", type=int, default=500, help="also save the EMA weights every N steps")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -105,6 +134,8 @@ def main(argv: list[str] | None = None) -> Path:
                 dst.lerp_(src, 1 - decay)
         losses.append(loss.item())
         step += 1
+        if args.save_every and step % args.save_every == 0:
+            _save(model, ema, args, argv, step, losses, start)
         if step % args.log_every == 0:
             log.info(
                 "step %d loss %.4f (%.2f s/step)",
@@ -112,23 +143,7 @@ def main(argv: list[str] | None = None) -> Path:
                 np.mean(losses[-args.log_every :]),
                 (time.time() - start) / step,
             )
-    model.text_encoder, model.denoiser = ema
-    out = model.save_pretrained(
-        args.out,
-        extra={
-            "pretrain": {
-                "steps": step,
-                "minutes": round((time.time() - start) / 60, 2),
-                "batch": args.batch,
-                "lr": args.lr,
-                "ema": args.ema,
-                "seed": args.seed,
-                "final_loss": float(np.mean(losses[-100:])) if losses else None,
-                "command": "python -m trainer.pretrain "
-                + " ".join(argv if argv is not None else sys.argv[1:]),
-            }
-        },
-    )
+    out = _save(model, ema, args, argv, step, losses, start)
     log.info("saved %s after %d steps", out, step)
     (Path(args.out) / "loss.json").write_text(json.dumps(losses[:: max(1, len(losses) // 500)]))
     return out

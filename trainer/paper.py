@@ -1,0 +1,249 @@
+"""The Flow-OPD paper end to end in the mini world, on a CPU: every stage through the real recipes and harness.
+
+Stages (each the recipe's own command, in its own process, config ``trainer/configs/mini_*.yaml``):
+
+1. evaluate the base (``mini``),
+2. Flow-GRPO teachers, one per task: GenEval, OCR, image quality (the paper's aesthetic / DeQA teacher),
+3. GRPO-Mix (3 : 1 : 1 partitions, quality added by summation),
+4. cold start: merge the teachers (linear delta average) and SFT on teacher samples,
+5. Flow-OPD from the merge, with MAR (anchor: the quality teacher) and without, and from SFT with MAR,
+
+then every output is evaluated with ``harness.evaluate`` on the ``mini`` suite into one DuckDB store and the
+paper-style table is printed from the store. Stages already finished in ``--out`` are skipped, so an interrupted
+run continues where it stopped. ``--seed`` changes every stage's seed (run it twice for the spread).
+
+    python -m trainer.paper --out runs/paper-seed0 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: which recipe, which preset, which overrides (``{root}`` is the output folder)."""
+
+    name: str
+    recipe: str
+    config: str
+    overrides: tuple[str, ...] = ()
+    label: str = ""
+    steps: int | None = None  # optimizer steps (None: the preset's)
+
+
+TEACHERS = (
+    "teachers.geneval={root}/grpo_geneval",
+    "teachers.ocr={root}/grpo_ocr",
+)
+ALL_TEACHERS = (*TEACHERS, "teachers.quality={root}/grpo_quality")
+
+STAGES: tuple[Stage, ...] = (
+    Stage("grpo_geneval", "grpo", "mini_grpo_geneval.yaml", label="GRPO-GenEval"),
+    Stage("grpo_ocr", "grpo", "mini_grpo_ocr.yaml", label="GRPO-OCR"),
+    Stage("grpo_quality", "grpo", "mini_grpo_quality.yaml", label="GRPO-Quality"),
+    Stage("grpo_mix", "grpo", "mini_grpo_mix.yaml", label="GRPO-Mix"),
+    Stage("merge", "merge", "mini_merge.yaml", ALL_TEACHERS, label="Merge (cold start)"),
+    Stage("sft", "sft", "mini_sft.yaml", ALL_TEACHERS, label="SFT (cold start)"),
+    Stage(
+        "opd_merge",
+        "opd",
+        "mini_opd.yaml",
+        (*TEACHERS, "anchor={root}/grpo_quality", "init={root}/merge"),
+        label="Flow-OPD (Merge)",
+    ),
+    Stage(
+        "opd_merge_nomar",
+        "opd",
+        "mini_opd.yaml",
+        (*TEACHERS, "mar_lambda=0", "anchor=null", "init={root}/merge"),
+        label="Flow-OPD (Merge) w/o MAR",
+    ),
+    Stage(
+        "opd_sft",
+        "opd",
+        "mini_opd.yaml",
+        (*TEACHERS, "anchor={root}/grpo_quality", "init={root}/sft"),
+        label="Flow-OPD (SFT)",
+    ),
+)
+
+
+@dataclass
+class Timing:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def _done(folder: Path) -> bool:
+    return (folder / "manifest.json").exists() and (folder / "lora").exists()
+
+
+def run_stage(stage: Stage, root: Path, seed: int, steps_scale: float) -> float:
+    """Run one recipe as ``python -m trainer.<recipe> CONFIG overrides``; returns its wall time."""
+    out = root / stage.name
+    overrides = [o.format(root=root) for o in stage.overrides]
+    if stage.recipe == "merge":
+        overrides += [f"out={out}"]
+    else:
+        overrides += [f"run.out={out}", f"run.seed={seed}"]
+        if steps_scale != 1.0:
+            overrides += [f"run.max_steps={_scaled_steps(stage, steps_scale)}"]
+    cmd = [sys.executable, "-m", f"trainer.{stage.recipe}", str(CONFIGS / stage.config), *overrides]
+    log.info("%s: %s", stage.name, " ".join(cmd[2:]))
+    t = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    logf = root / "logs" / f"{stage.name}.log"
+    logf.parent.mkdir(parents=True, exist_ok=True)
+    with logf.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+    if proc.returncode != 0:
+        tail = logf.read_text().strip().splitlines()[-5:]
+        raise RuntimeError(f"stage {stage.name} failed (exit {proc.returncode}); see {logf}:\n" + "\n".join(tail))
+    return time.perf_counter() - t
+
+
+def _scaled_steps(stage: Stage, scale: float) -> int:
+    import yaml
+
+    cfg = yaml.safe_load((CONFIGS / stage.config).read_text())
+    return max(1, round(cfg["run"]["max_steps"] * scale))
+
+
+def evaluate_stage(name: str, lora: Path | None, root: Path, store: Path, limit: int | None) -> float:
+    """Evaluate the base (lora None) or a stage's LoRA on the mini suite into the store; returns wall time."""
+    from harness.evaluate import evaluate
+    from harness.protocol import EvalProtocol
+
+    t = time.perf_counter()
+    evaluate(
+        "mini",
+        ["mini"],
+        store=store,
+        protocol=EvalProtocol(steps=10, height=32, width=32),
+        run_id=name,
+        lora=str(lora) if lora else None,
+        limit=limit,
+        batch_size=64,
+        progress=False,
+    )
+    return time.perf_counter() - t
+
+
+def collect(store: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Per run: GenEval (task mean), its six tasks, OCR, quality (mean over both benchmarks' images), Avg."""
+    from results.store import Store
+
+    st = Store(store, read_only=True)
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        rows = st.benchmark_scores(run_ids=[name])
+        got: dict[str, float] = {}
+        quality, n_quality = 0.0, 0
+        for r in rows:
+            if r["scorer"] == "mini_geneval":
+                got["GenEval"] = float(r["score"])
+            elif r["scorer"] == "mini_ocr":
+                got["OCR"] = float(r["score"])
+            elif r["scorer"] == "mini_quality":
+                quality += float(r["image_mean"]) * int(r["n_images"])
+                n_quality += int(r["n_images"])
+        if n_quality:
+            got["Quality"] = quality / n_quality
+        if {"GenEval", "OCR", "Quality"} <= set(got):
+            got["Avg"] = (got["GenEval"] + got["OCR"] + got["Quality"]) / 3
+        for g in st.group_scores("mini_geneval", run_ids=[name]):
+            if g["scorer"] == "mini_geneval":
+                got[f"geneval/{g['grp']}"] = float(g["mean"])
+        out[name] = got
+    return out
+
+
+def render_table(results: dict[str, dict[str, float]], labels: dict[str, str]) -> str:
+    """The paper's main table, mini edition (Markdown)."""
+    cols = ["GenEval", "OCR", "Quality", "Avg"]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, vals in results.items():
+        cells = [f"{vals[c]:.3f}" if c in vals else "-" for c in cols]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, float | None]:
+    """Share of each teacher's in-domain gain over the base that ``student`` keeps (1 = all of it)."""
+    base = results.get("base", {})
+    pairs = {"GenEval": "grpo_geneval", "OCR": "grpo_ocr", "Quality": "grpo_quality"}
+    out: dict[str, float | None] = {}
+    for metric, teacher in pairs.items():
+        t, b, s = results.get(teacher, {}).get(metric), base.get(metric), results.get(student, {}).get(metric)
+        out[metric] = None if None in (t, b, s) or t == b else (s - b) / (t - b)  # type: ignore[operator]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/paper"), help="folder for every stage and the store")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every stage's optimizer steps")
+    ap.add_argument("--eval-limit", type=int, default=None, help="prompts per benchmark in evaluation")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these stages (and what they need)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    root = args.out.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    store = root / "store.duckdb"
+    timing = Timing()
+    start = time.perf_counter()
+
+    # evaluation resumes by itself: a finished run costs a model load, a half-finished one completes
+    timing.seconds["eval/base"] = evaluate_stage("base", None, root, store, args.eval_limit)
+    for stage in STAGES:
+        if args.only is not None and stage.name not in args.only:
+            continue
+        folder = root / stage.name
+        if not _done(folder):
+            timing.seconds[stage.name] = run_stage(stage, root, args.seed, args.steps_scale)
+        timing.seconds[f"eval/{stage.name}"] = evaluate_stage(
+            stage.name, folder / "lora", root, store, args.eval_limit
+        )
+        log.info("%s done (%.0f s so far)", stage.name, time.perf_counter() - start)
+
+    names = ["base"] + [s.name for s in STAGES if _done(root / s.name)]
+    labels = {"base": "mini base"} | {s.name: s.label for s in STAGES}
+    results = collect(store, names)
+    table = render_table(results, labels)
+    keep = {s: retention(results, s) for s in ("opd_merge", "opd_merge_nomar", "opd_sft") if s in results}
+    summary = {
+        "seed": args.seed,
+        "results": results,
+        "retention": keep,
+        "seconds": timing.seconds,
+        "wall_seconds": time.perf_counter() - start,
+    }
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(table)
+    for s, r in keep.items():
+        shown = ", ".join(f"{k} {v:.0%}" if v is not None else f"{k} -" for k, v in r.items())
+        print(f"{labels[s]} keeps of each teacher's gain: {shown}")
+    print(f"wall time {summary['wall_seconds'] / 60:.1f} min -> {root}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
