@@ -443,7 +443,9 @@ def quality(img: Image.Image) -> float:
 
 # -- shipped prompt files --------------------------------------------------------------------------------------
 OCR_TEST_PROMPTS = 200  # a fixed subset of the OCR test split keeps the benchmark quick
-TASK_TEST_LINES = 24  # every GenEval-style task gets this many test lines (small tasks cycle their prompts)
+TASK_TEST_LINES = (
+    24  # every GenEval-style task gets this many test lines (small tasks cycle their prompts)
+)
 
 
 def prompt_files() -> dict[str, list[dict[str, Any]]]:

@@ -128,7 +128,9 @@ def test_resolved_config_round_trips(tmp_path):
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_preset_parses_into_its_recipe(preset):
-    recipe = preset.removesuffix(".yaml").removeprefix("mini_").split("_")[0]  # mini_<recipe>_...: mini world
+    recipe = (
+        preset.removesuffix(".yaml").removeprefix("mini_").split("_")[0]
+    )  # mini_<recipe>_...: mini world
     cfg = load(RECIPES[recipe], CONFIGS / preset)
     assert cfg is not None
 

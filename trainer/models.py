@@ -28,7 +28,9 @@ BACKENDS = {
 
 # Models that ship inside the package, by name (each also loads by its folder path).
 BUILTIN_MODELS = {
-    "mini": Path(__file__).parent / "assets" / "mini-base",  # the mini world's base (`python -m trainer.pretrain`)
+    "mini": Path(__file__).parent
+    / "assets"
+    / "mini-base",  # the mini world's base (`python -m trainer.pretrain`)
 }
 
 

@@ -114,7 +114,9 @@ def run_stage(stage: Stage, root: Path, seed: int, steps_scale: float) -> float:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
     if proc.returncode != 0:
         tail = logf.read_text().strip().splitlines()[-5:]
-        raise RuntimeError(f"stage {stage.name} failed (exit {proc.returncode}); see {logf}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"stage {stage.name} failed (exit {proc.returncode}); see {logf}:\n" + "\n".join(tail)
+        )
     return time.perf_counter() - t
 
 
@@ -125,7 +127,9 @@ def _scaled_steps(stage: Stage, scale: float) -> int:
     return max(1, round(cfg["run"]["max_steps"] * scale))
 
 
-def evaluate_stage(name: str, lora: Path | None, root: Path, store: Path, limit: int | None) -> float:
+def evaluate_stage(
+    name: str, lora: Path | None, root: Path, store: Path, limit: int | None
+) -> float:
     """Evaluate the base (lora None) or a stage's LoRA on the mini suite into the store; returns wall time."""
     from harness.evaluate import evaluate
     from harness.protocol import EvalProtocol
@@ -190,18 +194,32 @@ def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, f
     pairs = {"GenEval": "grpo_geneval", "OCR": "grpo_ocr", "Quality": "grpo_quality"}
     out: dict[str, float | None] = {}
     for metric, teacher in pairs.items():
-        t, b, s = results.get(teacher, {}).get(metric), base.get(metric), results.get(student, {}).get(metric)
+        t, b, s = (
+            results.get(teacher, {}).get(metric),
+            base.get(metric),
+            results.get(student, {}).get(metric),
+        )
         out[metric] = None if None in (t, b, s) or t == b else (s - b) / (t - b)  # type: ignore[operator]
     return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/paper"), help="folder for every stage and the store")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--out", type=Path, default=Path("runs/paper"), help="folder for every stage and the store"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of every stage")
-    ap.add_argument("--steps-scale", type=float, default=1.0, help="scale every stage's optimizer steps")
-    ap.add_argument("--eval-limit", type=int, default=None, help="prompts per benchmark in evaluation")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these stages (and what they need)")
+    ap.add_argument(
+        "--steps-scale", type=float, default=1.0, help="scale every stage's optimizer steps"
+    )
+    ap.add_argument(
+        "--eval-limit", type=int, default=None, help="prompts per benchmark in evaluation"
+    )
+    ap.add_argument(
+        "--only", nargs="*", default=None, help="run only these stages (and what they need)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -228,7 +246,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     labels = {"base": "mini base"} | {s.name: s.label for s in STAGES}
     results = collect(store, names)
     table = render_table(results, labels)
-    keep = {s: retention(results, s) for s in ("opd_merge", "opd_merge_nomar", "opd_sft") if s in results}
+    keep = {
+        s: retention(results, s)
+        for s in ("opd_merge", "opd_merge_nomar", "opd_sft")
+        if s in results
+    }
     summary = {
         "seed": args.seed,
         "results": results,

@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--layers", type=int, default=MiniConfig.layers)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--init", type=Path, default=None, help="continue from a saved mini checkpoint")
-    ap.add_argument("--save-every", type=int, default=500, help="also save the EMA weights every N steps")
+    ap.add_argument(
+        "--save-every", type=int, default=500, help="also save the EMA weights every N steps"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
