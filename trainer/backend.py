@@ -3,11 +3,12 @@
 A backend encodes prompts, predicts the velocity under classifier-free guidance with whichever LoRA adapter is
 active, decodes latents and knows its latent shape and noise schedule. SD3/SD3.5 (``trainer.sd3``) is the first
 backend; recipes never reach past this interface, so FLUX, SANA or a CPU-sized backend slot in without forks.
-Only a Protocol and a dataclass live here.
+Only the Protocol, its conditioning dataclass and the guidance rule every backend shares live here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -76,3 +77,27 @@ class FlowModel(Protocol):
     def sigmas(self, steps: int) -> Tensor:
         """The scheduler's noise levels for ``steps`` steps: [steps + 1], from 1 down to 0."""
         ...
+
+
+def guided_velocity(
+    forward: Callable[[Tensor, Tensor, Conditioning], Tensor],
+    x: Tensor,
+    sigma: float | Tensor,
+    cond: Conditioning,
+    uncond: Conditioning | None,
+    cfg: float,
+) -> Tensor:
+    """Classifier-free guidance ``v_u + cfg (v_c - v_u)`` with one batched pass over [uncond; cond].
+
+    ``forward(x, sigma[B], cond)`` is the backend's network call. Without ``uncond``, or at ``cfg = 1``, only the
+    conditional pass runs (so CFG 1 is exactly the conditional velocity).
+    """
+    batch = x.shape[0]
+    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+    s = s.expand(batch) if s.ndim == 0 else s
+    if uncond is None or cfg == 1.0:
+        return forward(x, s, cond)
+    v_u, v_c = forward(
+        torch.cat([x, x]), torch.cat([s, s]), Conditioning.cat([uncond, cond])
+    ).chunk(2)
+    return v_u + cfg * (v_c - v_u)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.backend import Conditioning
+from trainer.backend import Conditioning, guided_velocity
 
 MINI_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out")
 PIPELINE_CLASS = "MiniFlowPipeline"
@@ -272,14 +272,7 @@ class MiniFlow:
         uncond: Conditioning | None = None,
         cfg: float = 1.0,
     ) -> Tensor:
-        batch = x.shape[0]
-        s = torch.as_tensor(sigma, dtype=torch.float32, device=self.device)
-        s = s.expand(batch) if s.ndim == 0 else s
-        if uncond is None or cfg == 1.0:
-            return self._forward(x, s, cond)
-        both = self._forward(torch.cat([x, x]), torch.cat([s, s]), Conditioning.cat([uncond, cond]))
-        v_u, v_c = both.chunk(2)
-        return v_u + cfg * (v_c - v_u)
+        return guided_velocity(self._forward, x, sigma, cond, uncond, cfg)
 
     def _forward(self, x: Tensor, s: Tensor, cond: Conditioning) -> Tensor:
         return self.denoiser(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainer.backend import Conditioning
+from trainer.backend import Conditioning, guided_velocity
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,7 @@ class SD3:
         uncond: Conditioning | None = None,
         cfg: float = 1.0,
     ) -> Tensor:
-        batch = x.shape[0]
-        s = torch.as_tensor(sigma, dtype=torch.float32, device=self.device)
-        s = s.expand(batch) if s.ndim == 0 else s
-        if uncond is None or cfg == 1.0:
-            return self._forward(x, s, cond)
-        both = self._forward(torch.cat([x, x]), torch.cat([s, s]), Conditioning.cat([uncond, cond]))
-        v_u, v_c = both.chunk(2)
-        return v_u + cfg * (v_c - v_u)
+        return guided_velocity(self._forward, x, sigma, cond, uncond, cfg)
 
     def _forward(self, x: Tensor, s: Tensor, cond: Conditioning) -> Tensor:
         out = self.denoiser(
