@@ -28,10 +28,8 @@ endif
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: install
-	$(BIN)/harness tiny-model --out out/tiny-sd3
-	$(BIN)/harness generate --model out/tiny-sd3 --benchmark geneval --limit 4 --images-per-prompt 2 \
-		--steps 10 --size 64 --out out/demo
-	@echo "images and manifest: out/demo/ (random tiny model: plumbing, not pictures)"
+	$(BIN)/harness eval --model mini --benchmark mini
+	@echo "tables above; the run is stored in results/flow-opd.duckdb (harness leaderboard, harness report RUN)"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -39,7 +39,7 @@ class Benchmark:
     # grouped by that key, each group is averaged, and the score is the unweighted mean of the group means
     # (GenEval's official "overall" = mean of the 6 task accuracies). The SQL views in results/ implement this.
     group_by: str | None = None
-    # Protocol defaults this benchmark needs (e.g. the mini world's 32 px images); explicit settings win.
+    # Settings this benchmark needs (the mini world's 32 px images, its batch size); explicit settings win.
     protocol: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -113,7 +113,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("mini_geneval", "mini_quality"),
         "mini world, GenEval's six tasks in miniature (6 x 24 prompts x 2); official rules, exact detections",
         group_by="tag",
-        protocol=(("height", 32), ("width", 32), ("steps", 10)),
+        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
     ),
     "mini_ocr": Benchmark(
         "mini_ocr",
@@ -122,7 +122,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         1,
         ("mini_ocr", "mini_quality"),
         "mini world, glyph text (200 prompts); Flow-GRPO's OCR reward on the glyph reader's text",
-        protocol=(("height", 32), ("width", 32), ("steps", 10)),
+        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
     ),
 }
 

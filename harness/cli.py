@@ -330,7 +330,9 @@ def eval_(
         str,
         typer.Option(help="How scorers receive images: png (lossless) or jpeg75 (Flow-GRPO's)."),
     ] = "png",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per forward pass (default 8, the mini world's 64).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     dtype: Annotated[
         str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
@@ -376,7 +378,7 @@ def eval_(
             prompts=prompts,
             scorers=_split(scorers) or None,
             limit=limit,
-            batch_size=batch_size,
+            batch_size=batch_size if batch_size is not None else wants.get("batch_size", 8),
             device=device,
             dtype=dtype,
             progress=progress,
@@ -560,7 +562,7 @@ def serve(
 ) -> None:
     """Serve scorers (a reward server) and the results store's leaderboard over HTTP.
 
-    Other limits and defaults come from FLOW_OPD_* environment variables (see docs/README_service.md).
+    Other limits and defaults come from FLOW_OPD_* environment variables (see docs/service.md).
     """
 
     def go() -> None:
