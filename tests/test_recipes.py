@@ -536,3 +536,41 @@ def test_recompute_with_a_given_velocity_is_bitwise_the_same(tiny_home):
         given = recompute_step(model, ro, j, v=v)
         assert torch.equal(plain.log_prob, given.log_prob) and torch.equal(plain.mean, given.mean)
         assert torch.equal(plain.log_prob, ro.log_probs[:, j])  # the sanity law: ratio exactly 1
+
+
+# -- in-loop evaluation through the harness ---------------------------------------------------------------------
+def test_in_loop_evaluation_writes_rows_with_run_id_and_step(tiny_home, tmp_path):
+    from harness.benchmarks import load_prompt_file
+    from results.store import Store
+
+    store = tmp_path / "store.duckdb"
+    cfg = load(
+        grpo.Config,
+        CONFIGS / "grpo_tiny.yaml",
+        [
+            *QUIET,
+            f"run.out={tmp_path / 'run'}",
+            "run.eval_every=1",
+            "run.eval_benchmarks=[ocr]",
+            "run.eval_limit=2",
+            "run.eval_steps=2",
+            f"run.eval_store={store}",
+        ],
+    )
+    grpo.main(cfg)
+    run_id = _manifest(tmp_path / "run")["run_id"]
+    st = Store(store, read_only=True)
+    hist = st.history(run_id)
+    assert sorted({(r["step"], r["benchmark"], r["scorer"]) for r in hist}) == [
+        (1, "ocr", "ocr"),
+        (2, "ocr", "ocr"),
+    ]
+    assert all(r["n_images"] == 2 for r in hist)
+    protocol = st.get_run(run_id).protocol["generation"]
+    assert (protocol["steps"], protocol["height"], protocol["noise_level"]) == (2, 64, 0.0)
+    logged = [r for r in read_metrics(tmp_path / "run") if "eval/ocr/ocr" in r]
+    assert [r["step"] for r in logged] == [1, 2]
+    assert {r["eval/ocr/ocr"] for r in logged} == {h["score"] for h in hist}
+    assert (
+        len(load_prompt_file(ROOT / "harness" / "prompts" / "flow_grpo_ocr" / "test.txt")) == 1018
+    )
