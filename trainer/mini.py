@@ -49,6 +49,7 @@ class MiniConfig:
     text_layers: int = 2
     text_len: int = 12
     shift: float = 1.0
+    head_channels: int = 16  # per-pixel features the convolutional head refines (0: a plain linear patch head)
 
     @property
     def tokens(self) -> int:
@@ -158,10 +159,22 @@ class MiniDiT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads) for _ in range(cfg.layers))
         self.norm_out = nn.LayerNorm(cfg.dim, elementwise_affine=False)
         self.ada_out = nn.Linear(cfg.dim, 2 * cfg.dim)
-        self.patch_out = nn.Linear(cfg.dim, pdim)
-        for m in (self.ada_out, self.patch_out):
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.ada_out.weight)
+        nn.init.zeros_(self.ada_out.bias)
+        hc = cfg.head_channels
+        # Tokens become per-pixel features, then two 3x3 convolutions mix neighbouring pixels across patch borders
+        # (a transformer over 4 x 4 patches alone draws blocky, fragmented shapes at this size).
+        self.patch_out = nn.Linear(cfg.dim, (hc or 3) * cfg.patch * cfg.patch)
+        self.head = (
+            nn.Sequential(
+                nn.Conv2d(hc, 2 * hc, 3, padding=1), nn.SiLU(), nn.Conv2d(2 * hc, 3, 3, padding=1)
+            )
+            if hc
+            else nn.Identity()
+        )
+        last = self.head[-1] if hc else self.patch_out
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, x: Tensor, timestep: Tensor, text: Tensor, pooled: Tensor) -> Tensor:
         b, _, h, w = x.shape
@@ -175,8 +188,9 @@ class MiniDiT(nn.Module):
             seq = block(seq, c)
         shift, scale = self.ada_out(F.silu(c))[:, None].chunk(2, dim=-1)
         out = self.patch_out(self.norm_out(seq[:, text.shape[1] :]) * (1 + scale) + shift)
-        out = out.view(b, h // p, w // p, 3, p, p).permute(0, 3, 1, 4, 2, 5)
-        return out.reshape(b, 3, h, w)
+        c = self.cfg.head_channels or 3
+        out = out.view(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+        return self.head(out)
 
 
 class MiniFlow:
