@@ -229,6 +229,7 @@ class MiniFlow:
         folder = Path(folder)
         raw = json.loads((folder / "config.json").read_text())
         raw["vocab"] = tuple(raw["vocab"])
+        raw.setdefault("head_channels", 0)  # checkpoints from before the convolutional head
         cfg = MiniConfig(**raw)
         model = cls(cfg, TextEncoder(cfg), MiniDiT(cfg), model_id)
         state = load_file(str(folder / "model.safetensors"))
