@@ -325,6 +325,21 @@ def benchmark_tables(
         elif name == "drawbench":
             tables.append(quality_table(store, ids))
         else:
+            if name == "mini_geneval" and "mini_geneval" in scorers_here:
+                tables.append(
+                    group_table(
+                        store,
+                        name,
+                        "mini_geneval",
+                        GENEVAL_TASKS,
+                        GENEVAL_TITLES,
+                        "mini GenEval (official rules on exact detections; Overall = mean of the task "
+                        "means; Images = mean over all images)",
+                        ids,
+                        image_mean=True,
+                    )
+                )
+                scorers_here = [s for s in scorers_here if s != "mini_geneval"]
             rest = [s for s in scorers_here if not (show_main and (name, s) in in_main)]
             if rest:
                 cols = [(s, s, 4) for s in rest]
