@@ -1,7 +1,7 @@
 """The mini world: a procedurally generated text-to-image world with exact ground truth, small enough for a CPU.
 
-Images are 32 x 32 RGB. A scene holds coloured shapes (square, circle, triangle, cross in six colours) on a
-dark background, or a short string drawn in a fixed 3 x 5 glyph font (scaled 2x, white). Prompts follow
+Images are 32 x 32 RGB. A scene holds coloured 8 x 8 shapes (square, circle, triangle, cross in six colours) in
+the cells of a 3 x 3 grid on a dark background, or a short string drawn in a fixed 3 x 5 glyph font (scaled 2x, white). Prompts follow
 GenEval's six task types in miniature, with GenEval's metadata format (``include``/``exclude`` clauses with
 ``class``, ``count``, ``color``, ``position``), so the **same** GenEval rule engine judges them; the text task uses
 the **same** OCR reward as the real OCR scorer. Splits are fixed: ``prompts(split, n, seed)`` is deterministic,
@@ -184,22 +184,16 @@ def split_prompts(task: str, split: str, test_fraction: float = 0.3) -> list[dic
 
 
 # -- rendering -------------------------------------------------------------------------------------------------
-def _overlaps(
-    box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]], pad: int = 2
-) -> bool:
-    x0, y0, x1, y1 = box
-    return any(
-        x0 < b[2] + pad and b[0] < x1 + pad and y0 < b[3] + pad and b[1] < y1 + pad for b in others
-    )
+GRID = 3  # shapes sit in the cells of a 3 x 3 grid
+CELL = 10  # cell size in pixels (the grid starts 1 px from the border)
+SHAPE_SIZE = 8  # every shape is drawn 8 x 8, centred in its cell
 
 
-def _random_box(
-    rng: random.Random, size: int, region: tuple[int, int, int, int]
-) -> tuple[int, int, int, int]:
-    rx0, ry0, rx1, ry1 = region
-    x = rng.randint(rx0, max(rx0, rx1 - size))
-    y = rng.randint(ry0, max(ry0, ry1 - size))
-    return (x, y, x + size, y + size)
+def cell_box(row: int, col: int) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) of a shape in grid cell (row, col)."""
+    x0 = 1 + col * CELL + (CELL - SHAPE_SIZE) // 2
+    y0 = 1 + row * CELL + (CELL - SHAPE_SIZE) // 2
+    return (x0, y0, x0 + SHAPE_SIZE, y0 + SHAPE_SIZE)
 
 
 def scene_for(meta: dict[str, Any], rng: random.Random) -> Scene:
@@ -213,36 +207,36 @@ def scene_for(meta: dict[str, Any], rng: random.Random) -> Scene:
     raise RuntimeError(f"could not place {meta['prompt']!r}")  # pragma: no cover - never seen
 
 
+_STEP = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
+
+
 def _place(meta: dict[str, Any], rng: random.Random) -> list[Shape] | None:
+    """Put each requested object in its own grid cell; a position clause puts its object in the reference's row
+    (left / right) or column (above / below), on the asked side."""
+    free = [(r, c) for r in range(GRID) for c in range(GRID)]
+    rng.shuffle(free)
     shapes: list[Shape] = []
-    boxes: list[tuple[int, int, int, int]] = []
-    full = (1, 1, SIZE - 1, SIZE - 1)
+    cells: list[tuple[int, int]] = []
     for clause in meta["include"]:
         pos = clause.get("position")
         for _ in range(clause["count"]):
-            size = rng.randint(7, 10 if clause["count"] < 4 else 8)
-            region = full
-            if pos is not None:
-                ref = shapes[0].box  # the referenced clause is include[0] in every mini prompt
-                cx, cy = (ref[0] + ref[2]) // 2, (ref[1] + ref[3]) // 2
-                rel = pos[0]
-                region = {
-                    "left of": (1, max(1, cy - 6), max(1, ref[0] - 3), min(SIZE - 1, cy + 6)),
-                    "right of": (ref[2] + 3, max(1, cy - 6), SIZE - 1, min(SIZE - 1, cy + 6)),
-                    "above": (max(1, cx - 6), 1, min(SIZE - 1, cx + 6), max(1, ref[1] - 3)),
-                    "below": (max(1, cx - 6), ref[3] + 3, min(SIZE - 1, cx + 6), SIZE - 1),
-                }[rel]
-                if region[2] - region[0] < size or region[3] - region[1] < size:
-                    return None
-            for _ in range(50):
-                box = _random_box(rng, size, region)
-                if not _overlaps(box, boxes):
-                    break
+            if pos is None:
+                cell = free.pop()
             else:
-                return None
+                ref_r, ref_c = cells[0]  # the referenced clause is include[0] in every mini prompt
+                dr, dc = _STEP[pos[0]]
+                options = [
+                    (ref_r + dr * k, ref_c + dc * k)
+                    for k in range(1, GRID)
+                    if (ref_r + dr * k, ref_c + dc * k) in free
+                ]
+                if not options:
+                    return None
+                cell = rng.choice(options)
+                free.remove(cell)
             color = clause.get("color") or rng.choice(list(COLORS))
-            shapes.append(Shape(clause["class"], color, box))
-            boxes.append(box)
+            shapes.append(Shape(clause["class"], color, cell_box(*cell)))
+            cells.append(cell)
     return shapes
 
 
