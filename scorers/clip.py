@@ -163,6 +163,26 @@ def text_embeds_unique(
     return table[[index[p] for p in prompts]] if prompts else table
 
 
+def pair_embeds(
+    model: Any,
+    tokenizer: Any,
+    rgb: Sequence[Image.Image],
+    prompts: Sequence[str],
+    size: int,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit image and text embeddings [B, D] of (image, prompt) pairs: images centre-cropped to ``size`` in
+    batches of ``batch_size``, each distinct prompt encoded once."""
+    txt = text_embeds_unique(model, tokenizer, prompts, batch_size)
+    img = torch.cat(
+        [
+            image_embeds(model, center_crop_batch(rgb[i : i + batch_size], size))
+            for i in range(0, len(rgb), batch_size)
+        ]
+    )
+    return img, txt
+
+
 @functools.lru_cache(maxsize=4)
 def _load_hf_clip_cached(folder: str, device: str, dtype: torch.dtype) -> Any:
     from transformers import CLIPModel

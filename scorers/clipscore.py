@@ -16,13 +16,7 @@ import torch
 from PIL import Image
 
 from scorers.base import Requirements, Scores
-from scorers.clip import (
-    center_crop_batch,
-    image_embeds,
-    load_hf_clip,
-    load_tokenizer,
-    text_embeds_unique,
-)
+from scorers.clip import load_hf_clip, load_tokenizer, pair_embeds
 from scorers.hub import resolve
 from scorers.images import to_rgb_batch
 
@@ -70,13 +64,7 @@ class CLIPScore:
         rgb = to_rgb_batch(images, prompts, meta)
         if not rgb:
             return Scores([], [], [])
-        txt = text_embeds_unique(self.model, self.tokenizer, prompts, self.batch_size)
-        img = torch.cat(
-            [
-                image_embeds(self.model, center_crop_batch(rgb[i : i + self.batch_size], self.size))
-                for i in range(0, len(rgb), self.batch_size)
-            ]
-        )
+        img, txt = pair_embeds(self.model, self.tokenizer, rgb, prompts, self.size, self.batch_size)
         cos = (img * txt).sum(-1)
         return Scores(
             values=clipscore_from_cosine(cos).tolist(),
