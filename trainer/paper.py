@@ -13,6 +13,7 @@ paper-style table is printed from the store. Stages already finished in ``--out`
 run continues where it stopped. ``--seed`` changes every stage's seed (run it twice for the spread).
 
     python -m trainer.paper --out runs/paper-seed0 --seed 0
+    python -m trainer.paper --summarize runs/paper-seed0 runs/paper-seed1   # mean ± spread over seeds
 """
 
 from __future__ import annotations
@@ -189,7 +190,10 @@ def render_table(results: dict[str, dict[str, float]], labels: dict[str, str]) -
 
 
 def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, float | None]:
-    """Share of each teacher's in-domain gain over the base that ``student`` keeps (1 = all of it)."""
+    """Share of each teacher's in-domain gain over the base that ``student`` keeps (1 = all of it).
+
+    None where a number is missing or the teacher did not beat the base: there is no gain to keep, and a ratio
+    of two differences within noise would read as a result."""
     base = results.get("base", {})
     pairs = {"GenEval": "grpo_geneval", "OCR": "grpo_ocr", "Quality": "grpo_quality"}
     out: dict[str, float | None] = {}
@@ -199,8 +203,48 @@ def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, f
             base.get(metric),
             results.get(student, {}).get(metric),
         )
-        out[metric] = None if None in (t, b, s) or t == b else (s - b) / (t - b)  # type: ignore[operator]
+        out[metric] = None if None in (t, b, s) or t <= b else (s - b) / (t - b)  # type: ignore[operator]
     return out
+
+
+def _print_retention(student: str, kept: dict[str, float | None]) -> None:
+    label = {s.name: s.label for s in STAGES}.get(student, student)
+    shown = ", ".join(
+        f"{k} {v:.0%}" if v is not None else f"{k} - (teacher not above base)"
+        for k, v in kept.items()
+    )
+    print(f"{label} keeps of each teacher's gain: {shown}")
+
+
+def across_seeds(summaries: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per model and column, the mean and the spread (max - min) over several runs' ``summary.json``."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    models = dict.fromkeys(name for s in summaries for name in s["results"])
+    for name in models:
+        cols = dict.fromkeys(c for s in summaries for c in s["results"].get(name, {}))
+        for col in cols:
+            vals = [s["results"][name][col] for s in summaries if col in s["results"].get(name, {})]
+            if len(vals) == len(summaries):
+                out.setdefault(name, {})[col] = (sum(vals) / len(vals), max(vals) - min(vals))
+    return out
+
+
+def render_seeds_table(
+    summaries: list[dict[str, Any]], labels: dict[str, str] | None = None
+) -> str:
+    """The main table over seeds: ``mean ± spread`` (spread = max - min), Markdown."""
+    labels = labels or {"base": "mini base"} | {s.name: s.label for s in STAGES}
+    agg = across_seeds(summaries)
+    cols = ["GenEval", "OCR", "Quality", "Avg"]
+    seeds = ", ".join(str(s.get("seed")) for s in summaries)
+    lines = [
+        f"| model (seeds {seeds}) | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for name, vals in agg.items():
+        cells = [f"{vals[c][0]:.3f} ± {vals[c][1]:.3f}" if c in vals else "-" for c in cols]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -220,7 +264,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--only", nargs="*", default=None, help="run only these stages (and what they need)"
     )
+    ap.add_argument(
+        "--summarize",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="print mean ± spread over finished runs (their summary.json) and exit",
+    )
     args = ap.parse_args(argv)
+    if args.summarize:
+        missing = [str(f) for f in args.summarize if not (f / "summary.json").exists()]
+        if missing:
+            raise SystemExit(
+                f"no summary.json in {', '.join(missing)}: run trainer.paper there first"
+            )
+        summaries = [json.loads((f / "summary.json").read_text()) for f in args.summarize]
+        print(render_seeds_table(summaries))
+        means = {
+            m: {c: v[0] for c, v in cols.items()} for m, cols in across_seeds(summaries).items()
+        }
+        for student in ("opd_merge", "opd_merge_nomar", "opd_sft"):
+            if student in means:
+                _print_retention(student, retention(means, student))
+        return {"summaries": summaries}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root = args.out.resolve()
@@ -261,8 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     print(table)
     for s, r in keep.items():
-        shown = ", ".join(f"{k} {v:.0%}" if v is not None else f"{k} -" for k, v in r.items())
-        print(f"{labels[s]} keeps of each teacher's gain: {shown}")
+        _print_retention(s, r)
     print(f"wall time {summary['wall_seconds'] / 60:.1f} min -> {root}")
     return summary
 
