@@ -215,21 +215,10 @@ def main(cfg: Config) -> None:
                 ):
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
                 if sync:
-                    norm = loop.optimizer_step(run, tr, cfg.optim)
                     sums["time/train_s"] = time.perf_counter() - t_train
+                    loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
                     t_train = time.perf_counter()
-                    if run.step % run.rcfg.log_every == 0 or run.step == 1:
-                        loop.log_metrics(
-                            run,
-                            {
-                                **sums,
-                                **epoch_stats,
-                                "train/grad_norm": norm,
-                                "train/lr": tr.scheduler.get_last_lr()[0],
-                            },
-                        )
                     sums = {}
-                    loop.maybe_evaluate(run, model, tr)
                     if run.step >= run.rcfg.max_steps:
                         break
             if run.step >= run.rcfg.max_steps:

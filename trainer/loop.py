@@ -563,6 +563,23 @@ def resume(run: Run, tr: Training) -> bool:
 
 
 # -- logging -----------------------------------------------------------------------------------------------------
+def finish_step(
+    run: Run,
+    tr: Training,
+    model: FlowModel,
+    ocfg: config.OptimConfig,
+    metrics: dict[str, float],
+) -> None:
+    """The end of every recipe's optimizer step: step, log ``metrics`` with the gradient norm and learning rate
+    (on the first step and every ``run.log_every``), and evaluate when ``run.eval_every`` says so."""
+    norm = optimizer_step(run, tr, ocfg)
+    if run.step % run.rcfg.log_every == 0 or run.step == 1:
+        log_metrics(
+            run, {**metrics, "train/grad_norm": norm, "train/lr": tr.scheduler.get_last_lr()[0]}
+        )
+    maybe_evaluate(run, model, tr)
+
+
 def log_metrics(run: Run, metrics: dict[str, float]) -> None:
     """To the tracker (TensorBoard / W&B) and ``metrics.jsonl``, main process only."""
     clean = {k: float(v) for k, v in metrics.items()}

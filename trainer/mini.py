@@ -49,7 +49,8 @@ class MiniConfig:
     text_layers: int = 2
     text_len: int = 12
     shift: float = 1.0
-    head_channels: int = 16  # per-pixel features the convolutional head refines (0: a plain linear patch head)
+    # per-pixel features the convolutional head refines (0: a plain linear patch head)
+    head_channels: int = 16
 
     @property
     def tokens(self) -> int:

@@ -144,12 +144,7 @@ def main(cfg: Config) -> None:
             sums["loss/flow_matching"] = (
                 sums.get("loss/flow_matching", 0.0) + float(loss.detach()) / cfg.grad_accum
             )
-        norm = loop.optimizer_step(run, tr, cfg.optim)
-        if run.step % run.rcfg.log_every == 0 or run.step == 1:
-            loop.log_metrics(
-                run, {**sums, "train/grad_norm": norm, "train/lr": tr.scheduler.get_last_lr()[0]}
-            )
-        loop.maybe_evaluate(run, model, tr)
+        loop.finish_step(run, tr, model, cfg.optim, sums)
         if loop.checkpoint_due(run, run.step - 1):
             loop.save_checkpoint(run, tr)
     loop.finish(run, tr, cfg.model, {"teachers": dict(cfg.teachers)})
