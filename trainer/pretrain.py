@@ -6,7 +6,7 @@ dropped to "" 10% of the time so classifier-free guidance works. An EMA of the w
 
 Reproduce the shipped checkpoint::
 
-    python -m trainer.pretrain --out trainer/assets/mini-base --minutes 20 --seed 0
+    python -m trainer.pretrain --out trainer/assets/mini-base --max-steps 2651 --minutes 60 --seed 0
 
 The checkpoint is deliberately decent but imperfect (it should leave room for GRPO to learn).
 """
