@@ -158,6 +158,28 @@ def protocol_defaults(names: list[str]) -> dict[str, Any]:
     return out
 
 
+def sampling_settings(
+    names: list[str],
+    *,
+    steps: int | None = None,
+    size: int | None = None,
+    batch_size: int | None = None,
+) -> dict[str, int]:
+    """Steps, height, width and eval batch size for ``names``: an option the user gave wins, then what the
+    benchmarks' protocol asks for (the mini world: 10 steps, 32 px, batches of 64), then the paper's protocol
+    (``EvalProtocol``'s defaults: 40 steps, 512 px) with batches of 8."""
+    from harness.protocol import EvalProtocol
+
+    wants = protocol_defaults(names)
+    paper = EvalProtocol()
+    return {
+        "steps": steps if steps is not None else wants.get("steps", paper.steps),
+        "height": size if size is not None else wants.get("height", paper.height),
+        "width": size if size is not None else wants.get("width", paper.width),
+        "batch_size": batch_size if batch_size is not None else wants.get("batch_size", 8),
+    }
+
+
 class UnknownBenchmarkError(KeyError):
     """A benchmark name that is not in BENCHMARKS."""
 

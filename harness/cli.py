@@ -117,17 +117,17 @@ def generate(
     from harness.generate import GenerateSettings, generate_images, load_prompt_items
 
     def go() -> None:
-        from harness.benchmarks import protocol_defaults
+        from harness.benchmarks import sampling_settings
 
         items = load_prompt_items(prompts=prompts, benchmark=benchmark, limit=limit)
-        wants = protocol_defaults([benchmark]) if benchmark else {}
+        sizes = sampling_settings([benchmark] if benchmark else [], steps=steps, size=size)
         settings = GenerateSettings(
             model=model,
             lora=lora,
-            steps=steps if steps is not None else wants.get("steps", 40),
+            steps=sizes["steps"],
             cfg=cfg,
-            height=size if size is not None else wants.get("height", 512),
-            width=size if size is not None else wants.get("width", 512),
+            height=sizes["height"],
+            width=sizes["width"],
             seed=seed,
             images_per_prompt=images_per_prompt,
             negative_prompt=negative_prompt,
@@ -348,19 +348,19 @@ def eval_(
     """
 
     def go() -> None:
-        from harness.benchmarks import protocol_defaults
+        from harness.benchmarks import sampling_settings
         from harness.evaluate import evaluate
         from harness.protocol import EvalProtocol
         from harness.tables import benchmark_tables, render
         from results.store import Store
 
         names = _split(benchmark) or ([] if prompts else ["main"])
-        wants = protocol_defaults(names)
+        sizes = sampling_settings(names, steps=steps, size=size, batch_size=batch_size)
         protocol = EvalProtocol(
-            steps=steps if steps is not None else wants.get("steps", 40),
+            steps=sizes["steps"],
             cfg=cfg,
-            height=size if size is not None else wants.get("height", 512),
-            width=size if size is not None else wants.get("width", 512),
+            height=sizes["height"],
+            width=sizes["width"],
             negative_prompt=negative_prompt,
             t5_length=t5_length,
             seed=seed,
@@ -378,7 +378,7 @@ def eval_(
             prompts=prompts,
             scorers=_split(scorers) or None,
             limit=limit,
-            batch_size=batch_size if batch_size is not None else wants.get("batch_size", 8),
+            batch_size=sizes["batch_size"],
             device=device,
             dtype=dtype,
             progress=progress,

@@ -240,3 +240,16 @@ def test_read_commands_do_not_import_torch(tmp_path: Path) -> None:
     assert (
         "sd35m" in out.stdout and "0.7166" in out.stdout
     )  # the main table, Avg as the paper defines it
+
+
+def test_sampling_settings_option_then_benchmark_protocol_then_paper() -> None:
+    from harness.benchmarks import sampling_settings
+
+    mini = {"steps": 10, "height": 32, "width": 32, "batch_size": 64}
+    paper = {"steps": 40, "height": 512, "width": 512, "batch_size": 8}
+    assert sampling_settings(["mini"]) == mini
+    assert sampling_settings(["mini_ocr"]) == mini
+    assert sampling_settings(["geneval"]) == paper
+    assert sampling_settings([]) == paper
+    given = sampling_settings(["mini"], steps=3, size=16, batch_size=2)
+    assert given == {"steps": 3, "height": 16, "width": 16, "batch_size": 2}
