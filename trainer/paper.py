@@ -83,6 +83,9 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+LABELS = {"base": "mini base"} | {s.name: s.label for s in STAGES}
+
+
 @dataclass
 class Timing:
     seconds: dict[str, float] = field(default_factory=dict)
@@ -179,14 +182,22 @@ def collect(store: Path, names: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
-def render_table(results: dict[str, dict[str, float]], labels: dict[str, str]) -> str:
-    """The paper's main table, mini edition (Markdown)."""
-    cols = ["GenEval", "OCR", "Quality", "Avg"]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, vals in results.items():
-        cells = [f"{vals[c]:.3f}" if c in vals else "-" for c in cols]
-        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+COLUMNS = ("GenEval", "OCR", "Quality", "Avg")
+
+
+def _markdown(first: str, cells: dict[str, dict[str, str]]) -> str:
+    """A Markdown table: one row per model (its label), the COLUMNS, "-" where a cell is missing."""
+    lines = [f"| {first} | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, row in cells.items():
+        shown = [row.get(c, "-") for c in COLUMNS]
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
+
+
+def render_table(results: dict[str, dict[str, float]]) -> str:
+    """The paper's main table, mini edition (Markdown)."""
+    cells = {name: {c: f"{v:.3f}" for c, v in vals.items()} for name, vals in results.items()}
+    return _markdown("model", cells)
 
 
 def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, float | None]:
@@ -208,7 +219,7 @@ def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, f
 
 
 def _print_retention(student: str, kept: dict[str, float | None]) -> None:
-    label = {s.name: s.label for s in STAGES}.get(student, student)
+    label = LABELS.get(student, student)
     shown = ", ".join(
         f"{k} {v:.0%}" if v is not None else f"{k} - (teacher not above base)"
         for k, v in kept.items()
@@ -229,22 +240,15 @@ def across_seeds(summaries: list[dict[str, Any]]) -> dict[str, dict[str, tuple[f
     return out
 
 
-def render_seeds_table(
-    summaries: list[dict[str, Any]], labels: dict[str, str] | None = None
-) -> str:
+def render_seeds_table(summaries: list[dict[str, Any]]) -> str:
     """The main table over seeds: ``mean ± spread`` (spread = max - min), Markdown."""
-    labels = labels or {"base": "mini base"} | {s.name: s.label for s in STAGES}
     agg = across_seeds(summaries)
-    cols = ["GenEval", "OCR", "Quality", "Avg"]
+    cells = {
+        name: {c: f"{mean:.3f} ± {spread:.3f}" for c, (mean, spread) in vals.items()}
+        for name, vals in agg.items()
+    }
     seeds = ", ".join(str(s.get("seed")) for s in summaries)
-    lines = [
-        f"| model (seeds {seeds}) | " + " | ".join(cols) + " |",
-        "|---" * (len(cols) + 1) + "|",
-    ]
-    for name, vals in agg.items():
-        cells = [f"{vals[c][0]:.3f} ± {vals[c][1]:.3f}" if c in vals else "-" for c in cols]
-        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _markdown(f"model (seeds {seeds})", cells)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -310,9 +314,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log.info("%s done (%.0f s so far)", stage.name, time.perf_counter() - start)
 
     names = ["base"] + [s.name for s in STAGES if _done(root / s.name)]
-    labels = {"base": "mini base"} | {s.name: s.label for s in STAGES}
     results = collect(store, names)
-    table = render_table(results, labels)
+    table = render_table(results)
     keep = {
         s: retention(results, s)
         for s in ("opd_merge", "opd_merge_nomar", "opd_sft")
