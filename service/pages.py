@@ -113,7 +113,7 @@ def leaderboard_page(
     )
 
 
-@router.get("/runs/{run_id}", response_class=HTMLResponse)
+@router.get("/runs/{run_id:path}", response_class=HTMLResponse)
 def run_page(
     request: Request,
     run_id: str,

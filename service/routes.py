@@ -49,7 +49,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": Error} for c in (400, *codes)}
 
 
-RunId = Annotated[str, Path(pattern=r"^[^/]{1,200}$", description="run id (see GET /v1/runs)")]
+RunId = Annotated[
+    str, Path(pattern=r"^.{1,200}$", description="run id (see GET /v1/runs); may contain '/'")
+]
 
 
 @router.get("/health")
@@ -201,13 +203,7 @@ def list_runs(
     return RunList(total=len(runs), offset=offset, runs=runs[offset : offset + limit])
 
 
-@router.get("/v1/runs/{run_id}", responses=_errors(404, 503))
-def get_run(run_id: RunId, store: StoreDep, cache: CacheDep) -> RunDetail:
-    """One run: model, protocol, provenance and its tables."""
-    return cache.get(("run", run_id), lambda: queries.run_detail(store, run_id))
-
-
-@router.get("/v1/runs/{run_id}/samples", responses=_errors(404, 503))
+@router.get("/v1/runs/{run_id:path}/samples", responses=_errors(404, 503))
 def get_samples(
     run_id: RunId,
     store: StoreDep,
@@ -227,6 +223,12 @@ def get_samples(
             store, run_id, step=step, benchmark=benchmark, offset=offset, limit=n
         ),
     )
+
+
+@router.get("/v1/runs/{run_id:path}", responses=_errors(404, 503))
+def get_run(run_id: RunId, store: StoreDep, cache: CacheDep) -> RunDetail:
+    """One run: model, protocol, provenance and its tables."""
+    return cache.get(("run", run_id), lambda: queries.run_detail(store, run_id))
 
 
 @router.get(
@@ -272,7 +274,9 @@ def import_run(body: RunImport, request: Request, store: StoreDep, cache: CacheD
     return result
 
 
-@router.delete("/v1/runs/{run_id}", dependencies=[TokenDep], responses=_errors(401, 403, 404, 503))
+@router.delete(
+    "/v1/runs/{run_id:path}", dependencies=[TokenDep], responses=_errors(401, 403, 404, 503)
+)
 def delete_run(run_id: RunId, request: Request, store: StoreDep, cache: CacheDep) -> DeleteResult:
     """Delete a run's record, samples and scores (image files stay). Needs the token."""
     with request.app.state.write_lock:

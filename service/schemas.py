@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Json = dict[str, Any]
 Cell = float | int | str | None
-RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
+# a run id may hold "/" (`harness eval --run-id paper/seed0`), but not at its end
+RUN_ID = r"^[A-Za-z0-9](?:[A-Za-z0-9._:@+=/-]{0,198}[A-Za-z0-9._:@+=-])?$"
 SHA256 = r"^[0-9a-f]{64}$"
 
 

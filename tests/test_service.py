@@ -699,3 +699,20 @@ def test_testclient_with_a_memory_store_and_a_fake_scorer(tmp_path: Path) -> Non
         assert page.status_code == 200 and page.text.count("<figure>") == 2 * 3 * 2
         img = client.get(client.get("/v1/runs/mem/samples").json()["samples"][0]["image_url"])
         assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
+
+
+def test_run_ids_with_slashes_are_addressable(live: Live, tmp_path: Path) -> None:
+    """`python -m trainer.paper` and the CLI name runs like ``paper/seed0``: every run URL must reach them."""
+    local = Store(tmp_path / "slash.duckdb")
+    made = add_mini_run(local, "paper/seed0", model="mini-slash", skill=0.5, prompts=4, seed=3)
+    push_run(local, "paper/seed0", live.url, TOKEN, max_bytes=10**6)
+    detail = live.http.get("/v1/runs/paper/seed0")
+    assert detail.status_code == 200 and detail.json()["run_id"] == "paper/seed0"
+    page = live.http.get("/v1/runs/paper/seed0/samples", params={"limit": 500}).json()
+    assert page["total"] == made["samples"]
+    assert live.http.get("/v1/runs/paper/seed1").status_code == 404
+    html = live.http.get("/runs/paper/seed0")
+    assert html.status_code == 200 and "paper/seed0" in html.text
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert live.http.delete("/v1/runs/paper/seed0", headers=auth).status_code == 200
+    assert live.http.get("/v1/runs/paper/seed0").status_code == 404
