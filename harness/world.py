@@ -447,14 +447,19 @@ def prompt_files() -> dict[str, list[dict[str, Any]]]:
 
     The GenEval-style test file gives each of the six tasks the same weight in lines: a task's test prompts are
     cycled (single_object has 4) or cut (color_attr has 108) to ``TASK_TEST_LINES`` lines, so every task
-    accuracy rests on the same number of images (repeated prompts get other seeds, being other lines).
+    accuracy rests on the same number of images (repeated prompts get other seeds, being other lines). The train
+    file cycles every task's train prompts to the largest task's count, so each task is trained equally often.
     """
     test = []
     for t in GENEVAL_TASKS:
         prompts = split_prompts(t, "test")
         test += [prompts[i % len(prompts)] for i in range(TASK_TEST_LINES)]
+    # Training is balanced the same way: every task is cycled to the largest task's count (color_attr, 252), so a
+    # recipe drawing lines uniformly trains each task as often as the test weighs it (not 75% color_attr).
+    train = {t: split_prompts(t, "train") for t in GENEVAL_TASKS}
+    per_task = max(len(v) for v in train.values())
     return {
-        "geneval_train.jsonl": [p for t in GENEVAL_TASKS for p in split_prompts(t, "train")],
+        "geneval_train.jsonl": [v[i % len(v)] for v in train.values() for i in range(per_task)],
         "geneval_test.jsonl": test,
         "ocr_train.jsonl": split_prompts("ocr", "train"),
         "ocr_test.jsonl": split_prompts("ocr", "test")[:OCR_TEST_PROMPTS],

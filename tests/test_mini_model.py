@@ -127,3 +127,26 @@ def test_pretraining_lowers_the_loss_and_saves_a_loadable_model(tmp_path: Path) 
     meta = json.loads((out / "model_index.json").read_text())["pretrain"]
     assert meta["steps"] == 30 and meta["command"].startswith("python -m trainer.pretrain --out")
     assert load_model(str(out), device="cpu").cfg.dim == 32
+
+    # a second stage continues from the first and keeps its record, so the chain reproduces stage by stage
+    again = pretrain.main(
+        ["--out", str(tmp_path / "q"), "--init", str(out), "--max-steps", "3", "--batch", "8"]
+        + ["--schedule", "cosine", "--minutes", "5", "--save-every", "0"]
+    )
+    meta2 = json.loads((again / "model_index.json").read_text())["pretrain"]
+    assert meta2["init"] == str(out) and meta2["schedule"] == "cosine"
+    assert meta2["previous"]["steps"] == 30 and meta2["previous"]["schedule"] == "constant"
+
+
+def test_pretraining_learning_rate_schedule_golden_values() -> None:
+    from trainer.pretrain import lr_at
+
+    # warm-up: (step + 1) / 200 of the peak
+    assert lr_at(0, 1e-3, 1000, "constant") == pytest.approx(1e-3 / 200)
+    assert lr_at(99, 1e-3, 1000, "constant") == pytest.approx(0.5e-3)
+    assert lr_at(500, 1e-3, 1000, "constant") == pytest.approx(1e-3)
+    # cosine: 0.5 (1 + cos(pi step / total)) after the warm-up; half the peak at the midpoint, 0 at the end
+    assert lr_at(500, 1e-3, 1000, "cosine") == pytest.approx(0.5e-3)
+    assert lr_at(250, 1e-3, 1000, "cosine") == pytest.approx(1e-3 * (1 + 2**-0.5) / 2)
+    assert lr_at(1000, 1e-3, 1000, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(5000, 1e-3, 1000, "cosine") == pytest.approx(0.0, abs=1e-12)

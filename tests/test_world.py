@@ -25,6 +25,31 @@ def test_every_task_has_a_fixed_split_and_large_tasks_are_disjoint() -> None:
     assert len(world.all_prompts("color_attr")) == 4 * 3 * 6 * 5
 
 
+def test_shipped_prompt_files_are_the_worlds_and_weigh_every_task_equally(tmp_path) -> None:
+    """harness/prompts/mini is exactly what ``python -m harness.world`` writes; each task has the same line count
+    in train (252, color_attr's train size) and test (24), and no test prompt of a large task is in train."""
+    import collections
+    import json
+    from pathlib import Path
+
+    shipped = Path(world.__file__).parent / "prompts" / "mini"
+    for path in world.write_prompt_files(tmp_path):
+        assert path.read_text() == (shipped / path.name).read_text(), path.name
+    rows = {
+        n: [json.loads(x) for x in (shipped / n).read_text().splitlines()]
+        for n in ("geneval_train.jsonl", "geneval_test.jsonl")
+    }
+    train = collections.Counter(r["tag"] for r in rows["geneval_train.jsonl"])
+    test = collections.Counter(r["tag"] for r in rows["geneval_test.jsonl"])
+    assert set(train) == set(test) == set(world.GENEVAL_TASKS)
+    assert set(train.values()) == {len(world.split_prompts("color_attr", "train"))} == {252}
+    assert set(test.values()) == {world.TASK_TEST_LINES}
+    for task in ("position", "color_attr"):  # large tasks: disjoint splits survive the cycling
+        tr = {r["prompt"] for r in rows["geneval_train.jsonl"] if r["tag"] == task}
+        te = {r["prompt"] for r in rows["geneval_test.jsonl"] if r["tag"] == task}
+        assert tr and te and not tr & te
+
+
 def test_prompt_metadata_uses_geneval_format() -> None:
     rng = random.Random(0)
     p = world.make_prompt("counting", rng)
