@@ -84,6 +84,8 @@ STAGES: tuple[Stage, ...] = (
 
 
 LABELS = {"base": "mini base"} | {s.name: s.label for s in STAGES}
+# the Flow-OPD stages whose retention is reported
+STUDENTS = ("opd_merge", "opd_merge_nomar", "opd_sft")
 
 
 @dataclass
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         means = {
             m: {c: v[0] for c, v in cols.items()} for m, cols in across_seeds(summaries).items()
         }
-        for student in ("opd_merge", "opd_merge_nomar", "opd_sft"):
+        for student in STUDENTS:
             if student in means:
                 _print_retention(student, retention(means, student))
         return {"summaries": summaries}
@@ -316,11 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = ["base"] + [s.name for s in STAGES if _done(root / s.name)]
     results = collect(store, names)
     table = render_table(results)
-    keep = {
-        s: retention(results, s)
-        for s in ("opd_merge", "opd_merge_nomar", "opd_sft")
-        if s in results
-    }
+    keep = {s: retention(results, s) for s in STUDENTS if s in results}
     summary = {
         "seed": args.seed,
         "results": results,
