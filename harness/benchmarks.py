@@ -107,21 +107,22 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "mini_geneval": Benchmark(
         "mini_geneval",
-        "1",
+        "2",
         ("mini/geneval_test.jsonl",),
-        2,
+        4,
         ("mini_geneval", "mini_quality"),
-        "mini world, GenEval's six tasks in miniature (6 x 24 prompts x 2); official rules, exact detections",
+        "mini world, GenEval's six tasks in miniature (6 x 24 prompts x 4, GenEval's 4 images per prompt); "
+        "official rules, exact detections",
         group_by="tag",
         protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
     ),
     "mini_ocr": Benchmark(
         "mini_ocr",
-        "1",
+        "2",
         ("mini/ocr_test.jsonl",),
         1,
         ("mini_ocr", "mini_quality"),
-        "mini world, glyph text (200 prompts); Flow-GRPO's OCR reward on the glyph reader's text",
+        "mini world, glyph text (400 prompts); Flow-GRPO's OCR reward on the glyph reader's text",
         protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
     ),
 }

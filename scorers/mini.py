@@ -5,8 +5,9 @@
   the official 0/1 verdict, rewards Flow-GRPO's partial-credit score, details the tag and strict verdict.
 - ``mini_ocr``: the glyph reader's text goes through the **same** reward as ``ocr`` (``scorers.ocr.ocr_reward`` on
   the first quoted span).
-- ``mini_quality``: the share of on-palette pixels (``harness.world.quality``), the world's image-quality signal
-  (the role DeQA and the aesthetic score play for real models).
+- ``mini_quality``: half the share of on-palette pixels, half the share of drawn pixels in well-formed shapes and
+  readable glyphs (``harness.world.quality``), the world's image-quality signal (the role DeQA and the aesthetic
+  score play for real models). Version 1 was the on-palette share alone, which every model here saturated (0.98).
 
 They need no weights and run anywhere; images of another size are resized (nearest) to the world's 32 x 32.
 """
@@ -101,10 +102,10 @@ class MiniOCR:
 
 
 class MiniQuality:
-    """Share of pixels on the world's palette: 1 for a clean image, lower for noise, blur and muddy colours."""
+    """Clean pixels and well-formed content: 1 for a ground-truth image, lower for noise, blur, fragments and blobs."""
 
     name = "mini_quality"
-    version = "1"
+    version = "2"
     requires = Requirements()
 
     def __call__(

@@ -109,6 +109,52 @@ def test_quality_is_one_on_ground_truth_and_falls_with_noise() -> None:
     assert world.quality(blurred) < world.quality(img)
 
 
+def test_quality_is_one_on_ground_truth_of_every_task() -> None:
+    rng = random.Random(3)
+    for task in world.TASKS:
+        for meta in world.split_prompts(task, "test")[:15]:
+            img = world.render(world.scene_for(meta, rng))
+            assert world.quality(img) == 1.0, (task, meta)
+
+
+def test_form_weighs_drawn_pixels_by_how_well_formed_they_are() -> None:
+    # golden value by hand: one clean 8 x 8 square (64 px, score 1) and a 2 x 3 red fragment (6 px, under the
+    # minimum area: counts 0) -> form 64 / 70; every pixel is on the palette, so quality = (1 + 64/70) / 2
+    arr = np.empty((32, 32, 3), dtype=np.uint8)
+    arr[:] = world.BACKGROUND
+    arr[4:12, 4:12] = world.COLORS["blue"]
+    arr[20:22, 20:23] = world.COLORS["red"]
+    img = Image.fromarray(arr)
+    assert world.form(img) == pytest.approx(64 / 70)
+    assert world.quality(img) == pytest.approx((1 + 64 / 70) / 2)
+    # nothing drawn: clean but no content, form 0
+    blank = Image.new("RGB", (32, 32), world.BACKGROUND)
+    assert world.form(blank) == 0.0 and world.quality(blank) == 0.5
+    # a glyph the reader cannot recognise counts 0; a readable one counts fully
+    text = world.render(world.Scene(text="7A"))
+    assert world.form(text) == 1.0
+    smudged = np.array(text)
+    ys, xs = np.nonzero((smudged == world.TEXT_COLOR).all(-1))
+    y0, x0 = ys.min(), xs.min()
+    second = int(((smudged == world.TEXT_COLOR).all(-1)[:, x0 + world.GLYPH_W :]).sum())
+    region = smudged[y0 : y0 + world.GLYPH_H, x0 : x0 + world.GLYPH_W]
+    checker = (np.add.outer(np.arange(world.GLYPH_H), np.arange(world.GLYPH_W)) % 2) == 0
+    region[:] = world.BACKGROUND
+    region[checker] = world.TEXT_COLOR  # the first character becomes a checkerboard (30 px)
+    assert world.read_text(Image.fromarray(smudged)) == "?A"
+    assert world.form(Image.fromarray(smudged)) == pytest.approx(second / (30 + second))
+
+
+def test_quality_falls_when_shapes_are_malformed() -> None:
+    meta = world.split_prompts("counting", "test")[0]
+    img = world.render(world.scene_for(meta, random.Random(0)))
+    arr = np.array(img)
+    drawn = ~(arr == world.BACKGROUND).all(-1)
+    ys, xs = np.nonzero(drawn)
+    arr[ys[::2], xs[::2]] = world.BACKGROUND  # every other drawn pixel erased: fragments
+    assert world.quality(Image.fromarray(arr)) < 0.8
+
+
 def test_training_stream_is_reproducible() -> None:
     a = world.sample_pairs(world.TASKS, "train", seed=5)
     b = world.sample_pairs(world.TASKS, "train", seed=5)
