@@ -470,7 +470,9 @@ def form(img: Image.Image, min_area: int = 12) -> float:
 
 
 # -- shipped prompt files --------------------------------------------------------------------------------------
-OCR_TEST_PROMPTS = 400  # a fixed random subset of the OCR test split (1,283 strings) keeps the benchmark quick
+OCR_TEST_PROMPTS = (
+    400  # a fixed random subset of the OCR test split (1,283 strings) keeps the benchmark quick
+)
 TASK_TEST_LINES = (
     24  # every GenEval-style task gets this many test lines (small tasks cycle their prompts)
 )
