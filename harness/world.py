@@ -301,6 +301,11 @@ _PALETTE = np.array([BACKGROUND, TEXT_COLOR, *COLORS.values()], dtype=np.float32
 _PALETTE_NAMES = ("background", "text", *COLORS)
 
 
+MIN_AREA = 12  # smaller palette components are fragments, not shapes
+# a character that differs from every glyph in more than this share of its pixels reads as '?'
+GLYPH_MAX_DISTANCE = 0.2
+
+
 def classify_pixels(img: Image.Image, tolerance: float = 60.0) -> np.ndarray:
     """Each pixel's nearest palette entry (index into background, text, colours) or -1 if none is near."""
     arr = np.asarray(img.convert("RGB"), dtype=np.float32)
@@ -341,7 +346,7 @@ class Detection:
     color: str
 
 
-def detect(img: Image.Image, min_area: int = 12) -> list[Detection]:
+def detect(img: Image.Image, min_area: int = MIN_AREA) -> list[Detection]:
     """Find shapes: palette-coloured connected components, classified by template IoU within their box.
 
     Each component is compared with every shape drawn in its own bounding box; the best IoU is the class and the
@@ -387,7 +392,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
-def read_text(img: Image.Image, max_distance: float = 0.2) -> str:
+def read_text(img: Image.Image, max_distance: float = GLYPH_MAX_DISTANCE) -> str:
     """Read glyph-font text: split text-coloured ink into columns of characters and match each to a glyph.
 
     A character whose best template still differs in more than ``max_distance`` of its pixels reads as '?'.
@@ -453,26 +458,25 @@ def quality(img: Image.Image) -> float:
     return 0.5 * clean + 0.5 * form(img)
 
 
-def form(img: Image.Image, min_area: int = 12) -> float:
+def form(img: Image.Image) -> float:
     """The share of drawn pixels in well-formed shapes and recognised glyphs (0 when nothing is drawn)."""
     labels = classify_pixels(img)
     drawn, good = 0, 0.0
     for _, comp in _colour_components(labels):
         drawn += len(comp)
-        if len(comp) >= min_area:
+        if len(comp) >= MIN_AREA:
             good += len(comp) * _classify_component(comp)[1]
     for cell in _text_cells(labels == 1):
         n = int(cell.sum())
         drawn += n
-        if _match_glyph(cell, 0.2) not in ("?", ""):
+        if _match_glyph(cell, GLYPH_MAX_DISTANCE) not in ("?", ""):
             good += n
     return good / drawn if drawn else 0.0
 
 
 # -- shipped prompt files --------------------------------------------------------------------------------------
-OCR_TEST_PROMPTS = (
-    400  # a fixed random subset of the OCR test split (1,283 strings) keeps the benchmark quick
-)
+# a fixed random subset of the OCR test split (1,283 strings) keeps the benchmark quick
+OCR_TEST_PROMPTS = 400
 TASK_TEST_LINES = (
     24  # every GenEval-style task gets this many test lines (small tasks cycle their prompts)
 )
