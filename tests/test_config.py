@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainer import grpo, merge, opd, sft
 from trainer.config import ConfigError, SampleConfig, dump, load, parse, to_dict
@@ -149,3 +151,62 @@ def test_paper_grpo_preset_derives_flow_grpo_per_gpu_numbers():
     assert epoch_layout(cfg.sample, 1) == (1152, 128, 64)
     with pytest.raises(ConfigError, match="not a multiple of sample.batch_size=9"):
         epoch_layout(cfg.sample, 3)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["sample.sde_window_size=6"],
+            "hold sample.sde_window_size=6",
+        ),  # default range [0, 5) of 10 steps
+        (
+            ["sample.sde_window_size=2", "sample.sde_window_range=[4, 11]"],
+            "0 <= lo < hi <= sample.steps=10",
+        ),
+        (["sample.sde_window_size=-1"], "must be >= 0"),
+    ],
+)
+def test_sde_window_that_cannot_fit_fails_at_parse_time(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load(grpo.Config, None, overrides)
+    assert message in str(e.value)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    steps=st.integers(2, 12),
+    data=st.data(),
+    seed=st.integers(0, 1000),
+)
+def test_sde_window_is_drawn_inside_its_range_the_same_on_every_call(steps, data, seed):
+    lo = data.draw(st.integers(0, steps - 1))
+    hi = data.draw(st.integers(lo + 1, steps))
+    size = data.draw(st.integers(1, hi - lo))
+    s = load(
+        grpo.Config,
+        None,
+        [
+            f"sample.steps={steps}",
+            f"sample.sde_window_size={size}",
+            f"sample.sde_window_range=[{lo}, {hi}]",
+        ],
+    ).sample
+    starts = set()
+    for epoch in range(40):
+        w = s.sde_window(seed, epoch)
+        assert w == s.sde_window(seed, epoch)  # every process draws the same window
+        assert lo <= w[0] and w[1] <= hi and w[1] - w[0] == size
+        assert s.trained_steps(w) == list(range(*w))
+        starts.add(w[0])
+    assert s.train_timesteps == size
+    if hi - lo - size <= 3:
+        assert starts == set(
+            range(lo, hi - size + 1)
+        )  # 40 epochs reach every start of a short range
+
+
+def test_without_a_window_the_first_fraction_of_steps_is_trained():
+    s = load(grpo.Config, None, []).sample
+    assert s.sde_window(0, 0) is None and s.trained_steps(None) == list(range(9))
+    assert load(grpo.Config, None, ["sample.sde_window_size=2"]).sample.window_range == (0, 5)

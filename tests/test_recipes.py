@@ -524,6 +524,39 @@ def test_grpo_raises_a_weightless_reward(tiny_home, tmp_path):
     assert last > first + 3 * spread, (first, last, spread)
 
 
+def test_grpo_and_opd_with_an_sde_window_train_only_the_window(chain, tmp_path, monkeypatch):
+    """Flow-GRPO-Fast: rollouts are the SDE on a 1-step window and the ODE elsewhere; training recomputes only that
+    step (recomputing an ODE step raises), on policy (first ratio exactly 1), and the adapters move."""
+    from trainer import loop
+
+    windows: list = []
+    real = loop.rollout
+
+    def recording(*args, **kwargs):  # the real rollout, noting the window each epoch asked for
+        windows.append(kwargs.get("sde_window"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "rollout", recording)
+    window = ["sample.sde_window_size=1", "sample.sde_window_range=[1, 3]"]
+    out = tmp_path / "fast"
+    with _cwd(chain):
+        _fast_chain(out, tmp_path / "fast_opd", window)
+    assert windows and all(w in ((1, 2), (2, 3)) for w in windows)
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["train/approx_kl"] == 0.0 and rows[0]["train/ratio"] == 1.0
+    assert _moved_b(out / "lora")
+    assert _manifest(tmp_path / "fast_opd")["step"] == 1 and _moved_b(
+        tmp_path / "fast_opd" / "lora"
+    )
+
+
+def _fast_chain(out: Path, student: Path, window: list[str]) -> None:
+    grpo.main(load(grpo.Config, CONFIGS / "grpo_tiny.yaml", [*QUIET, f"run.out={out}", *window]))
+    opd_overrides = [*QUIET, f"run.out={student}", "run.max_steps=1", *window]
+    opd.main(load(opd.Config, CONFIGS / "opd_tiny.yaml", opd_overrides))
+
+
 def test_recompute_with_a_given_velocity_is_bitwise_the_same(tiny_home):
     """``velocity_at`` + ``recompute_step(v=...)`` (OPD's pg path) equals ``recompute_step`` alone."""
     from trainer.sampling import recompute_step

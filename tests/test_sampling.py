@@ -133,3 +133,57 @@ def test_property_log_prob_is_gaussian_and_mean_is_linear(
     ref = torch.distributions.Normal(step.mean, step.std.expand_as(step.mean)).log_prob(step.sample)
     torch.testing.assert_close(want, ref.flatten(1).mean(1), rtol=1e-4, atol=1e-3)
     assert torch.isfinite(step.log_prob).all()
+
+
+# -- the SDE window (Flow-GRPO-Fast): SDE steps only in [start, stop), the ODE elsewhere ------------------------
+def test_window_steps_outside_are_exact_euler_steps_with_no_log_prob(tiny_model) -> None:  # noqa: ANN001
+    from trainer.sampling import recompute_step, rollout, velocity_at
+
+    ro = rollout(
+        tiny_model,
+        ["a", "b"],
+        [3, 4],
+        steps=4,
+        height=64,
+        width=64,
+        decode=False,
+        sde_window=(1, 3),
+    )
+    assert ro.sde_window == (1, 3) and [ro.stochastic(j) for j in range(4)] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    for j in (0, 3):
+        v = velocity_at(tiny_model, ro, j).float()
+        euler = ro.latents[:, j] + v * float(ro.sigmas[j + 1] - ro.sigmas[j])
+        assert torch.allclose(ro.latents[:, j + 1], euler, atol=1e-6)
+        assert torch.equal(ro.log_probs[:, j], torch.zeros(2))
+        with pytest.raises(ValueError, match="deterministic ODE step"):
+            recompute_step(tiny_model, ro, j)
+    for j in (1, 2):
+        # a real draw (not the Euler point) whose recomputed log-prob is the recorded one: ratio exactly 1
+        v = velocity_at(tiny_model, ro, j).float()
+        euler = ro.latents[:, j] + v * float(ro.sigmas[j + 1] - ro.sigmas[j])
+        assert (ro.latents[:, j + 1] - euler).abs().mean() > 1e-2
+        assert torch.equal(recompute_step(tiny_model, ro, j).log_prob, ro.log_probs[:, j])
+
+
+def test_window_over_every_step_is_the_plain_sde_and_before_it_the_ode(tiny_model) -> None:  # noqa: ANN001
+    from trainer.sampling import rollout
+
+    kw = {"steps": 4, "height": 64, "width": 64, "decode": False}
+    plain = rollout(tiny_model, ["a"], [7], **kw)
+    whole = rollout(tiny_model, ["a"], [7], sde_window=(0, 4), **kw)
+    assert torch.equal(plain.latents, whole.latents) and torch.equal(
+        plain.log_probs, whole.log_probs
+    )
+    ode = rollout(tiny_model, ["a"], [7], noise_level=0.0, **kw)
+    late = rollout(tiny_model, ["a"], [7], sde_window=(2, 4), **kw)
+    assert torch.equal(
+        late.latents[:, :3], ode.latents[:, :3]
+    )  # same seed, same ODE path up to the window
+    assert not torch.allclose(late.latents[:, 3], ode.latents[:, 3])
+    with pytest.raises(ValueError, match="sde_window"):
+        rollout(tiny_model, ["a"], [7], sde_window=(3, 5), **kw)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import random
 import sys
 import types
 import typing
@@ -125,6 +126,11 @@ class SampleConfig:
     batch_size: int = 9  # images per forward pass per GPU (sampling and training use the same size)
     steps_per_epoch: int = 2  # optimizer steps per epoch
     timestep_fraction: float = 0.99  # train the first int(fraction * N) steps (9 of 10)
+    # Flow-GRPO-Fast / MixGRPO: SDE noise (and training) on only `sde_window_size` consecutive steps, whose start
+    # is drawn each epoch from `sde_window_range` = [lo, hi) (default [0, N // 2)); the other steps are the ODE.
+    # 0 = the SDE on every step and `timestep_fraction` decides what is trained.
+    sde_window_size: int = 0
+    sde_window_range: tuple[int, int] | None = None
     logprob: Literal["mean", "sum"] = (
         "mean"  # Flow-GRPO averages the log-density over latent elements
     )
@@ -141,6 +147,8 @@ class SampleConfig:
             _positive(f"sample.{name}", getattr(self, name))
         if self.noise_level < 0:
             raise ConfigError(f"sample.noise_level={self.noise_level} must be >= 0")
+        if self.sde_window_size < 0:
+            raise ConfigError(f"sample.sde_window_size={self.sde_window_size} must be >= 0")
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ConfigError(
                 f"sample.timestep_fraction={self.timestep_fraction} must be in (0, 1]"
@@ -150,11 +158,38 @@ class SampleConfig:
                 f"sample.timestep_fraction={self.timestep_fraction} x sample.steps={self.steps} "
                 "trains no step; raise one of them"
             )
+        if self.sde_window_size:
+            lo, hi = self.window_range
+            if not 0 <= lo < hi <= self.steps or self.sde_window_size > hi - lo:
+                raise ConfigError(
+                    f"sample.sde_window_range={[lo, hi]} must satisfy 0 <= lo < hi <= sample.steps={self.steps} "
+                    f"and hold sample.sde_window_size={self.sde_window_size} steps"
+                )
+
+    @property
+    def window_range(self) -> tuple[int, int]:
+        """Where an SDE window may lie: ``sde_window_range`` or Flow-GRPO-Fast's default, the first half."""
+        if self.sde_window_range is not None:
+            lo, hi = self.sde_window_range
+            return int(lo), int(hi)
+        return 0, max(1, self.steps // 2)
+
+    def sde_window(self, seed: int, epoch: int) -> tuple[int, int] | None:
+        """This epoch's SDE window ``(start, stop)``: the same on every process (drawn from seed and epoch)."""
+        if not self.sde_window_size:
+            return None
+        lo, hi = self.window_range
+        start = random.Random(f"sde-window-{seed}-{epoch}").randint(lo, hi - self.sde_window_size)
+        return start, start + self.sde_window_size
+
+    def trained_steps(self, window: tuple[int, int] | None) -> list[int]:
+        """The sampling steps an epoch trains on: the SDE window, or the first ``train_timesteps``."""
+        return list(range(*window)) if window is not None else list(range(self.train_timesteps))
 
     @property
     def train_timesteps(self) -> int:
-        """How many of the first sampling steps are trained: ``int(fraction * N)``."""
-        return int(self.timestep_fraction * self.steps)
+        """How many sampling steps an epoch trains: the window's size, else ``int(fraction * N)``."""
+        return self.sde_window_size or int(self.timestep_fraction * self.steps)
 
 
 def _positive(name: str, value: int | float) -> None:

@@ -149,7 +149,8 @@ def main(cfg: Config) -> None:
             partitions=cfg.partitions or None,
         )
         mine = shard(len(plan.items), run.rank, run.world)
-        batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s)
+        window = s.sde_window(run.rcfg.seed, run.epoch)
+        batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s, window)
 
         # 2. rewards -> gathered -> group advantages (global std) -> this process's slice
         parts: dict[str, list[torch.Tensor]] = {}
@@ -176,7 +177,7 @@ def main(cfg: Config) -> None:
 
         epoch_stats["time/sample_s"] = time.perf_counter() - t_epoch  # rollouts + rewards
         t_train = time.perf_counter()
-        # 3. train: every batch x the first T steps, one optimizer step per `accum_batches` batches
+        # 3. train: every batch x its T SDE steps, one optimizer step per `accum_batches` batches
         order = torch.randperm(
             len(batches), generator=torch.Generator().manual_seed(run.rcfg.seed + run.epoch)
         )
@@ -185,7 +186,7 @@ def main(cfg: Config) -> None:
         micro = 0
         for bi in order.tolist():
             b = batches[bi]
-            for j in range(T):
+            for j in s.trained_steps(window):
                 micro += 1
                 sync = micro % micro_per_step == 0
                 with loop.no_sync(run, tr, sync), run.acc.autocast():

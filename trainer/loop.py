@@ -693,9 +693,17 @@ class Batch:
 
 
 def sample(
-    run: Run, model: FlowModel, items: list[PromptItem], seeds: list[int], scfg: SampleConfig
+    run: Run,
+    model: FlowModel,
+    items: list[PromptItem],
+    seeds: list[int],
+    scfg: SampleConfig,
+    sde_window: tuple[int, int] | None = None,
 ) -> list[Batch]:
-    """SDE rollouts of this process's items with the student, in ``batch_size`` chunks (no gradient)."""
+    """SDE rollouts of this process's items with the student, in ``batch_size`` chunks (no gradient).
+
+    ``sde_window``: this epoch's ``scfg.sde_window(...)`` (SDE only on those steps), None for the SDE throughout.
+    """
     batches = []
     was_training = model.denoiser.training
     model.denoiser.eval()
@@ -713,6 +721,7 @@ def sample(
                 width=scfg.size,
                 negative_prompt=scfg.negative_prompt,
                 logprob=scfg.logprob,
+                sde_window=sde_window,
             )
             batches.append(Batch(ro=ro, items=chunk))
     model.denoiser.train(was_training)

@@ -184,7 +184,8 @@ def main(cfg: Config) -> None:
             pools, run.epoch, groups=s.groups_per_epoch, group_size=s.group_size, seed=run.rcfg.seed
         )
         mine = shard(len(plan.items), run.rank, run.world)
-        batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s)
+        window = s.sde_window(run.rcfg.seed, run.epoch)
+        batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s, window)
         epoch_stats = _rewards(run, cfg, scorers, batches, mine)
         epoch_stats["time/sample_s"] = (
             time.perf_counter() - t_epoch
@@ -200,7 +201,7 @@ def main(cfg: Config) -> None:
         for bi in order.tolist():
             b = batches[bi]
             alpha = routing_weights([it.task for it in b.items], names, adapter_of, soft)  # [b, K]
-            for j in range(T):
+            for j in s.trained_steps(window):
                 micro += 1
                 sync = micro % micro_per_step == 0
                 sigma_cap = float(b.ro.sigmas[1]) if len(b.ro.sigmas) > 2 else None

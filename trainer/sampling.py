@@ -156,6 +156,19 @@ class Rollout:
     seeds: list[int]
     noise_level: float
     cfg: float
+    sde_window: tuple[int, int] | None = (
+        None  # steps [start, stop) were the SDE, the rest the ODE; None = all SDE
+    )
+
+    def stochastic(self, index: int) -> bool:
+        """Whether step ``index`` drew noise (and so has a density to train on)."""
+        if self.noise_level == 0:
+            return False
+        return self.sde_window is None or self.sde_window[0] <= index < self.sde_window[1]
+
+    def noise_at(self, index: int) -> float:
+        """The noise level step ``index`` was sampled with."""
+        return self.noise_level if self.stochastic(index) else 0.0
 
 
 def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> tuple[Tensor, list[torch.Generator]]:
@@ -180,14 +193,21 @@ def rollout(
     decode: bool = True,
     cond: Conditioning | None = None,
     progress: bool = False,
+    sde_window: tuple[int, int] | None = None,
 ) -> Rollout:
     """Sample ``len(prompts)`` images with the SDE (or the ODE when ``noise_level = 0``), recording everything.
 
     Image ``b`` starts from noise seeded by ``seeds[b]`` and draws its step noise from the same generator, so an
-    image depends only on its own seed, not on the batch it was made in.
+    image depends only on its own seed, not on the batch it was made in. ``sde_window = (start, stop)`` takes SDE
+    steps only there and ODE steps elsewhere (Flow-GRPO-Fast); the ODE steps' log-probs are recorded as 0.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if sde_window is not None:
+        start, stop = sde_window
+        if not 0 <= start < stop <= steps:
+            raise ValueError(f"sde_window {sde_window} must lie in [0, {steps}] and hold a step")
+        sde_window = (int(start), int(stop))
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     shape = model.latent_shape(height, width)
@@ -207,8 +227,16 @@ def rollout(
     for i in it:
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         v = model.velocity(x, s, cond, uncond, cfg)
+        in_window = sde_window is None or sde_window[0] <= i < sde_window[1]
         step = sde_step(
-            x, v, s, s_next, noise_level, sigma_cap=sigma_cap, generator=gens, logprob=logprob
+            x,
+            v,
+            s,
+            s_next,
+            noise_level if in_window else 0.0,
+            sigma_cap=sigma_cap,
+            generator=gens,
+            logprob=logprob,
         )
         x = step.sample
         traj.append(x)
@@ -225,6 +253,7 @@ def rollout(
         seeds=list(seeds),
         noise_level=noise_level,
         cfg=cfg,
+        sde_window=sde_window,
     )
 
 
@@ -251,6 +280,11 @@ def recompute_step(
 
     ``v`` reuses a velocity already computed by ``velocity_at`` for the same rows (OPD needs both).
     """
+    if not ro.stochastic(index):
+        raise ValueError(
+            f"step {index} of this rollout was the deterministic ODE step (noise level {ro.noise_level}, "
+            f"SDE window {ro.sde_window}): it has no log-prob; train only the SDE steps"
+        )
     sel = slice(None) if batch is None else batch
     x = ro.latents[sel, index]
     nxt = ro.latents[sel, index + 1]
