@@ -176,32 +176,29 @@ class ImportRun(BaseModel):
     provenance: Json
 
 
-class ImportSample(BaseModel):
+class _ImportRow(BaseModel):
+    """The key every imported row shares: which image of which prompt of which benchmark, at which step."""
+
     model_config = ConfigDict(extra="forbid")
 
     step: int = Field(ge=0)
     benchmark: str = Field(min_length=1, max_length=200)
     benchmark_version: str = Field(max_length=100)
     prompt_id: str = Field(min_length=1, max_length=300)
+    grp: str | None = Field(default=None, max_length=200)
+    image_index: int = Field(ge=0)
+
+
+class ImportSample(_ImportRow):
     prompt_index: int = Field(ge=0)
     prompt: str = Field(max_length=10_000)
     meta: Json
-    grp: str | None = Field(default=None, max_length=200)
-    image_index: int = Field(ge=0)
     seed: int
     image_sha256: str = Field(pattern=SHA256)
     image: str = Field(description="base64 PNG bytes; their sha256 must be image_sha256")
 
 
-class ImportScore(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    step: int = Field(ge=0)
-    benchmark: str = Field(min_length=1, max_length=200)
-    benchmark_version: str = Field(max_length=100)
-    prompt_id: str = Field(min_length=1, max_length=300)
-    grp: str | None = Field(default=None, max_length=200)
-    image_index: int = Field(ge=0)
+class ImportScore(_ImportRow):
     scorer: str = Field(min_length=1, max_length=100)
     scorer_version: str = Field(max_length=100)
     value: float = Field(allow_inf_nan=False)
