@@ -370,6 +370,25 @@ class Store:
                 ],
             )
 
+    def delete_run(self, run_id: str) -> dict[str, int]:
+        """Remove a run's record, samples and scores in one transaction (image files stay: content-addressed,
+        maybe shared). Returns how many rows of each went; all zeros for an unknown run."""
+        gone: dict[str, int] = {}
+        with self.session() as con:
+            con.execute("BEGIN")
+            try:
+                for table in ("scores", "samples", "runs"):
+                    n = con.execute(
+                        f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]
+                    ).fetchone()
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+                    gone[table] = int(n[0]) if n else 0
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return gone
+
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run called ``run_id``, or None."""
         with self.session() as con:

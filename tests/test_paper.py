@@ -78,3 +78,19 @@ def test_summarize_cli(tmp_path, capsys) -> None:
         SystemExit, match="no summary.json in .*nope: run trainer.paper there first"
     ):
         paper.main(["--summarize", str(tmp_path / "nope")])
+
+
+def test_a_retrained_stage_loses_its_earlier_evaluation(tmp_path) -> None:
+    """Evaluation resumes by run id; a stage trained again must not find the old weights' rows."""
+    from results.store import RunRecord, Store
+    from trainer.paper import forget_evaluation
+
+    store = tmp_path / "store.duckdb"
+    forget_evaluation(store, "opd_merge")  # no store yet: nothing to do, nothing created
+    assert not store.exists()
+    s = Store(store)
+    for name in ("opd_merge", "grpo_geneval"):
+        s.add_run(RunRecord(name, "mini", f"runs/{name}/lora", {}, {}))
+    s.close()
+    forget_evaluation(store, "opd_merge")
+    assert Store(store, read_only=True).run_ids() == ["grpo_geneval"]

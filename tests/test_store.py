@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from results.store import SampleRow, ScoreRow, Store, StoreError, migrations
+from results.store import RunRecord, SampleRow, ScoreRow, Store, StoreError, migrations
 
 
 def _catalog(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple], list[str]]:
@@ -136,6 +136,23 @@ def test_writes_are_idempotent_and_keep_details(tmp_path: Path) -> None:
     got = s.sample_scores("r")
     assert [r["value"] for r in got] == [0.0, 0.1, 0.2]
     assert got[1]["details"] == '{"n": 2, "text": "hi"}' and got[1]["reward"] == 0.05
+
+
+def test_delete_run_removes_that_run_only_and_a_rerun_writes_afresh(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.duckdb")
+    for run in ("old", "keep"):
+        s.add_run(RunRecord(run, "mini", None, {"steps": 10}, {}))
+        s.add_samples(
+            [_sample(run, f"b/{i}") for i in range(3)],
+            [_score(run, f"b/{i}", i / 10) for i in range(3)],
+        )
+    assert s.delete_run("old") == {"scores": 3, "samples": 3, "runs": 1}
+    assert s.count_rows() == {"runs": 1, "samples": 3, "scores": 3}
+    assert s.run_ids() == ["keep"] and s.get_run("old") is None
+    assert s.delete_run("never") == {"scores": 0, "samples": 0, "runs": 0}
+    # the same keys can be written again: new values, not the deleted run's
+    s.add_samples([_sample("old", "b/0")], [_score("old", "b/0", 0.9)])
+    assert [r["value"] for r in s.sample_scores("old")] == [0.9]
 
 
 def test_images_are_content_addressed(tmp_path: Path) -> None:

@@ -155,6 +155,18 @@ def evaluate_stage(
     return time.perf_counter() - t
 
 
+def forget_evaluation(store: Path, name: str) -> None:
+    """Drop the store's rows of run ``name`` (evaluation resumes by run id, so a retrained stage must not find
+    the previous weights' images there)."""
+    if not store.exists():
+        return
+    from results.store import Store
+
+    gone = Store(store).delete_run(name)
+    if gone["runs"]:
+        log.info("%s was trained again: dropped its earlier evaluation %s", name, gone)
+
+
 def collect(store: Path, names: list[str]) -> dict[str, dict[str, float]]:
     """Per run: GenEval (task mean), its six tasks, OCR, quality (mean over both benchmarks' images), Avg."""
     from results.store import Store
@@ -310,6 +322,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = root / stage.name
         if not _done(folder):
             timing.seconds[stage.name] = run_stage(stage, root, args.seed, args.steps_scale)
+            forget_evaluation(
+                store, stage.name
+            )  # rows from an earlier training of this stage are stale
         timing.seconds[f"eval/{stage.name}"] = evaluate_stage(
             stage.name, folder / "lora", root, store, args.eval_limit
         )
