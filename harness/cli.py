@@ -385,6 +385,9 @@ def eval_(
         )
         import os
 
+        from harness.evaluate import shutdown_distributed
+
+        shutdown_distributed()  # every rank has written its rows; rank 0 prints
         if int(os.environ.get("RANK", "0")) != 0:
             return
         st = Store(result.store, read_only=True)

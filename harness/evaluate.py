@@ -432,6 +432,21 @@ def _dist() -> _Dist:
     return _Dist(state.process_index, state.num_processes, device)
 
 
+def shutdown_distributed() -> None:
+    """End the process group a multi-process command started (after every rank got here).
+
+    Call it once at the end of a command, on success. Without it gloo's threads can outlive the interpreter and
+    abort the process at exit ("terminate called without an active exception", pytorch/pytorch#190489).
+    """
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
 def _broadcast(obj: Any, dist: _Dist) -> Any:
     if dist.world == 1:
         return obj

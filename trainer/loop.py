@@ -819,6 +819,10 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
         run.acc.end_training()
     if run._metrics is not None:
         run._metrics.close()
+    if run.world > 1:
+        from harness.evaluate import shutdown_distributed
+
+        shutdown_distributed()  # gloo's threads must not outlive the interpreter (an abort at exit)
     log.info("%s done: %s (step %d)", run.recipe, run.out, run.step)
     return run.out
 
