@@ -10,7 +10,8 @@ Stages (each the recipe's own command, in its own process, config ``trainer/conf
 
 then every output is evaluated with ``harness.evaluate`` on the ``mini`` suite into one DuckDB store and the
 paper-style table is printed from the store. Stages already finished in ``--out`` are skipped, so an interrupted
-run continues where it stopped. ``--seed`` changes every stage's seed (run it twice for the spread).
+run continues where it stopped; a stage whose folder was deleted is trained again and its earlier evaluation rows
+are dropped from the store first. ``--seed`` changes every stage's seed (run it twice for the spread).
 
     python -m trainer.paper --out runs/paper-seed0 --seed 0
     python -m trainer.paper --summarize runs/paper-seed0 runs/paper-seed1   # mean ± spread over seeds
