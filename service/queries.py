@@ -469,22 +469,9 @@ def _png(data: str, index: int) -> bytes:
 
 def delete_run(store: Store, run_id: str) -> DeleteResult:
     """Delete a run's scores, samples and record in one transaction (image files stay: they may be shared)."""
-    with store.session() as con:
-        if store.get_run(run_id) is None:
-            raise NotFound(_suggest(store, run_id))
-        counts = {}
-        con.execute("BEGIN")
-        try:
-            for table in ("scores", "samples", "runs"):
-                n = con.execute(
-                    f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]
-                ).fetchone()
-                counts[table] = int(n[0]) if n else 0
-                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    if store.get_run(run_id) is None:
+        raise NotFound(_suggest(store, run_id))
+    counts = store.delete_run(run_id)
     return DeleteResult(
         run_id=run_id, runs=counts["runs"], samples=counts["samples"], scores=counts["scores"]
     )
