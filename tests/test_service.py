@@ -649,7 +649,7 @@ def test_reads_succeed_while_harness_eval_writes(tmp_path: Path) -> None:
     statuses: list[int] = []
     seen: list[int] = []
     cmd = [sys.executable, "-m", "harness.cli", "eval", "--model", str(model), "--prompts", str(prompts),
-           "--scorers", "mini_geneval,mini_quality", "--steps", "10", "--size", "32", "--batch-size", "1",
+           "--scorers", "mini_geneval,mini_quality", "--steps", "100", "--size", "32", "--batch-size", "1",
            "--device", "cpu", "--no-progress", "--store", str(path), "--run", "evalrun"]  # fmt: skip
     with LiveServer(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         writer = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -668,8 +668,8 @@ def test_reads_succeed_while_harness_eval_writes(tmp_path: Path) -> None:
         board = http.get("/v1/leaderboard/prompts").json()
     assert statuses and set(statuses) == {200}, statuses
     assert seen == sorted(seen), "a read saw fewer rows than an earlier one"
-    # 24 transactions of one image, each after ~10 denoising steps: the store's lock back-off (at most 1 s)
-    # cannot hide them all from the reads
+    # 24 transactions of one image, each after 100 denoising steps (about 0.15 s here; at 10 steps the 24 writes
+    # once all fell between two reads): the store's lock back-off (at most 1 s) cannot hide them all from the reads
     assert any(0 < n < 24 for n in seen), f"no read landed between the batches: {seen}"
     assert seen[-1] <= 24
     (table,) = board["tables"]
