@@ -166,10 +166,6 @@ class Rollout:
             return False
         return self.sde_window is None or self.sde_window[0] <= index < self.sde_window[1]
 
-    def noise_at(self, index: int) -> float:
-        """The noise level step ``index`` was sampled with."""
-        return self.noise_level if self.stochastic(index) else 0.0
-
 
 def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> tuple[Tensor, list[torch.Generator]]:
     """Per-image starting noise [B, *shape] and the per-image generators that continue the stream."""
