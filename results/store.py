@@ -377,11 +377,8 @@ class Store:
         with self.session() as con:
             con.execute("BEGIN")
             try:
-                for table in ("scores", "samples", "runs"):
-                    n = con.execute(
-                        f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]
-                    ).fetchone()
-                    con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+                for table in ("scores", "samples", "runs"):  # DuckDB's DELETE returns its row count
+                    n = con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()
                     gone[table] = int(n[0]) if n else 0
                 con.execute("COMMIT")
             except BaseException:

@@ -323,9 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = root / stage.name
         if not _done(folder):
             timing.seconds[stage.name] = run_stage(stage, root, args.seed, args.steps_scale)
-            forget_evaluation(
-                store, stage.name
-            )  # rows from an earlier training of this stage are stale
+            # rows from an earlier training of this stage are stale
+            forget_evaluation(store, stage.name)
         timing.seconds[f"eval/{stage.name}"] = evaluate_stage(
             stage.name, folder / "lora", root, store, args.eval_limit
         )

@@ -162,9 +162,12 @@ class Rollout:
 
     def stochastic(self, index: int) -> bool:
         """Whether step ``index`` drew noise (and so has a density to train on)."""
-        if self.noise_level == 0:
-            return False
-        return self.sde_window is None or self.sde_window[0] <= index < self.sde_window[1]
+        return self.noise_level != 0 and _in_window(self.sde_window, index)
+
+
+def _in_window(window: tuple[int, int] | None, index: int) -> bool:
+    """Whether step ``index`` is an SDE step of ``window`` (None: every step is)."""
+    return window is None or window[0] <= index < window[1]
 
 
 def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> tuple[Tensor, list[torch.Generator]]:
@@ -223,13 +226,12 @@ def rollout(
     for i in it:
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         v = model.velocity(x, s, cond, uncond, cfg)
-        in_window = sde_window is None or sde_window[0] <= i < sde_window[1]
         step = sde_step(
             x,
             v,
             s,
             s_next,
-            noise_level if in_window else 0.0,
+            noise_level if _in_window(sde_window, i) else 0.0,
             sigma_cap=sigma_cap,
             generator=gens,
             logprob=logprob,
