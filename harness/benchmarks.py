@@ -118,11 +118,22 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "mini_ocr": Benchmark(
         "mini_ocr",
-        "2",
+        "3",
         ("mini/ocr_test.jsonl",),
         1,
         ("mini_ocr", "mini_quality"),
-        "mini world, glyph text (400 prompts); Flow-GRPO's OCR reward on the glyph reader's text",
+        "mini world, glyph text: each of the 18 glyphs on its own, 24 images each; Flow-GRPO's OCR reward on "
+        "the glyph reader's text",
+        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+    ),
+    "mini_ocr_strings": Benchmark(
+        "mini_ocr_strings",
+        "1",
+        ("mini/ocr_strings_test.jsonl",),
+        1,
+        ("mini_ocr", "mini_quality"),
+        "mini world, held-out strings of 1-3 glyphs (400 of the 1,283-string test split); each character must "
+        "sit in its place; Flow-GRPO's OCR reward on the glyph reader's text",
         protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
     ),
 }

@@ -50,6 +50,35 @@ def test_shipped_prompt_files_are_the_worlds_and_weigh_every_task_equally(tmp_pa
         assert tr and te and not tr & te
 
 
+def test_ocr_files_hold_every_glyph_and_the_held_out_strings() -> None:
+    """The OCR benchmark draws each glyph alone, equally often; its training file cycles those glyphs to the GenEval
+    file's length (text is half of a union of the two); the strings file holds 400 test strings of 1-3 glyphs,
+    none of them in the pretraining split."""
+    import collections
+    import json
+    from pathlib import Path
+
+    shipped = Path(world.__file__).parent / "prompts" / "mini"
+
+    def texts(name: str) -> list[str]:
+        return [json.loads(x)["text"] for x in (shipped / name).read_text().splitlines()]
+
+    train = collections.Counter(texts("ocr_train.jsonl"))
+    geneval_train = (shipped / "geneval_train.jsonl").read_text().splitlines()
+    assert set(train) == set(world.GLYPHS) and sum(train.values()) == len(geneval_train)
+    assert max(train.values()) - min(train.values()) <= 1  # every glyph equally often
+    test = collections.Counter(texts("ocr_test.jsonl"))
+    assert set(test) == set(world.GLYPHS) and set(test.values()) == {world.OCR_TEST_LINES}
+    strings = texts("ocr_strings_test.jsonl")
+    assert len(strings) == len(set(strings)) == world.OCR_STRINGS_TEST_PROMPTS
+    pretraining = {p["text"] for p in world.split_prompts("ocr", "train")}
+    assert not pretraining & set(strings)
+    assert {len(t) for t in strings} == {1, 2, 3}
+    for line in (shipped / "ocr_test.jsonl").read_text().splitlines()[:18]:
+        row = json.loads(line)
+        assert row["prompt"] == f'the text "{row["text"]}"' and row["tag"] == "ocr"
+
+
 def test_prompt_metadata_uses_geneval_format() -> None:
     rng = random.Random(0)
     p = world.make_prompt("counting", rng)
