@@ -6,8 +6,9 @@ GenEval's six task types in miniature, with GenEval's metadata format (``include
 ``class``, ``count``, ``color``, ``position``), so the **same** GenEval rule engine judges them; the text task uses
 the **same** OCR reward as the real OCR scorer. Splits are fixed: ``prompts(split, n, seed)`` is deterministic,
 and train and test are disjoint by construction (different seeds, and test prompts are removed from train). The
-model is pretrained on strings of 1-3 glyphs; the OCR benchmark and teacher use single glyphs and the held-out
-strings are a benchmark of their own (``prompt_files``).
+model is pretrained on strings of 1-3 glyphs; the OCR benchmark and teacher share the 18 single glyphs (at other
+seeds, as GenEval's small tasks share their prompts) and the held-out strings are a benchmark of their own
+(``prompt_files``).
 
 Everything here is pure numpy/PIL: rendering, prompt generation, and the exact detector and glyph reader that the
 mini scorers use to turn a generated image back into detections and text.
@@ -479,10 +480,10 @@ def form(img: Image.Image) -> float:
 # -- shipped prompt files --------------------------------------------------------------------------------------
 # The OCR benchmark draws single glyphs: 18 prompts, each drawn on OCR_TEST_LINES lines (other seeds), and the OCR
 # teacher trains on the same 18 (like GenEval's small tasks, which share prompts between splits), each cycled so
-# the file is as long as the GenEval training file. Strings of 2-3
-# glyphs need each character bound to its place, which the mini base barely does (like GenEval's position and
-# colour attribution) and no CPU-sized GRPO run moved (README, "The mini world"); they stay a held-out benchmark
-# of their own (``ocr_strings_test.jsonl``: 400 random strings of the 1,283-string test split).
+# the file is as long as the GenEval training file. Strings of 2-3 glyphs need each character bound to its place,
+# which the mini base barely does (like GenEval's position and colour attribution) and no CPU-sized GRPO run moved
+# (README, "The mini world"); they stay a held-out benchmark of their own (``ocr_strings_test.jsonl``: 400 random
+# strings of the 1,283-string test split).
 OCR_TEST_LINES = 24
 OCR_STRINGS_TEST_PROMPTS = 400
 TASK_TEST_LINES = (
