@@ -514,13 +514,14 @@ def prompt_files() -> dict[str, list[dict[str, Any]]]:
     # recipe drawing lines uniformly trains each task as often as the test weighs it (not 75% color_attr).
     train = {t: split_prompts(t, "train") for t in GENEVAL_TASKS}
     per_task = max(len(v) for v in train.values())
+    geneval_train = [v[i % len(v)] for v in train.values() for i in range(per_task)]
     glyphs = glyph_prompts()
     return {
-        "geneval_train.jsonl": [v[i % len(v)] for v in train.values() for i in range(per_task)],
+        "geneval_train.jsonl": geneval_train,
         "geneval_test.jsonl": test,
         # as many lines as the GenEval file, so recipes drawing from the union of lines (the quality teacher, SFT,
         # Flow-OPD) give text half their prompts, as in the teachers' mix of tasks
-        "ocr_train.jsonl": [glyphs[i % len(glyphs)] for i in range(len(train) * per_task)],
+        "ocr_train.jsonl": [glyphs[i % len(glyphs)] for i in range(len(geneval_train))],
         "ocr_test.jsonl": [g for _ in range(OCR_TEST_LINES) for g in glyphs],
         "ocr_strings_test.jsonl": _subset(
             split_prompts("ocr", "test"), OCR_STRINGS_TEST_PROMPTS, seed=0
