@@ -134,7 +134,9 @@ def test_opd_weight_by_hand():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    s=st.floats(0.05, 1.0),
+    # below 0.999: the weight is computed in float32, whose 1 - s near 1 loses the test's precision (s = 0.99999:
+    # 1e-3 relative); schedules reach s = 1 only exactly, the example below
+    s=st.floats(0.05, 0.999),
     frac=st.floats(0.05, 0.95),
     a=st.floats(0.1, 1.2),
     normaliser=st.sampled_from(["exact", "exact_mean", "flow_grpo"]),
@@ -146,9 +148,7 @@ def test_kl_of_transition_means_equals_weighted_velocity_gap(s, frac, a, normali
     g = torch.Generator().manual_seed(seed)
     x, v, v_t = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
     s_next = s * frac
-    cap = (
-        0.9 if s >= 0.999 else None
-    )  # float32 rounds s near 1 to exactly 1, where the cap is needed
+    cap = 0.9 if s == 1.0 else None  # s = 1 divides by zero without the cap
     step_s = sde_step(x, v, s, s_next, a, sigma_cap=cap, noise=torch.zeros_like(x))
     step_t = sde_step(x, v_t, s, s_next, a, sigma_cap=cap, noise=torch.zeros_like(x))
     kl = gaussian_kl(step_s.mean, step_t.mean, step_s.sigma_t, s_next - s, normaliser)
