@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import random
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from harness import world
+
+SHIPPED = Path(world.__file__).parent / "prompts" / "mini"
+
+
+def _shipped_rows(name: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (SHIPPED / name).read_text().splitlines()]
 
 
 def test_every_task_has_a_fixed_split_and_large_tasks_are_disjoint() -> None:
@@ -28,17 +38,9 @@ def test_every_task_has_a_fixed_split_and_large_tasks_are_disjoint() -> None:
 def test_shipped_prompt_files_are_the_worlds_and_weigh_every_task_equally(tmp_path) -> None:
     """harness/prompts/mini is exactly what ``python -m harness.world`` writes; each task has the same line count
     in train (252, color_attr's train size) and test (24), and no test prompt of a large task is in train."""
-    import collections
-    import json
-    from pathlib import Path
-
-    shipped = Path(world.__file__).parent / "prompts" / "mini"
     for path in world.write_prompt_files(tmp_path):
-        assert path.read_text() == (shipped / path.name).read_text(), path.name
-    rows = {
-        n: [json.loads(x) for x in (shipped / n).read_text().splitlines()]
-        for n in ("geneval_train.jsonl", "geneval_test.jsonl")
-    }
+        assert path.read_text() == (SHIPPED / path.name).read_text(), path.name
+    rows = {n: _shipped_rows(n) for n in ("geneval_train.jsonl", "geneval_test.jsonl")}
     train = collections.Counter(r["tag"] for r in rows["geneval_train.jsonl"])
     test = collections.Counter(r["tag"] for r in rows["geneval_test.jsonl"])
     assert set(train) == set(test) == set(world.GENEVAL_TASKS)
@@ -54,17 +56,12 @@ def test_ocr_files_hold_every_glyph_and_the_held_out_strings() -> None:
     """The OCR benchmark draws each glyph alone, equally often; its training file cycles those glyphs to the GenEval
     file's length (text is half of a union of the two); the strings file holds 400 test strings of 1-3 glyphs,
     none of them in the pretraining split."""
-    import collections
-    import json
-    from pathlib import Path
-
-    shipped = Path(world.__file__).parent / "prompts" / "mini"
 
     def texts(name: str) -> list[str]:
-        return [json.loads(x)["text"] for x in (shipped / name).read_text().splitlines()]
+        return [r["text"] for r in _shipped_rows(name)]
 
     train = collections.Counter(texts("ocr_train.jsonl"))
-    geneval_train = (shipped / "geneval_train.jsonl").read_text().splitlines()
+    geneval_train = _shipped_rows("geneval_train.jsonl")
     assert set(train) == set(world.GLYPHS) and sum(train.values()) == len(geneval_train)
     assert max(train.values()) - min(train.values()) <= 1  # every glyph equally often
     test = collections.Counter(texts("ocr_test.jsonl"))
@@ -74,8 +71,7 @@ def test_ocr_files_hold_every_glyph_and_the_held_out_strings() -> None:
     pretraining = {p["text"] for p in world.split_prompts("ocr", "train")}
     assert not pretraining & set(strings)
     assert {len(t) for t in strings} == {1, 2, 3}
-    for line in (shipped / "ocr_test.jsonl").read_text().splitlines()[:18]:
-        row = json.loads(line)
+    for row in _shipped_rows("ocr_test.jsonl")[:18]:
         assert row["prompt"] == f'the text "{row["text"]}"' and row["tag"] == "ocr"
 
 
