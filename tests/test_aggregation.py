@@ -161,7 +161,7 @@ def test_compbench_and_quality_tables() -> None:
     assert q.rows == [["r", 0, 4.5, 1.25, 3.0]]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     st.lists(
         st.tuples(

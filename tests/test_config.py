@@ -88,6 +88,8 @@ def test_unknown_yaml_key_lists_valid_keys(tmp_path):
         ("grpo", ["sample.noise_level=0"], "noise_level must be > 0"),
         ("opd", ["teachers={geneval: a, ocr: b}"], "task 'pickscore' has prompts but no teacher"),
         ("opd", ["soft_routing={ocr: {nobody: 1.0}}"], "names teachers ['nobody']"),
+        ("opd", ["mar_sigma_max=0"], "mar_sigma_max=0.0 must be in (0, 1]"),
+        ("opd", ["mar_sigma_max=1.5"], "mar_sigma_max=1.5 must be in (0, 1]"),
         ("sft", ["teachers={geneval: a}"], "task 'ocr' has prompts but no teacher"),
         ("merge", ["output=merged"], "output=merged needs model"),
         ("merge", ["density=0"], "density=0.0 must be in (0, 1]"),
@@ -173,7 +175,7 @@ def test_sde_window_that_cannot_fit_fails_at_parse_time(overrides, message):
     assert message in str(e.value)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(
     steps=st.integers(2, 12),
     data=st.data(),

@@ -416,7 +416,7 @@ def test_keep_detections_invariants(scores: list[float], tag: str) -> None:
 _LINES = [json.loads(x) for x in METADATA.read_text().splitlines() if x.strip()]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.sampled_from(_LINES), st.data())
 def test_strict_implies_official_and_full_score_on_real_metadata(
     meta: dict, data: st.DataObject

@@ -67,7 +67,7 @@ def test_group_advantages_rejects_bad_input(rewards, g, msg):
         group_advantages(rewards, g)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(st.lists(st.floats(-10, 10), min_size=2, max_size=5), st.integers(2, 4))
 def test_advantages_sum_to_zero_in_each_group(values, groups):
     r = torch.tensor(values * groups, dtype=torch.float64) + torch.arange(groups).repeat_interleave(
@@ -132,7 +132,7 @@ def test_opd_weight_by_hand():
         opd_weight(0.5, 0.4, 0.0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     # below 0.999: the weight is computed in float32, whose 1 - s near 1 loses the test's precision (s = 0.99999:
     # 1e-3 relative); schedules reach s = 1 only exactly, the example below

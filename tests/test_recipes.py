@@ -357,6 +357,34 @@ def test_mar_pulls_toward_the_anchor(tiny_home, tmp_path):
     assert all(t.abs().max() == 0 for k, t in _lora_state(off / "lora").items() if "lora_B" in k)
 
 
+def test_mar_sigma_max_anchors_only_the_late_steps(tiny_home, tmp_path):
+    # the teacher is the base itself; trained steps 0-2 start at noise levels sig[0:3]
+    base_like = synthetic_lora(tmp_path / "zero", seed=5, scale=0.0)
+    anchor = synthetic_lora(tmp_path / "anchor", seed=6, scale=0.3)
+    sig = [float(s) for s in load_model(default_tiny_dir()).sigmas(4)]
+    common = [
+        f"teachers={{geneval: {base_like}, ocr: {base_like}}}",
+        f"anchor={anchor}",
+        "mar_lambda=4.0",
+        "run.max_steps=1",  # one optimizer step: every micro-step sees the same (untrained) student and rollouts
+        "lora.rank=4",
+        "lora.alpha=8",
+    ]
+
+    def first_step(name: str, cut: float) -> tuple[dict, Path]:
+        out = _opd(tmp_path / name, *common, f"mar_sigma_max={cut}")
+        return read_metrics(out)[0], out
+
+    every, _ = first_step("every", 1.0)
+    late, _ = first_step("late", (sig[1] + sig[2]) / 2)  # step 2 only
+    none, out = first_step("none", sig[2] / 2)  # below every trained step
+    assert 0 < late["loss/mar"] < every["loss/mar"], (late["loss/mar"], every["loss/mar"])
+    assert none["loss/mar"] == 0.0
+    # nothing anchored and the teacher is the base: no gradient, the student does not move
+    assert all(t.abs().max() == 0 for k, t in _lora_state(out / "lora").items() if "lora_B" in k)
+    assert json.loads((out / "manifest.json").read_text())["mar_sigma_max"] == sig[2] / 2
+
+
 # -- bad configs fail before any work ------------------------------------------------------------------------------
 def test_unknown_reward_fails_before_any_work(tiny_home, tmp_path):
     cfg = load(

@@ -111,7 +111,7 @@ def test_scheduler_schedule_and_noise_match_flow_grpo_reference(tiny_model) -> N
     assert step_std.tolist() == pytest.approx(REF_STEP_STD, rel=6e-3, abs=2e-3)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     s=st.floats(0.01, 0.99),
     frac=st.floats(0.01, 0.99),

@@ -69,7 +69,6 @@ def test_api_never_fails_on_any_input(api: object) -> None:
         @given(case=op.as_strategy(mode))
         @settings(
             max_examples=EXAMPLES,
-            deadline=None,
             suppress_health_check=list(HealthCheck),
             derandomize=True,
             database=None,

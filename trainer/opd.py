@@ -76,6 +76,9 @@ class Config:
     )  # task -> {teacher task: alpha}
     anchor: str | None = None  # MAR anchor LoRA (e.g. a DeQA teacher); None: no MAR
     mar_lambda: float = 0.02  # paper; the authors' code uses 0.04
+    # MAR only on the steps that start at noise level sigma <= this (1.0: every trained step, the paper). Lower
+    # values leave the early, layout-deciding steps to the routed teachers and anchor the late, detail steps.
+    mar_sigma_max: float = 1.0
     loss: OPDMode = "direct"
     kl_normaliser: KLNormaliser = "exact_mean"
     clip_range: float = 1e-4  # pg / mixed
@@ -116,6 +119,10 @@ class Config:
             )
         if self.mar_lambda < 0:
             raise ConfigError(f"mar_lambda={self.mar_lambda} must be >= 0")
+        if not 0.0 < self.mar_sigma_max <= 1.0:
+            raise ConfigError(
+                f"mar_sigma_max={self.mar_sigma_max} must be in (0, 1] (1.0 anchors every step)"
+            )
         if self.loss == "mixed":
             if self.sample.group_size < 2:
                 raise ConfigError(
@@ -212,7 +219,7 @@ def main(cfg: Config) -> None:
                     # teacher labels on the student's states, each teacher only on its routed samples
                     v_teacher = teacher_targets(model, net, b.ro, j, names, alpha)
                     v_anchor = None
-                    if anchor_dir is not None and cfg.mar_lambda > 0:
+                    if anchor_dir is not None and mar_on(cfg, float(b.ro.sigmas[j])):
                         with torch.no_grad(), using(net, ANCHOR):
                             v_anchor = velocity_at(model, b.ro, j)
                     with loop.student_forward(model, tr):
@@ -263,9 +270,15 @@ def main(cfg: Config) -> None:
             "teachers": dict(cfg.teachers),
             "anchor": cfg.anchor,
             "mar_lambda": cfg.mar_lambda,
+            "mar_sigma_max": cfg.mar_sigma_max,
             "loss": cfg.loss,
         },
     )
+
+
+def mar_on(cfg: Config, sigma: float) -> bool:
+    """Whether MAR anchors a step that starts at noise level ``sigma`` (a float32 schedule's 0.5 may be 0.50000006)."""
+    return cfg.mar_lambda > 0 and sigma <= cfg.mar_sigma_max + 1e-6
 
 
 @torch.no_grad()
