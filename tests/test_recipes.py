@@ -379,7 +379,11 @@ def test_mar_sigma_max_anchors_only_the_late_steps(tiny_home, tmp_path):
     late, _ = first_step("late", (sig[1] + sig[2]) / 2)  # step 2 only
     none, out = first_step("none", sig[2] / 2)  # below every trained step
     assert 0 < late["loss/mar"] < every["loss/mar"], (late["loss/mar"], every["loss/mar"])
-    assert none["loss/mar"] == 0.0
+    # loss/mar is MAR's share of the step's loss: lambda x the anchored micro-steps' gaps / all 6 micro-steps (2
+    # batches x 3 trained steps); opd/anchor_gap is the mean gap over the anchored ones only (6, then 2 of them)
+    assert every["loss/mar"] == pytest.approx(4.0 * every["opd/anchor_gap"], rel=1e-5)
+    assert late["loss/mar"] == pytest.approx(4.0 * late["opd/anchor_gap"] * 2 / 6, rel=1e-5)
+    assert none["loss/mar"] == 0.0 and "opd/anchor_gap" not in none
     # nothing anchored and the teacher is the base: no gradient, the student does not move
     assert all(t.abs().max() == 0 for k, t in _lora_state(out / "lora").items() if "lora_B" in k)
     assert json.loads((out / "manifest.json").read_text())["mar_sigma_max"] == sig[2] / 2

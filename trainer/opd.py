@@ -204,6 +204,7 @@ def main(cfg: Config) -> None:
         )
         tr.ddp.train()
         sums: dict[str, float] = {}
+        anchored: list[float] = []  # the anchor's gap on this optimizer step's anchored micro-steps
         micro = 0
         for bi in order.tolist():
             b = batches[bi]
@@ -246,10 +247,15 @@ def main(cfg: Config) -> None:
                     ("loss/opd", terms.distill),
                     ("loss/mar", terms.mar),
                     ("opd/gap", terms.gap),
-                    ("opd/anchor_gap", terms.anchor_gap),
                 ):
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
+                if v_anchor is not None:
+                    anchored.append(float(terms.anchor_gap))
                 if sync:
+                    # the anchor's gap: a mean over the anchored steps only (mar_sigma_max < 1 skips others)
+                    if anchored:
+                        sums["opd/anchor_gap"] = sum(anchored) / len(anchored)
+                        anchored = []
                     sums["time/train_s"] = time.perf_counter() - t_train
                     loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
                     t_train = time.perf_counter()
