@@ -6,9 +6,13 @@ The end-to-end run itself takes ~30 minutes on 2 cores; its figures are in the R
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from results.store import Store
+from tests.test_aggregation import TASKS, add_run, put
 from trainer import paper
 
 RESULTS = {
@@ -94,3 +98,152 @@ def test_a_retrained_stage_loses_its_earlier_evaluation(tmp_path) -> None:
     s.close()
     forget_evaluation(store, "opd_merge")
     assert Store(store, read_only=True).run_ids() == ["grpo_geneval"]
+
+
+# --- bootstrap intervals over runs and prompts ------------------------------------------------------------------
+
+G_IMAGES = 24  # 12 prompts (2 per GenEval task) x 2 images
+O_IMAGES = 6  # 6 OCR prompts x 1 image
+G_GROUPS = [t for t in TASKS for _ in range(4)]
+
+
+def _values(v: float | list[float], n: int) -> list[float]:
+    return [float(v)] * n if isinstance(v, int | float) else list(v)
+
+
+def _store(path, models: dict[str, dict]) -> Path:  # noqa: ANN001
+    """A real store holding each model's mini evaluation: G (GenEval images), O (OCR), Qg / Qo (quality on each)."""
+    s = Store(path)
+    for run, v in models.items():
+        add_run(s, run, {"mini_geneval": (12, 2), "mini_ocr": (6, 1)})
+        g = _values(v["G"], G_IMAGES)
+        put(s, run, "mini_geneval", "mini_geneval", g, G_GROUPS, per_prompt=2)
+        put(
+            s,
+            run,
+            "mini_geneval",
+            "mini_quality",
+            _values(v["Qg"], G_IMAGES),
+            G_GROUPS,
+            per_prompt=2,
+        )
+        put(s, run, "mini_ocr", "mini_ocr", _values(v["O"], O_IMAGES))
+        put(s, run, "mini_ocr", "mini_quality", _values(v["Qo"], O_IMAGES))
+    s.close()
+    return Path(path)
+
+
+def _world(student_g: float = 0.35) -> dict[str, dict]:
+    # Quality pools both benchmarks' images: base (24 x 0.8 + 6 x 0.6) / 30 = 0.76, not (0.8 + 0.6) / 2
+    return {
+        "base": {"G": 0.2, "O": 0.1, "Qg": 0.8, "Qo": 0.6},
+        "grpo_geneval": {"G": 0.4, "O": 0.1, "Qg": 0.8, "Qo": 0.6},
+        "grpo_ocr": {"G": 0.2, "O": 0.3, "Qg": 0.8, "Qo": 0.6},
+        "grpo_quality": {"G": 0.2, "O": 0.1, "Qg": 0.9, "Qo": 0.9},
+        "opd_merge": {"G": student_g, "O": 0.3, "Qg": 0.83, "Qo": 0.8},
+    }
+
+
+def test_intervals_of_noise_free_scores_are_the_observed_values(tmp_path) -> None:
+    """Every image of a model scores the same: no draw can move a mean, so each interval is one point."""
+    res = paper.resample(
+        [_store(tmp_path / "s.duckdb", _world())], ["base", *paper.TEACHER_OF.values(), "opd_merge"]
+    )
+    assert res.value["base"]["Quality"] == pytest.approx(0.76)
+    assert res.value["opd_merge"]["Quality"] == pytest.approx((24 * 0.83 + 6 * 0.8) / 30)  # 0.824
+    gains = paper.gain_intervals(res)
+    assert gains["GenEval"] == pytest.approx((0.2, 0.2, 0.2))
+    assert gains["Quality"] == pytest.approx((0.14, 0.14, 0.14))
+    kept = paper.retention_intervals(res, "opd_merge")
+    assert kept["GenEval"] == pytest.approx((0.75, 0.75, 0.75))
+    assert kept["OCR"] == pytest.approx((1.0, 1.0, 1.0))
+    q = (0.824 - 0.76) / (0.9 - 0.76)  # 0.457
+    assert kept["Quality"] == pytest.approx((q, q, q))
+
+
+def test_geneval_is_the_mean_of_task_means_under_resampling(tmp_path) -> None:
+    # the base passes 1 of the 4 single_object images (prompt 0's first), nothing else: task means 1/4, 0, 0, ...
+    world = _world()
+    world["base"]["G"] = [1.0, 0.0, 0.0, 0.0] + [0.0] * 20
+    res = paper.resample([_store(tmp_path / "s.duckdb", world)], ["base"])
+    assert res.value["base"]["GenEval"] == pytest.approx(0.25 / 6)
+    # stratified: each draw holds 2 single_object prompts, so prompt 0 is in it 0, 1 or 2 times (task mean 0, 1/4,
+    # 1/2); unstratified draws could hold it up to 12 times, or no single_object prompt at all
+    assert set(np.round(res.draws["base"]["GenEval"] * 6, 6)) == {0.0, 0.25, 0.5}
+
+
+def test_run_resampling_spans_the_seeds(tmp_path) -> None:
+    """Two seeds, the student at 0.35 and 0.45 on GenEval (teacher gain 0.2): 75% and 125%, 100% on the mean.
+
+    A draw takes seed 0 twice with probability 1/4, so the 2.5 and 97.5 percentiles are the two seeds' values."""
+    stores = [_store(tmp_path / f"s{i}.duckdb", _world(g)) for i, g in enumerate((0.35, 0.45))]
+    res = paper.resample(stores, ["base", "grpo_geneval", "opd_merge"], resamples=4000)
+    kept = paper.retention_intervals(res, "opd_merge")["GenEval"]
+    assert kept == pytest.approx((1.0, 0.75, 1.25))
+    assert set(np.round(res.draws["opd_merge"]["GenEval"], 6)) == {0.35, 0.4, 0.45}
+    # prompts alone: noise-free scores, so no spread; runs alone: the seeds' spread
+    assert paper.retention_intervals(
+        paper.resample(stores, ["base", "grpo_geneval", "opd_merge"], over=("prompts",)),
+        "opd_merge",
+    )["GenEval"] == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_the_same_draws_pair_every_model(tmp_path) -> None:
+    """A student whose images score exactly as the teacher's keeps 100% in every draw, however noisy the scores."""
+    rng = np.random.default_rng(0)
+    world = _world()
+    # per prompt: image 0 fails for the base and passes for the teacher, image 1 is a coin flip for both
+    noise = rng.integers(0, 2, G_IMAGES // 2).astype(float)
+    base = [v for r in noise for v in (0.0, r)]
+    teacher = [v for r in noise for v in (1.0, r)]
+    world["base"]["G"], world["grpo_geneval"]["G"], world["opd_merge"]["G"] = base, teacher, teacher
+    res = paper.resample(
+        [_store(tmp_path / "s.duckdb", world)], ["base", "grpo_geneval", "opd_merge"]
+    )
+    assert np.std(res.draws["grpo_geneval"]["GenEval"]) > 0.01  # the prompts do get resampled
+    assert paper.retention_intervals(res, "opd_merge")["GenEval"] == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_a_teacher_not_clearly_above_the_base_gives_no_interval(tmp_path) -> None:
+    world = _world()
+    base = [0.0, 1.0] * (G_IMAGES // 2)
+    # one image better: a gain on the observed prompts, none in the draws that leave its prompt out
+    world["base"]["G"], world["grpo_geneval"]["G"] = base, [1.0] + base[1:]
+    models = ["base", "grpo_geneval", "grpo_ocr", "opd_merge"]
+    res = paper.resample([_store(tmp_path / "s.duckdb", world)], models)
+    # the point estimate exists
+    assert paper.retention(res.value, "opd_merge")["GenEval"] is not None
+    assert paper.retention_intervals(res, "opd_merge")["GenEval"] is None
+    assert paper.retention_intervals(res, "opd_merge")["OCR"] == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_resample_leaves_out_a_model_one_store_lacks_and_checks_its_input(tmp_path) -> None:
+    full = _store(tmp_path / "a.duckdb", _world())
+    partial_world = _world()
+    del partial_world["opd_merge"]
+    partial = _store(tmp_path / "b.duckdb", partial_world)
+    res = paper.resample([full, partial], ["base", "grpo_geneval", "opd_merge"])
+    assert set(res.value) == {"base", "grpo_geneval"}
+    assert paper.retention_intervals(res, "opd_merge")["GenEval"] is None
+    with pytest.raises(ValueError, match="runs and/or prompts, not \\['seeds'\\]"):
+        paper.resample([full], ["base"], over=("seeds",))
+    with pytest.raises(FileNotFoundError, match="no store at .*nope.duckdb: run trainer.paper"):
+        paper.resample([tmp_path / "nope.duckdb"], ["base"])
+
+
+def test_summarize_prints_intervals_when_the_runs_have_their_stores(tmp_path, capsys) -> None:
+    for seed, g in enumerate((0.35, 0.45)):
+        run = tmp_path / f"s{seed}"
+        run.mkdir()
+        world = _world(g)
+        _store(run / "store.duckdb", world)
+        results = {
+            m: {"GenEval": v["G"], "OCR": v["O"], "Quality": (24 * v["Qg"] + 6 * v["Qo"]) / 30}
+            for m, v in world.items()
+        }
+        (run / "summary.json").write_text(json.dumps({"seed": seed, "results": results}))
+    paper.main(["--summarize", str(tmp_path / "s0"), str(tmp_path / "s1"), "--resamples", "4000"])
+    out = capsys.readouterr().out
+    assert "95% bootstrap intervals (4000 draws over runs and prompts, 2 run(s))" in out
+    assert "GRPO-GenEval gain on GenEval: +0.200 [+0.200, +0.200]" in out
+    assert "Flow-OPD (Merge) keeps: GenEval 100% [75%, 125%], OCR 100% [100%, 100%]" in out

@@ -15,6 +15,10 @@ are dropped from the store first. ``--seed`` changes every stage's seed (run it 
 
     python -m trainer.paper --out runs/paper-seed0 --seed 0
     python -m trainer.paper --summarize runs/paper-seed0 runs/paper-seed1   # mean ± spread over seeds
+
+Both print each teacher's gain over the base and each Flow-OPD student's share of it with 95% bootstrap intervals
+(``resample``: the seeds' runs and, within each benchmark, the test prompts are resampled; the same draws pair every
+model), so a share can be told from the noise of a few seeds and a few hundred images.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -215,15 +222,18 @@ def render_table(results: dict[str, dict[str, float]]) -> str:
     return _markdown("model", cells)
 
 
+# each in-domain metric and the GRPO teacher trained for it
+TEACHER_OF = {"GenEval": "grpo_geneval", "OCR": "grpo_ocr", "Quality": "grpo_quality"}
+
+
 def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, float | None]:
     """Share of each teacher's in-domain gain over the base that ``student`` keeps (1 = all of it).
 
     None where a number is missing or the teacher did not beat the base: there is no gain to keep, and a ratio
     of two differences within noise would read as a result."""
     base = results.get("base", {})
-    pairs = {"GenEval": "grpo_geneval", "OCR": "grpo_ocr", "Quality": "grpo_quality"}
     out: dict[str, float | None] = {}
-    for metric, teacher in pairs.items():
+    for metric, teacher in TEACHER_OF.items():
         t, b, s = (
             results.get(teacher, {}).get(metric),
             base.get(metric),
@@ -240,6 +250,191 @@ def _print_retention(student: str, kept: dict[str, float | None]) -> None:
         for k, v in kept.items()
     )
     print(f"{label} keeps of each teacher's gain: {shown}")
+
+
+# (benchmark, scorer) pairs behind each column; Quality pools the quality scores of both benchmarks' images
+_SOURCES = {
+    "GenEval": (("mini_geneval", "mini_geneval"),),
+    "OCR": (("mini_ocr", "mini_ocr"),),
+    "Quality": (("mini_geneval", "mini_quality"), ("mini_ocr", "mini_quality")),
+}
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """Each model's columns on the mean over runs: the observed value and ``resamples`` bootstrap draws."""
+
+    value: dict[
+        str, dict[str, float]
+    ]  # model -> column -> observed mean over runs (``retention``'s input)
+    draws: dict[str, dict[str, np.ndarray]]  # model -> column -> [R]
+    runs: int
+
+
+def resample(
+    stores: Sequence[Path],
+    models: Sequence[str],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    over: Sequence[str] = ("runs", "prompts"),
+) -> Resampled:
+    """Bootstrap the mean over runs (seeds) of each model's GenEval, OCR and Quality.
+
+    Each draw resamples the runs with replacement (training noise) and, within each benchmark, its test prompts
+    with replacement, stratified by GenEval task (evaluation noise; ``harness compare``'s unit and strata). Every
+    run and model shares the test prompts, so one draw uses the same prompts for all of them: the draws of a
+    difference between models are paired. ``over`` names what is resampled (one of them alone splits the noise
+    into its two sources); a model some store did not evaluate is left out."""
+    from harness.compare import PromptStats, bootstrap_weights, metric
+    from results.store import Store
+
+    if not stores:
+        raise ValueError("resample needs at least one run's store")
+    sources = [src for pairs in _SOURCES.values() for src in pairs]
+    # per store, model and (benchmark, scorer): prompt_id -> (group, images, sum of values)
+    rows: list[dict[str, dict[tuple[str, str], dict[str, tuple[str | None, int, float]]]]] = []
+    for path in stores:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no store at {path}: run trainer.paper there first")
+        st = Store(path, read_only=True)
+        per_model = {}
+        for m in models:
+            step = st.last_step(m)
+            if step is not None:
+                per_model[m] = {
+                    src: {
+                        r["prompt_id"]: (r["grp"], int(r["n"]), float(r["total"]))
+                        for r in st.prompt_values(m, step, *src)
+                    }
+                    for src in sources
+                }
+        st.close()
+        rows.append(per_model)
+    # a mean over fewer runs would pass for all of them
+    models = [m for m in models if all(m in r for r in rows)]
+    if not models:
+        raise ValueError("no model is evaluated in every store")
+    # the prompts every store and model holds, per benchmark (the same test split everywhere)
+    prompts: dict[str, list[str]] = {}
+    groups: dict[str, list[str | None]] = {}
+    for b in sorted({b for b, _ in sources}):
+        srcs = [src for src in sources if src[0] == b]
+        held = [set(r[m][src]) for r in rows for m in models for src in srcs]
+        prompts[b] = sorted(set.intersection(*held))
+        if not prompts[b]:
+            raise ValueError(f"the stores share no scored {b} prompt")
+        ref = rows[0][models[0]][srcs[0]]
+        groups[b] = [ref[p][0] for p in prompts[b]]
+    rng = np.random.default_rng(seed)
+    unknown = set(over) - {"runs", "prompts"}
+    if unknown:
+        raise ValueError(f"resample over runs and/or prompts, not {sorted(unknown)}")
+    weights = {
+        b: bootstrap_weights(g, resamples, rng)
+        if "prompts" in over
+        else np.ones((resamples, len(g)))
+        for b, g in groups.items()
+    }
+    n_runs = len(stores)
+    run_w = (
+        rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=resamples)
+        if "runs" in over
+        else np.ones((resamples, n_runs))
+    )  # [R, S]
+
+    def column(r: dict, col: str, draws: bool) -> np.ndarray:
+        num = den = 0.0
+        parts = _SOURCES[col]
+        if len(parts) == 1:  # a benchmark metric (GenEval: mean of task means)
+            (src,) = parts
+            d = r[src]
+            ps = prompts[src[0]]
+            stats = PromptStats(
+                [d[p][0] for p in ps],
+                np.array([d[p][1] for p in ps], dtype=float),
+                np.array([d[p][2] for p in ps], dtype=float),
+            )
+            return metric(stats, weights[src[0]] if draws else None)
+        for src in parts:  # an image mean pooled over benchmarks
+            d = r[src]
+            ps = prompts[src[0]]
+            n = np.array([d[p][1] for p in ps], dtype=float)
+            tot = np.array([d[p][2] for p in ps], dtype=float)
+            w = weights[src[0]] if draws else np.ones((1, len(ps)))
+            num = num + w @ tot
+            den = den + w @ n
+        return num / den
+
+    value: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for m in models:
+        for col in _SOURCES:
+            per_run = np.stack([column(r[m], col, True) for r in rows], axis=1)  # [R, S]
+            observed = [float(column(r[m], col, False)[0]) for r in rows]
+            out.setdefault(m, {})[col] = (per_run * run_w).sum(1) / n_runs
+            value.setdefault(m, {})[col] = sum(observed) / n_runs
+    return Resampled(value, out, n_runs)
+
+
+def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def gain_intervals(res: Resampled, level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """Each teacher's gain over the base on its own column: (observed, low, high) of the bootstrap interval."""
+    out = {}
+    for col, teacher in TEACHER_OF.items():
+        if teacher in res.value and "base" in res.value:
+            gain = res.value[teacher][col] - res.value["base"][col]
+            out[col] = (gain, *_interval(res.draws[teacher][col] - res.draws["base"][col], level))
+    return out
+
+
+def retention_intervals(
+    res: Resampled, student: str, level: float = 0.95
+) -> dict[str, tuple[float, float, float] | None]:
+    """The student's share of each teacher's gain (``retention`` on the means): (observed, low, high).
+
+    None where the teacher's gain is not clearly positive: when more than the interval's tail share of the draws
+    has the teacher at or below the base, the ratio's interval would be made of divisions by noise."""
+    out: dict[str, tuple[float, float, float] | None] = {}
+    kept = retention(res.value, student)
+    for col, teacher in TEACHER_OF.items():
+        b, t, s = (res.draws.get(m, {}).get(col) for m in ("base", teacher, student))
+        if b is None or t is None or s is None or kept[col] is None:
+            out[col] = None
+            continue
+        gain = t - b
+        if (gain <= 0).mean() > (1 - level) / 2:
+            out[col] = None
+            continue
+        ratio = (s - b)[gain > 0] / gain[gain > 0]
+        out[col] = (kept[col], *_interval(ratio, level))  # type: ignore[arg-type]
+    return out
+
+
+def print_intervals(stores: Sequence[Path], *, resamples: int = 2000, level: float = 0.95) -> None:
+    """Teachers' gains and the students' shares of them, with bootstrap intervals over runs and prompts."""
+    res = resample(stores, ["base", *TEACHER_OF.values(), *STUDENTS], resamples=resamples)
+    what = "runs and prompts" if res.runs > 1 else "prompts"
+    print(f"{level:.0%} bootstrap intervals ({resamples} draws over {what}, {res.runs} run(s)):")
+    for col, (g, lo, hi) in gain_intervals(res, level).items():
+        label = LABELS.get(TEACHER_OF[col], TEACHER_OF[col])
+        print(f"  {label} gain on {col}: {g:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    for student in STUDENTS:
+        if student not in res.value:
+            continue
+        cells = []
+        for col, v in retention_intervals(res, student, level).items():
+            cells.append(
+                f"{col} {v[0]:.0%} [{v[1]:.0%}, {v[2]:.0%}]"
+                if v is not None
+                else f"{col} - (teacher not clearly above base)"
+            )
+        print(f"  {LABELS.get(student, student)} keeps: " + ", ".join(cells))
 
 
 def across_seeds(summaries: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -291,6 +486,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="RUN",
         help="print mean ± spread over finished runs (their summary.json) and exit",
     )
+    ap.add_argument(
+        "--resamples",
+        type=int,
+        default=2000,
+        help="bootstrap draws for the intervals of the gains and of the shares kept",
+    )
     args = ap.parse_args(argv)
     if args.summarize:
         missing = [str(f) for f in args.summarize if not (f / "summary.json").exists()]
@@ -306,6 +507,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for student in STUDENTS:
             if student in means:
                 _print_retention(student, retention(means, student))
+        stores = [f / "store.duckdb" for f in args.summarize]
+        if all(p.exists() for p in stores):
+            print_intervals(stores, resamples=args.resamples)
         return {"summaries": summaries}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -345,6 +549,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table)
     for s, r in keep.items():
         _print_retention(s, r)
+    print_intervals([store], resamples=args.resamples)
     print(f"wall time {summary['wall_seconds'] / 60:.1f} min -> {root}")
     return summary
 
