@@ -264,10 +264,10 @@ _SOURCES = {
 class Resampled:
     """Each model's columns on the mean over runs: the observed value and ``resamples`` bootstrap draws."""
 
-    value: dict[
-        str, dict[str, float]
-    ]  # model -> column -> observed mean over runs (``retention``'s input)
-    draws: dict[str, dict[str, np.ndarray]]  # model -> column -> [R]
+    # model -> column -> observed mean over runs (``retention``'s input)
+    value: dict[str, dict[str, float]]
+    # model -> column -> [R]
+    draws: dict[str, dict[str, np.ndarray]]
     runs: int
 
 
@@ -291,6 +291,9 @@ def resample(
 
     if not stores:
         raise ValueError("resample needs at least one run's store")
+    unknown = set(over) - {"runs", "prompts"}
+    if unknown:
+        raise ValueError(f"resample over runs and/or prompts, not {sorted(unknown)}")
     sources = [src for pairs in _SOURCES.values() for src in pairs]
     # per store, model and (benchmark, scorer): prompt_id -> (group, images, sum of values)
     rows: list[dict[str, dict[tuple[str, str], dict[str, tuple[str | None, int, float]]]]] = []
@@ -327,9 +330,6 @@ def resample(
         ref = rows[0][models[0]][srcs[0]]
         groups[b] = [ref[p][0] for p in prompts[b]]
     rng = np.random.default_rng(seed)
-    unknown = set(over) - {"runs", "prompts"}
-    if unknown:
-        raise ValueError(f"resample over runs and/or prompts, not {sorted(unknown)}")
     weights = {
         b: bootstrap_weights(g, resamples, rng)
         if "prompts" in over
