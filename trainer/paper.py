@@ -343,28 +343,24 @@ def resample(
         else np.ones((resamples, n_runs))
     )  # [R, S]
 
+    # per column, the draws' prompt weights over its prompts (Quality: both benchmarks' prompts, side by side)
+    col_w = {
+        col: np.concatenate([weights[b] for b, _ in parts], axis=1)
+        for col, parts in _SOURCES.items()
+    }
+
     def column(r: dict, col: str, draws: bool) -> np.ndarray:
-        num = den = 0.0
+        """One run's column under the draws' weights (or the observed data): a benchmark's metric (GenEval: mean
+        of task means), or for Quality the image mean pooled over both benchmarks (no groups)."""
         parts = _SOURCES[col]
-        if len(parts) == 1:  # a benchmark metric (GenEval: mean of task means)
-            (src,) = parts
-            d = r[src]
-            ps = prompts[src[0]]
-            stats = PromptStats(
-                [d[p][0] for p in ps],
-                np.array([d[p][1] for p in ps], dtype=float),
-                np.array([d[p][2] for p in ps], dtype=float),
-            )
-            return metric(stats, weights[src[0]] if draws else None)
-        for src in parts:  # an image mean pooled over benchmarks
-            d = r[src]
-            ps = prompts[src[0]]
-            n = np.array([d[p][1] for p in ps], dtype=float)
-            tot = np.array([d[p][2] for p in ps], dtype=float)
-            w = weights[src[0]] if draws else np.ones((1, len(ps)))
-            num = num + w @ tot
-            den = den + w @ n
-        return num / den
+        vals = [r[src][p] for src in parts for p in prompts[src[0]]]
+        grp = [v[0] for v in vals] if len(parts) == 1 else [None] * len(vals)
+        stats = PromptStats(
+            grp,
+            np.array([v[1] for v in vals], dtype=float),
+            np.array([v[2] for v in vals], dtype=float),
+        )
+        return metric(stats, col_w[col] if draws else None)
 
     value: dict[str, dict[str, float]] = {}
     out: dict[str, dict[str, np.ndarray]] = {}
