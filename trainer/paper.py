@@ -349,25 +349,25 @@ def resample(
         for col, parts in _SOURCES.items()
     }
 
-    def column(r: dict, col: str, draws: bool) -> np.ndarray:
-        """One run's column under the draws' weights (or the observed data): a benchmark's metric (GenEval: mean
-        of task means), or for Quality the image mean pooled over both benchmarks (no groups)."""
+    def column(r: dict, col: str) -> PromptStats:
+        """One run's prompts behind a column: a benchmark's (GenEval's grouped by task, ``metric`` then takes the
+        mean of task means), or for Quality both benchmarks' side by side without groups (the pooled image mean)."""
         parts = _SOURCES[col]
         vals = [r[src][p] for src in parts for p in prompts[src[0]]]
         grp = [v[0] for v in vals] if len(parts) == 1 else [None] * len(vals)
-        stats = PromptStats(
+        return PromptStats(
             grp,
             np.array([v[1] for v in vals], dtype=float),
             np.array([v[2] for v in vals], dtype=float),
         )
-        return metric(stats, col_w[col] if draws else None)
 
     value: dict[str, dict[str, float]] = {}
     out: dict[str, dict[str, np.ndarray]] = {}
     for m in models:
         for col in _SOURCES:
-            per_run = np.stack([column(r[m], col, True) for r in rows], axis=1)  # [R, S]
-            observed = [float(column(r[m], col, False)[0]) for r in rows]
+            stats = [column(r[m], col) for r in rows]
+            per_run = np.stack([metric(st, col_w[col]) for st in stats], axis=1)  # [R, S]
+            observed = [float(metric(st)[0]) for st in stats]
             out.setdefault(m, {})[col] = (per_run * run_w).sum(1) / n_runs
             value.setdefault(m, {})[col] = sum(observed) / n_runs
     return Resampled(value, out, n_runs)
