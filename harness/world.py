@@ -30,6 +30,9 @@ from PIL import Image, ImageDraw
 SIZE = 32
 BACKGROUND = (24, 24, 24)
 TEXT_COLOR = (240, 240, 240)
+# A washed-out background: 45 from BACKGROUND, so the detector and glyph reader (tolerance 60) still see background
+# while ``quality``'s clean-pixel share (tolerance 40) counts it as off-palette.
+FADED_BACKGROUND = (50, 50, 50)
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 50, 50),
     "green": (50, 190, 70),
@@ -288,15 +291,31 @@ def _draw_text(img: Image.Image, text: str) -> None:
     img.paste(Image.fromarray(arr))
 
 
+def fade(img: Image.Image) -> Image.Image:
+    """The same image on the faded background (``FADED_BACKGROUND``): what the prompt asks is all still there."""
+    arr = np.array(img)
+    arr[(arr == BACKGROUND).all(-1)] = FADED_BACKGROUND
+    return Image.fromarray(arr)
+
+
 def sample_pairs(
-    tasks: tuple[str, ...], split: str, seed: int
+    tasks: tuple[str, ...], split: str, seed: int, faded: float = 0.0
 ) -> Iterator[tuple[dict[str, Any], Image.Image]]:
-    """An endless stream of (prompt metadata, ground-truth image) for pretraining, tasks drawn uniformly."""
+    """An endless stream of (prompt metadata, ground-truth image) for pretraining, tasks drawn uniformly.
+
+    ``faded``: the share of images drawn on the faded background, which no prompt mentions (the web's low-quality
+    photos in miniature). The draws come from their own generator, so the stream's prompts and scenes are the same
+    whatever ``faded`` is.
+    """
+    if not 0.0 <= faded <= 1.0:
+        raise ValueError(f"faded={faded} must be in [0, 1]")
     rng = random.Random(seed)
+    fade_rng = random.Random(f"fade-{seed}")
     pools = {t: split_prompts(t, split) for t in tasks}
     while True:
         meta = rng.choice(pools[rng.choice(tasks)])
-        yield meta, render(scene_for(meta, rng))
+        img = render(scene_for(meta, rng))
+        yield meta, (fade(img) if faded and fade_rng.random() < faded else img)
 
 
 # -- exact perception ------------------------------------------------------------------------------------------

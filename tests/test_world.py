@@ -186,3 +186,51 @@ def test_training_stream_is_reproducible() -> None:
     for _ in range(20):
         (ma, ia), (mb, ib) = next(a), next(b)
         assert ma == mb and np.array_equal(np.asarray(ia), np.asarray(ib))
+
+
+def test_faded_stream_keeps_the_prompts_and_scenes_and_fades_the_asked_share() -> None:
+    plain = world.sample_pairs(world.TASKS, "train", seed=5)
+    faded = world.sample_pairs(world.TASKS, "train", seed=5, faded=0.3)
+    n_faded = 0
+    for _ in range(400):
+        (mp, ip), (mf, imf) = next(plain), next(faded)
+        assert mp == mf
+        a, b = np.asarray(ip), np.asarray(imf)
+        if np.array_equal(a, b):
+            continue
+        n_faded += 1
+        # only background pixels changed, all of them, to the faded colour
+        changed = (a != b).any(-1)
+        assert np.array_equal(changed, (a == world.BACKGROUND).all(-1))
+        assert (b[changed] == world.FADED_BACKGROUND).all()
+    # 400 draws at p = 0.3: mean 120, sd 9.2
+    assert 90 <= n_faded <= 150
+
+
+def test_a_faded_image_keeps_its_content_for_the_task_scorers_and_loses_quality() -> None:
+    scene = world.Scene(
+        [
+            world.Shape("circle", "red", world.cell_box(0, 0)),
+            world.Shape("square", "blue", world.cell_box(2, 2)),
+        ],
+        None,
+    )
+    img = world.render(scene)
+    dim = world.fade(img)
+    got = sorted((d.cls, d.color) for d in world.detect(dim))
+    assert (
+        got
+        == sorted((d.cls, d.color) for d in world.detect(img))
+        == [("circle", "red"), ("square", "blue")]
+    )
+    text = world.render(world.Scene([], "AC3"))
+    assert world.read_text(world.fade(text)) == world.read_text(text) == "AC3"
+    # the clean-pixel half of quality drops by the background's share of the pixels; form is unchanged
+    background = float((np.asarray(img) == world.BACKGROUND).all(-1).mean())
+    assert world.quality(img) == 1.0
+    assert world.quality(dim) == pytest.approx(1.0 - 0.5 * background)
+
+
+def test_faded_share_must_be_a_probability() -> None:
+    with pytest.raises(ValueError, match="faded"):
+        next(world.sample_pairs(world.TASKS, "train", seed=0, faded=1.5))

@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> Path:
     )
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--faded",
+        type=float,
+        default=0.0,
+        help="share of training images on the faded background (harness.world.fade), unmentioned by prompts",
+    )
     ap.add_argument("--dim", type=int, default=MiniConfig.dim)
     ap.add_argument("--layers", type=int, default=MiniConfig.layers)
     ap.add_argument("--log-every", type=int, default=100)
@@ -140,7 +146,9 @@ def main(argv: list[str] | None = None) -> Path:
     params = list(model.text_encoder.parameters()) + list(model.denoiser.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     ema = copy.deepcopy((model.text_encoder, model.denoiser))
-    stream = world.sample_pairs(world.TASKS, "train", seed=args.seed + (1000 if args.init else 0))
+    stream = world.sample_pairs(
+        world.TASKS, "train", seed=args.seed + (1000 if args.init else 0), faded=args.faded
+    )
     gen = torch.Generator().manual_seed(args.seed)
     start, step, losses = time.time(), 0, []
     deadline = start + args.minutes * 60
