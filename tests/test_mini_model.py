@@ -131,10 +131,11 @@ def test_pretraining_lowers_the_loss_and_saves_a_loadable_model(tmp_path: Path) 
     # a second stage continues from the first and keeps its record, so the chain reproduces stage by stage
     again = pretrain.main(
         ["--out", str(tmp_path / "q"), "--init", str(out), "--max-steps", "3", "--batch", "8"]
-        + ["--schedule", "cosine", "--minutes", "5", "--save-every", "0"]
+        + ["--schedule", "cosine", "--minutes", "5", "--save-every", "0", "--faded", "0.25"]
     )
     meta2 = json.loads((again / "model_index.json").read_text())["pretrain"]
-    assert meta2["init"] == str(out) and meta2["schedule"] == "cosine"
+    assert meta2["init"] == str(out) and meta2["schedule"] == "cosine" and meta2["faded"] == 0.25
+    assert meta["faded"] == 0.0
     assert meta2["previous"]["steps"] == 30 and meta2["previous"]["schedule"] == "constant"
 
 

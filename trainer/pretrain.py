@@ -85,6 +85,7 @@ def _save(model, ema, args, argv, step, losses, start, previous=None) -> Path:  
                     "seed": args.seed,
                     "init": str(args.init) if args.init else None,
                     "schedule": args.schedule,
+                    "faded": args.faded,
                     "final_loss": float(np.mean(losses[-100:])) if losses else None,
                     "command": "python -m trainer.pretrain "
                     + " ".join(argv if argv is not None else sys.argv[1:]),
