@@ -90,6 +90,7 @@ def test_unknown_yaml_key_lists_valid_keys(tmp_path):
         ("opd", ["soft_routing={ocr: {nobody: 1.0}}"], "names teachers ['nobody']"),
         ("opd", ["mar_sigma_max=0"], "mar_sigma_max=0.0 must be in (0, 1]"),
         ("opd", ["mar_sigma_max=1.5"], "mar_sigma_max=1.5 must be in (0, 1]"),
+        ("opd", ["step_weight=flat"], "step_weight='flat' must be one of 'kl', 'uniform'"),
         ("sft", ["teachers={geneval: a}"], "task 'ocr' has prompts but no teacher"),
         ("merge", ["output=merged"], "output=merged needs model"),
         ("merge", ["density=0"], "density=0.0 must be in (0, 1]"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -387,6 +388,29 @@ def test_mar_sigma_max_anchors_only_the_late_steps(tiny_home, tmp_path):
     # nothing anchored and the teacher is the base: no gradient, the student does not move
     assert all(t.abs().max() == 0 for k, t in _lora_state(out / "lora").items() if "lora_B" in k)
     assert json.loads((out / "manifest.json").read_text())["mar_sigma_max"] == sig[2] / 2
+
+
+def test_step_weight_uniform_drops_the_kl_weight(tiny_home, tmp_path):
+    # one trained step (an SDE window of 1 on step 1), one optimizer step, the same seed: the same rollouts and
+    # the same untrained student, so the squared gap g is the same in both runs. "kl" reports w(t) g, "uniform" g.
+    teacher = synthetic_lora(tmp_path / "teacher", seed=4, scale=0.3)
+    common = [
+        f"teachers={{geneval: {teacher}, ocr: {teacher}}}",
+        "run.max_steps=1",
+        "sample.sde_window_size=1",
+        "sample.sde_window_range=[1, 2]",
+        "lora.rank=4",
+        "lora.alpha=8",
+    ]
+    kl = read_metrics(_opd(tmp_path / "kl", *common))[0]
+    uniform = read_metrics(_opd(tmp_path / "uniform", *common, "step_weight=uniform"))[0]
+    sig = [float(s) for s in load_model(default_tiny_dir()).sigmas(4)]
+    t, dt = sig[1], sig[1] - sig[2]
+    sigma_t = 0.7 * math.sqrt(t / (1 - t))  # Flow-GRPO's std_dev_t at a = 0.7 (METHOD.md 2)
+    w = dt / 2 * (sigma_t * (1 - t) / (2 * t) + 1 / sigma_t) ** 2  # METHOD.md 5.4, by hand
+    assert uniform["opd/gap"] > 0
+    assert kl["opd/gap"] == pytest.approx(w * uniform["opd/gap"], rel=1e-4), (kl, uniform, w)
+    assert uniform["loss/opd"] == pytest.approx(uniform["opd/gap"], rel=1e-6)
 
 
 # -- bad configs fail before any work ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -33,6 +34,7 @@ from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,
     OPDMode,
+    VelocityWeight,
     group_advantages,
     mix_targets,
     opd_loss,
@@ -44,6 +46,8 @@ from trainer.sampling import Rollout, recompute_step, velocity_at
 log = logging.getLogger(__name__)
 
 ANCHOR = "anchor"
+# step_weight="uniform": every trained step weighs 1, the squared gap a mean over pixels
+UNIFORM = VelocityWeight(torch.ones(()), "mean")
 
 _PROMPTS = "harness/prompts"
 
@@ -81,6 +85,10 @@ class Config:
     mar_sigma_max: float = 1.0
     loss: OPDMode = "direct"
     kl_normaliser: KLNormaliser = "exact_mean"
+    # How the trained steps weigh against each other: "kl" is w(t), the exact KL of the two transitions (the
+    # paper's Eq. 15; it puts most of the weight on the last, low-noise steps); "uniform" weighs every step 1
+    # (plain velocity regression on the student's states), so the early steps that decide layout count as much.
+    step_weight: Literal["kl", "uniform"] = "kl"
     clip_range: float = 1e-4  # pg / mixed
     rewards: dict[str, float] = field(
         default_factory=dict
@@ -213,8 +221,16 @@ def main(cfg: Config) -> None:
                 micro += 1
                 sync = micro % micro_per_step == 0
                 sigma_cap = float(b.ro.sigmas[1]) if len(b.ro.sigmas) > 2 else None
-                vw = velocity_weight(
-                    b.ro.sigmas[j], b.ro.sigmas[j + 1], s.noise_level, sigma_cap, cfg.kl_normaliser
+                vw = (
+                    UNIFORM
+                    if cfg.step_weight == "uniform"
+                    else velocity_weight(
+                        b.ro.sigmas[j],
+                        b.ro.sigmas[j + 1],
+                        s.noise_level,
+                        sigma_cap,
+                        cfg.kl_normaliser,
+                    )
                 )
                 with loop.no_sync(run, tr, sync), run.acc.autocast():
                     # teacher labels on the student's states, each teacher only on its routed samples
