@@ -402,8 +402,12 @@ def test_step_weight_uniform_drops_the_kl_weight(tiny_home, tmp_path):
         "lora.rank=4",
         "lora.alpha=8",
     ]
-    kl = read_metrics(_opd(tmp_path / "kl", *common))[0]
-    uniform = read_metrics(_opd(tmp_path / "uniform", *common, "step_weight=uniform"))[0]
+    kl_out = _opd(tmp_path / "kl", *common)
+    uniform_out = _opd(tmp_path / "uniform", *common, "step_weight=uniform")
+    kl, uniform = read_metrics(kl_out)[0], read_metrics(uniform_out)[0]
+    # the manifest says which weighting trained the student
+    for out, name in ((kl_out, "kl"), (uniform_out, "uniform")):
+        assert json.loads((out / "manifest.json").read_text())["step_weight"] == name
     sig = [float(s) for s in load_model(default_tiny_dir()).sigmas(4)]
     t, dt = sig[1], sig[1] - sig[2]
     sigma_t = 0.7 * math.sqrt(t / (1 - t))  # Flow-GRPO's std_dev_t at a = 0.7 (METHOD.md 2)

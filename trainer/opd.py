@@ -84,7 +84,9 @@ class Config:
     # values leave the early, layout-deciding steps to the routed teachers and anchor the late, detail steps.
     mar_sigma_max: float = 1.0
     loss: OPDMode = "direct"
-    kl_normaliser: KLNormaliser = "exact_mean"
+    kl_normaliser: KLNormaliser = (
+        "exact_mean"  # step_weight "kl" only ("uniform" is always a pixel mean)
+    )
     # How the trained steps weigh against each other: "kl" is w(t), the exact KL of the two transitions (the
     # paper's Eq. 15; it puts most of the weight on the last, low-noise steps); "uniform" weighs every step 1
     # (plain velocity regression on the student's states), so the early steps that decide layout count as much.
@@ -294,6 +296,7 @@ def main(cfg: Config) -> None:
             "mar_lambda": cfg.mar_lambda,
             "mar_sigma_max": cfg.mar_sigma_max,
             "loss": cfg.loss,
+            "step_weight": cfg.step_weight,
         },
     )
 
