@@ -84,9 +84,8 @@ class Config:
     # values leave the early, layout-deciding steps to the routed teachers and anchor the late, detail steps.
     mar_sigma_max: float = 1.0
     loss: OPDMode = "direct"
-    kl_normaliser: KLNormaliser = (
-        "exact_mean"  # step_weight "kl" only ("uniform" is always a pixel mean)
-    )
+    # step_weight "kl" only ("uniform" is always a mean over pixels)
+    kl_normaliser: KLNormaliser = "exact_mean"
     # How the trained steps weigh against each other: "kl" is w(t), the exact KL of the two transitions (the
     # paper's Eq. 15; it puts most of the weight on the last, low-noise steps); "uniform" weighs every step 1
     # (plain velocity regression on the student's states), so the early steps that decide layout count as much.
