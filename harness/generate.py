@@ -195,7 +195,7 @@ def generate_images(
 
 def load_generation_model(settings: GenerateSettings) -> Any:
     """Load the model (and LoRA) that ``settings`` names."""
-    from trainer.adapters import load_adapter
+    from trainer.adapters import fuse, load_adapter
     from trainer.models import load_model
 
     model = load_model(
@@ -210,6 +210,8 @@ def load_generation_model(settings: GenerateSettings) -> Any:
                 info.base_model,
                 settings.model,
             )
+        # generation never switches adapters: fold the LoRA into the weights (2x faster in the mini model)
+        fuse(model.denoiser)
     return model
 
 

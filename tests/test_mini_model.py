@@ -151,3 +151,30 @@ def test_pretraining_learning_rate_schedule_golden_values() -> None:
     assert lr_at(250, 1e-3, 1000, "cosine") == pytest.approx(1e-3 * (1 + 2**-0.5) / 2)
     assert lr_at(1000, 1e-3, 1000, "cosine") == pytest.approx(0.0, abs=1e-12)
     assert lr_at(5000, 1e-3, 1000, "cosine") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fuse_folds_the_active_lora_into_the_weights(mini_dir: Path) -> None:
+    m = load_model(str(mini_dir), device="cpu", dtype="float32")
+    base_params = sum(p.numel() for p in m.denoiser.parameters())
+    spec = A.LoraSpec(rank=4, alpha=8, targets=MINI_LORA_TARGETS)
+    A.add_lora(m.denoiser, "other", spec)
+    A.add_lora(m.denoiser, "student", spec)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in m.denoiser.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    ro = rollout(m, ["a red circle"], [3], steps=2, cfg=1.0, height=32, width=32)
+    x, cond = ro.latents[:, 1], ro.cond
+    with torch.no_grad():
+        with A.disabled(m.denoiser):
+            v_base = m.velocity(x, 0.5, cond)
+        v_student = m.velocity(x, 0.5, cond)
+    assert A.fuse(m.denoiser) == "student"
+    assert A.adapter_names(m.denoiser) == []
+    assert not any("lora_" in n for n, _ in m.denoiser.named_parameters())
+    assert sum(p.numel() for p in m.denoiser.parameters()) == base_params
+    with torch.no_grad():
+        v_fused = m.velocity(x, 0.5, cond)
+    assert torch.allclose(v_fused, v_student, atol=1e-4)
+    assert not torch.allclose(v_fused, v_base, atol=1e-2)

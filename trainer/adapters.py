@@ -303,6 +303,25 @@ def load_adapter(
     return AdapterInfo(name=name, source=str(source), config=config, manifest=manifest)
 
 
+def fuse(module: nn.Module) -> str | None:
+    """Fold the active adapter into the base weights and drop every adapter (inference only; diffusers calls
+    this ``fuse_lora``). A forward pass then costs what the base's does: in the mini model a rank-48 LoRA more
+    than doubles each linear layer's work. Returns the fused adapter's name (None: nothing to fuse)."""
+    name = active_adapter(module)
+    layers = [(n, m) for n, m in module.named_modules() if m in set(_tuner_layers(module))]
+    if name is not None:
+        for _, layer in layers:
+            layer.merge(adapter_names=[name])  # type: ignore[attr-defined]
+    for path, layer in layers:
+        parent_path, _, child = path.rpartition(".")
+        parent = module.get_submodule(parent_path) if parent_path else module
+        setattr(parent, child, layer.get_base_layer())  # type: ignore[attr-defined]
+    for attr in ("peft_config", _TRAINABLE_ATTR):
+        if hasattr(module, attr):
+            delattr(module, attr)
+    return name
+
+
 def spec_dict(spec: LoraSpec) -> dict[str, Any]:
     """The spec as plain data (for manifests and configs)."""
     return asdict(spec)
