@@ -308,7 +308,8 @@ def fuse(module: nn.Module) -> str | None:
     this ``fuse_lora``). A forward pass then costs what the base's does: in the mini model a rank-48 LoRA more
     than doubles each linear layer's work. Returns the fused adapter's name (None: nothing to fuse)."""
     name = active_adapter(module)
-    layers = [(n, m) for n, m in module.named_modules() if m in set(_tuner_layers(module))]
+    tuners = set(_tuner_layers(module))
+    layers = [(n, m) for n, m in module.named_modules() if m in tuners]
     if name is not None:
         for _, layer in layers:
             layer.merge(adapter_names=[name])  # type: ignore[attr-defined]
