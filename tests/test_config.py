@@ -91,6 +91,17 @@ def test_unknown_yaml_key_lists_valid_keys(tmp_path):
         ("opd", ["mar_sigma_max=0"], "mar_sigma_max=0.0 must be in (0, 1]"),
         ("opd", ["mar_sigma_max=1.5"], "mar_sigma_max=1.5 must be in (0, 1]"),
         ("opd", ["step_weight=flat"], "step_weight='flat' must be one of 'kl', 'uniform'"),
+        (
+            "opd",
+            ["task_mix={geneval: 3, t2i: 1}"],
+            "task_mix names ['t2i'], which have no prompt set",
+        ),
+        ("opd", ["task_mix={geneval: 3, ocr: 1}"], "task_mix gives no share to ['pickscore']"),
+        (
+            "opd",
+            ["task_mix={geneval: 0, ocr: 0, pickscore: 0}"],
+            "task_mix shares must be >= 0 and not all 0",
+        ),
         ("sft", ["teachers={geneval: a}"], "task 'ocr' has prompts but no teacher"),
         ("merge", ["output=merged"], "output=merged needs model"),
         ("merge", ["density=0"], "density=0.0 must be in (0, 1]"),

@@ -102,3 +102,51 @@ def test_shard_is_contiguous_and_even():
     assert [shard(12, r, 3) for r in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 12)]
     with pytest.raises(ValueError, match="do not split evenly"):
         shard(10, 0, 3)
+
+
+def test_mix_counts_split_groups_by_largest_remainder():
+    from trainer.data import mix_counts
+
+    assert mix_counts({"geneval": 3, "ocr": 1}, 32) == {"geneval": 24, "ocr": 8}
+    # 10 * 2/3 = 6.67, 10 * 1/3 = 3.33: the larger remainder takes the leftover group
+    assert mix_counts({"geneval": 2, "ocr": 1}, 10) == {"geneval": 7, "ocr": 3}
+    # equal remainders (1.5 each): the task named first takes it, and the counts still add up
+    assert mix_counts({"a": 1, "b": 1}, 3) == {"a": 2, "b": 1}
+    assert mix_counts({"a": 1, "b": 0}, 5) == {"a": 5, "b": 0}
+    for groups in range(1, 40):
+        assert sum(mix_counts({"a": 5, "b": 3, "c": 1}, groups).values()) == groups
+    with pytest.raises(ValueError, match="0 groups"):
+        mix_counts({"a": 0}, 4)
+    with pytest.raises(ValueError, match=">= 0"):
+        mix_counts({"a": 2, "b": -1}, 4)
+
+
+def test_task_mix_gives_every_epoch_each_tasks_share_mixed_together():
+    pools = _pools()
+    for e in range(5):
+        plan = plan_epoch(
+            pools, e, groups=4, group_size=2, seed=7, task_mix={"geneval": 3, "ocr": 1}
+        )
+        tasks = [plan.items[i].task for i in range(0, 8, 2)]
+        assert sorted(tasks) == ["geneval"] * 3 + ["ocr"]
+        assert all(plan.items[i] == plan.items[i + 1] for i in range(0, 8, 2))  # groups stay whole
+        assert plan == plan_epoch(
+            pools, e, groups=4, group_size=2, seed=7, task_mix={"geneval": 3, "ocr": 1}
+        )
+    # the OCR group is not always last: groups are shuffled together, so batches mix tasks
+    positions = {
+        [
+            it.task
+            for it in plan_epoch(
+                pools, e, groups=4, group_size=1, seed=7, task_mix={"geneval": 3, "ocr": 1}
+            ).items
+        ].index("ocr")
+        for e in range(20)
+    }
+    assert len(positions) > 1
+    with pytest.raises(KeyError, match="no dataset"):
+        plan_epoch(pools, 0, groups=4, group_size=1, seed=0, task_mix={"geneval": 1, "t2i": 1})
+    with pytest.raises(ValueError, match="not both"):
+        plan_epoch(
+            pools, 0, groups=4, group_size=1, seed=0, task_mix={"geneval": 1}, partitions={"ocr": 1}
+        )

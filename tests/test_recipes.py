@@ -199,6 +199,18 @@ def test_teacher_equal_to_student_gives_exactly_zero_loss(tiny_home, tmp_path):
     assert len(rows) == 2 and all(r["loss/opd"] == 0.0 and r["opd/gap"] == 0.0 for r in rows)
 
 
+def test_task_mix_decides_which_tasks_prompts_the_student_sees(tiny_home, tmp_path):
+    # the student starts as the GenEval teacher: GenEval prompts cost nothing, OCR prompts (teacher b) do
+    a = synthetic_lora(tmp_path / "a", seed=1, scale=0.3)
+    b = synthetic_lora(tmp_path / "b", seed=4, scale=0.3)
+    common = (f"init={a}", f"teachers={{geneval: {a}, ocr: {b}}}")
+    only_geneval = read_metrics(_opd(tmp_path / "g", *common, "task_mix={geneval: 1, ocr: 0}"))
+    assert len(only_geneval) == 2 and all(r["loss/opd"] == 0.0 for r in only_geneval)
+    both = read_metrics(_opd(tmp_path / "both", *common, "task_mix={geneval: 1, ocr: 1}"))
+    assert all(r["loss/opd"] > 0 for r in both)
+    assert _manifest(tmp_path / "both" / "opd")["task_mix"] == {"geneval": 1, "ocr": 1}
+
+
 def test_each_prompt_is_routed_to_its_task_teacher(tiny_home, tmp_path):
     a = synthetic_lora(tmp_path / "a", seed=2, scale=0.5)
     b = synthetic_lora(tmp_path / "b", seed=3, scale=0.5)

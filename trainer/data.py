@@ -98,6 +98,22 @@ def partition_cycle(partitions: dict[str, int]) -> list[str]:
     return cycle
 
 
+def mix_counts(task_mix: dict[str, int], groups: int) -> dict[str, int]:
+    """Each task's groups in an epoch of ``groups``: proportional to ``task_mix``, rounded by largest remainder
+    (ties to the task named first), so the counts always add up to ``groups``."""
+    if any(n < 0 for n in task_mix.values()):
+        raise ValueError(f"task_mix shares must be >= 0, got {task_mix}")
+    total = sum(task_mix.values())
+    if total <= 0:
+        raise ValueError("task_mix gives every task 0 groups")
+    exact = {name: groups * n / total for name, n in task_mix.items()}
+    counts = {name: int(x) for name, x in exact.items()}
+    by_remainder = sorted(task_mix, key=lambda name: exact[name] - counts[name], reverse=True)
+    for name in by_remainder[: groups - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
 class EpochPlan(NamedTuple):
     """What the whole world samples in one epoch: ``groups * group_size`` items, grouped contiguously."""
 
@@ -114,14 +130,34 @@ def plan_epoch(
     group_size: int,
     seed: int,
     partitions: dict[str, int] | None = None,
+    task_mix: dict[str, int] | None = None,
 ) -> EpochPlan:
     """The epoch's prompts and per-image seeds; identical on every rank (depends on seed and epoch only).
 
     Prompts are drawn without replacement while the pool lasts. With ``partitions`` the epoch draws from one task
-    (cycling through ``partition_cycle``); otherwise from the union of all tasks.
+    (cycling through ``partition_cycle``); with ``task_mix`` (``{geneval: 3, ocr: 1}``) every epoch holds each task's
+    share of the groups (``mix_counts``), shuffled together; otherwise it draws from the union of all tasks.
     """
     rng = np.random.default_rng([seed, epoch])
     task: str | None = None
+    if partitions and task_mix:
+        raise ValueError(
+            "give partitions (whole epochs per task) or task_mix (shares of each epoch), not both"
+        )
+    if task_mix:
+        picked: list[PromptItem] = []
+        for name, n in mix_counts(task_mix, groups).items():
+            if name not in pools:
+                raise KeyError(
+                    f"task_mix names {name!r}, which has no dataset; datasets: {sorted(pools)}"
+                )
+            if n:
+                idx = rng.choice(len(pools[name]), size=n, replace=len(pools[name]) < n)
+                picked += [pools[name][int(i)] for i in idx]
+        order = rng.permutation(len(picked))
+        items = [picked[int(i)] for i in order for _ in range(group_size)]
+        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=len(items))]
+        return EpochPlan(items, seeds, None)
     if partitions:
         cycle = partition_cycle(partitions)
         task = cycle[epoch % len(cycle)]

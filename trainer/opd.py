@@ -68,6 +68,9 @@ class Config:
         }
     )
     prompt_limit: int | None = None
+    # Each task's share of every epoch's prompt groups ({geneval: 3, ocr: 1}: 3 GenEval groups to 1 OCR group,
+    # routed per sample in the same batches); empty: drawn from the union of the prompt sets (their sizes decide).
+    task_mix: dict[str, int] = field(default_factory=dict)
     teachers: dict[str, str] = field(
         default_factory=lambda: {
             "geneval": "jieliu/SD3.5M-FlowGRPO-GenEval",
@@ -114,6 +117,18 @@ class Config:
                     f"task {task!r} has prompts but no teacher: add teachers.{task}=PATH "
                     f"(teachers cover {sorted(self.teachers)})"
                 )
+        unknown_mix = sorted(set(self.task_mix) - set(self.datasets))
+        if unknown_mix:
+            raise ConfigError(
+                f"task_mix names {unknown_mix}, which have no prompt set in datasets ({sorted(self.datasets)})"
+            )
+        missing_mix = sorted(set(self.datasets) - set(self.task_mix)) if self.task_mix else []
+        if missing_mix:
+            raise ConfigError(
+                f"task_mix gives no share to {missing_mix}: give every task in datasets a share (0 leaves one out)"
+            )
+        if self.task_mix and (min(self.task_mix.values()) < 0 or sum(self.task_mix.values()) <= 0):
+            raise ConfigError(f"task_mix shares must be >= 0 and not all 0, got {self.task_mix}")
         for task, weights in self.soft_routing.items():
             unknown = sorted(set(weights) - set(self.teachers))
             if unknown:
@@ -197,7 +212,12 @@ def main(cfg: Config) -> None:
         step_before = run.step
         t_epoch = time.perf_counter()
         plan = plan_epoch(
-            pools, run.epoch, groups=s.groups_per_epoch, group_size=s.group_size, seed=run.rcfg.seed
+            pools,
+            run.epoch,
+            groups=s.groups_per_epoch,
+            group_size=s.group_size,
+            seed=run.rcfg.seed,
+            task_mix=cfg.task_mix or None,
         )
         mine = shard(len(plan.items), run.rank, run.world)
         window = s.sde_window(run.rcfg.seed, run.epoch)
@@ -296,6 +316,7 @@ def main(cfg: Config) -> None:
             "mar_sigma_max": cfg.mar_sigma_max,
             "loss": cfg.loss,
             "step_weight": cfg.step_weight,
+            "task_mix": dict(cfg.task_mix),
         },
     )
 
