@@ -28,7 +28,7 @@ import torch
 from trainer import config, loop
 from trainer.adapters import LoraSpec, disabled
 from trainer.config import ConfigError, OptimConfig, RunConfig, SampleConfig
-from trainer.data import load_datasets, plan_epoch, shard
+from trainer.data import load_datasets
 from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,
@@ -140,17 +140,9 @@ def main(cfg: Config) -> None:
         step_before = run.step
         t_epoch = time.perf_counter()
         # 1. sample this process's share of the epoch's groups
-        plan = plan_epoch(
-            pools,
-            run.epoch,
-            groups=s.groups_per_epoch,
-            group_size=s.group_size,
-            seed=run.rcfg.seed,
-            partitions=cfg.partitions or None,
+        mine, batches, window = loop.sample_epoch(
+            run, model, pools, s, partitions=cfg.partitions or None
         )
-        mine = shard(len(plan.items), run.rank, run.world)
-        window = s.sde_window(run.rcfg.seed, run.epoch)
-        batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s, window)
 
         # 2. rewards -> gathered -> group advantages (global std) -> this process's slice
         parts: dict[str, list[torch.Tensor]] = {}

@@ -38,7 +38,7 @@ from trainer import adapters, config
 from trainer.adapters import LoraSpec
 from trainer.backend import FlowModel
 from trainer.config import ConfigError, RunConfig, SampleConfig
-from trainer.data import PromptItem
+from trainer.data import PromptItem, plan_epoch, shard
 from trainer.sampling import Rollout, rollout
 
 log = logging.getLogger(__name__)
@@ -690,6 +690,38 @@ class Batch:
     items: list[PromptItem]
     rewards: Tensor | None = None  # [b] totals (filled by recipes that score)
     advantages: Tensor | None = None  # [b]
+
+
+class EpochRollouts(NamedTuple):
+    """One epoch's sampling: this process's share (``mine`` of the plan's images), its batches and the SDE window."""
+
+    mine: slice
+    batches: list[Batch]
+    window: tuple[int, int] | None
+
+
+def sample_epoch(
+    run: Run,
+    model: FlowModel,
+    pools: dict[str, list[PromptItem]],
+    s: SampleConfig,
+    **mixing: dict[str, int] | None,
+) -> EpochRollouts:
+    """Plan the epoch (the same on every process; ``mixing``: ``partitions`` or ``task_mix``), take this process's
+    share of it and roll it out with the epoch's SDE window."""
+    plan = plan_epoch(
+        pools,
+        run.epoch,
+        groups=s.groups_per_epoch,
+        group_size=s.group_size,
+        seed=run.rcfg.seed,
+        **mixing,
+    )
+    mine = shard(len(plan.items), run.rank, run.world)
+    window = s.sde_window(run.rcfg.seed, run.epoch)
+    return EpochRollouts(
+        mine, sample(run, model, plan.items[mine], plan.seeds[mine], s, window), window
+    )
 
 
 def sample(

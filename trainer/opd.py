@@ -29,7 +29,7 @@ from trainer import config, loop
 from trainer.adapters import LoraSpec, using
 from trainer.backend import FlowModel
 from trainer.config import ConfigError, OptimConfig, RunConfig, SampleConfig
-from trainer.data import load_datasets, plan_epoch, shard
+from trainer.data import load_datasets
 from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,
@@ -211,17 +211,9 @@ def main(cfg: Config) -> None:
     while run.step < run.rcfg.max_steps:
         step_before = run.step
         t_epoch = time.perf_counter()
-        plan = plan_epoch(
-            pools,
-            run.epoch,
-            groups=s.groups_per_epoch,
-            group_size=s.group_size,
-            seed=run.rcfg.seed,
-            task_mix=cfg.task_mix or None,
+        mine, batches, window = loop.sample_epoch(
+            run, model, pools, s, task_mix=cfg.task_mix or None
         )
-        mine = shard(len(plan.items), run.rank, run.world)
-        window = s.sde_window(run.rcfg.seed, run.epoch)
-        batches = loop.sample(run, model, plan.items[mine], plan.seeds[mine], s, window)
         epoch_stats = _rewards(run, cfg, scorers, batches, mine)
         epoch_stats["time/sample_s"] = (
             time.perf_counter() - t_epoch
