@@ -151,26 +151,28 @@ def plan_epoch(
                 raise KeyError(
                     f"task_mix names {name!r}, which has no dataset; datasets: {sorted(pools)}"
                 )
-            if n:
-                idx = rng.choice(len(pools[name]), size=n, replace=len(pools[name]) < n)
-                picked += [pools[name][int(i)] for i in idx]
-        order = rng.permutation(len(picked))
-        items = [picked[int(i)] for i in order for _ in range(group_size)]
-        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=len(items))]
-        return EpochPlan(items, seeds, None)
-    if partitions:
-        cycle = partition_cycle(partitions)
-        task = cycle[epoch % len(cycle)]
-        if task not in pools:
-            raise KeyError(f"partition {task!r} has no dataset; datasets: {sorted(pools)}")
-        pool = pools[task]
+            picked += _draw(rng, pools[name], n)
+        picked = [picked[int(i)] for i in rng.permutation(len(picked))]
     else:
-        pool = [item for name in sorted(pools) for item in pools[name]]
-    replace = len(pool) < groups
-    chosen = rng.choice(len(pool), size=groups, replace=replace)
-    items = [pool[int(i)] for i in chosen for _ in range(group_size)]
+        if partitions:
+            cycle = partition_cycle(partitions)
+            task = cycle[epoch % len(cycle)]
+            if task not in pools:
+                raise KeyError(f"partition {task!r} has no dataset; datasets: {sorted(pools)}")
+            pool = pools[task]
+        else:
+            pool = [item for name in sorted(pools) for item in pools[name]]
+        picked = _draw(rng, pool, groups)
+    items = [item for item in picked for _ in range(group_size)]
     seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=len(items))]
     return EpochPlan(items, seeds, task)
+
+
+def _draw(rng: np.random.Generator, pool: list[PromptItem], n: int) -> list[PromptItem]:
+    """``n`` prompts of ``pool``: without replacement while the pool lasts (none drawn, no randomness used, for 0)."""
+    if not n:
+        return []
+    return [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=len(pool) < n)]
 
 
 def shard(n: int, rank: int, world: int) -> slice:
