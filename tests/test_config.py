@@ -75,6 +75,13 @@ def test_bad_keys_and_types_are_clear_errors(overrides, message):
     assert message in str(e.value)
 
 
+def test_value_rewards_must_name_a_scorer_the_recipe_trains_on():
+    cfg = load(grpo.Config, None, ["rewards={mini_geneval: 1.0}", "value_rewards=[mini_geneval]"])
+    assert cfg.value_rewards == ("mini_geneval",)
+    with pytest.raises(ConfigError, match=r"value_rewards names \['ocr'\], which no reward uses"):
+        load(grpo.Config, None, ["rewards={mini_geneval: 1.0}", "value_rewards=[ocr]"])
+
+
 def test_unknown_yaml_key_lists_valid_keys(tmp_path):
     with pytest.raises(ConfigError, match="valid keys: .*steps.*group_size"):
         load(grpo.Config, _yaml(tmp_path, {"sample": {"num_steps": 10}}))

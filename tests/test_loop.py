@@ -87,6 +87,27 @@ def test_rewards_are_each_tasks_weighted_sum():
     assert torch.isnan(got.parts["b"][0]) and got.parts["b"][1] == 10.0
 
 
+class _TwoScales:
+    """A scorer whose official value and training reward differ (GenEval: 0/1 verdict vs partial credit)."""
+
+    name, version, requires = "two", "1", Requirements()
+
+    def __call__(self, images, prompts, meta=None):
+        return Scores([1.0, 0.0][: len(images)], [0.5, -1.0][: len(images)])
+
+
+def test_a_scorer_named_in_use_values_is_read_on_its_value():
+    items = [PromptItem("x", "geneval", 0), PromptItem("y", "geneval", 1)]
+    img = Image.new("RGB", (4, 4))
+    weights = {"geneval": {"two": 2.0, "a": 1.0}}
+    scorers = {"two": _TwoScales(), "a": _Const("a", 0.25)}
+    on_reward = score(scorers, weights.__getitem__, [img, img], items)
+    on_value = score(scorers, weights.__getitem__, [img, img], items, use_values={"two"})
+    assert on_reward.total.tolist() == [2 * 0.5 + 0.25, 2 * -1.0 + 0.25]
+    assert on_value.total.tolist() == [2 * 1.0 + 0.25, 2 * 0.0 + 0.25]  # only "two" switches
+    assert on_value.parts["two"].tolist() == [1.0, 0.0]
+
+
 def test_to_pil_rounds_to_8_bits():
     img = to_pil(torch.tensor([[[[0.0, 1.0]], [[0.5, 1.0]], [[1.0, 1.0]]]]))[0]
     assert img.size == (2, 1) and img.getpixel((0, 0)) == (0, 128, 255)

@@ -63,6 +63,9 @@ class Config:
         default_factory=dict
     )  # GRPO-Mix epoch ratio, e.g. {geneval: 3, ocr: 1}
     reward_servers: dict[str, str] = field(default_factory=dict)  # scorer -> RemoteScorer URL
+    # scorers trained on their official value instead of Flow-GRPO's reward (e.g. [mini_geneval]: GenEval's 0/1
+    # verdict, not its partial credit, whose negative terms for extra objects can teach a model to draw less)
+    value_rewards: tuple[str, ...] = ()
     kl_beta: float = 0.04  # 0.04 GenEval / OCR, 0.01 PickScore
     kl_normaliser: KLNormaliser = "flow_grpo"
     clip_range: float = 1e-4
@@ -96,6 +99,12 @@ class Config:
             )
         if self.kl_beta < 0 or self.clip_range <= 0:
             raise ConfigError("kl_beta must be >= 0 and clip_range > 0")
+        unused = sorted(set(self.value_rewards) - self.scorer_names())
+        if unused:
+            raise ConfigError(
+                f"value_rewards names {unused}, which no reward uses (rewards / task_rewards use "
+                f"{sorted(self.scorer_names())}): name a scorer the recipe trains on"
+            )
 
     def weights_for(self, task: str) -> dict[str, float]:
         """The reward weights a sample of ``task`` is scored with."""
@@ -147,7 +156,13 @@ def main(cfg: Config) -> None:
         # 2. rewards -> gathered -> group advantages (global std) -> this process's slice
         parts: dict[str, list[torch.Tensor]] = {}
         for b in batches:
-            got = loop.score(scorers, cfg.weights_for, loop.to_pil(b.ro.images), b.items)
+            got = loop.score(
+                scorers,
+                cfg.weights_for,
+                loop.to_pil(b.ro.images),
+                b.items,
+                use_values=set(cfg.value_rewards),
+            )
             b.rewards = got.total
             for name, part in got.parts.items():
                 parts.setdefault(name, []).append(part)

@@ -23,7 +23,7 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -653,8 +653,13 @@ def score(
     weights_for: Callable[[str], dict[str, float]],
     images: list[Image.Image],
     items: list[PromptItem],
+    use_values: Collection[str] = (),
 ) -> Rewards:
-    """Each sample's reward is the weighted sum of its task's scorers (Flow-GRPO's ``multi_score`` 'avg')."""
+    """Each sample's reward is the weighted sum of its task's scorers (Flow-GRPO's ``multi_score`` 'avg').
+
+    A scorer gives each image a ``value`` (its official metric, e.g. GenEval's 0/1 verdict) and a ``reward``
+    (Flow-GRPO's training scale, e.g. GenEval's partial credit); the scorers named in ``use_values`` are read on
+    their value, the others on their reward."""
     n = len(items)
     total = torch.zeros(n, dtype=torch.float64)
     parts: dict[str, Tensor] = {}
@@ -667,12 +672,14 @@ def score(
             [items[i].prompt for i in rows],
             [items[i].meta for i in rows],
         )
-        if len(got.rewards) != len(rows):
+        kind = "values" if name in use_values else "rewards"
+        got_rows = getattr(got, kind)
+        if len(got_rows) != len(rows):
             raise RuntimeError(
-                f"scorer {name!r} returned {len(got.rewards)} rewards for {len(rows)} images"
+                f"scorer {name!r} returned {len(got_rows)} {kind} for {len(rows)} images"
             )
         part = torch.full((n,), float("nan"), dtype=torch.float64)
-        part[rows] = torch.tensor(got.rewards, dtype=torch.float64)
+        part[rows] = torch.tensor(got_rows, dtype=torch.float64)
         if not torch.isfinite(part[rows]).all():
             raise RuntimeError(f"scorer {name!r} returned a NaN or infinite reward")
         parts[name] = part
