@@ -247,3 +247,84 @@ def test_summarize_prints_intervals_when_the_runs_have_their_stores(tmp_path, ca
     assert "95% bootstrap intervals (4000 draws over runs and prompts, 2 run(s))" in out
     assert "GRPO-GenEval gain on GenEval: +0.200 [+0.200, +0.200]" in out
     assert "Flow-OPD (Merge) keeps: GenEval 100% [75%, 125%], OCR 100% [100%, 100%]" in out
+
+
+# --- the run's jobs ---------------------------------------------------------------------------------------------
+
+
+def _finish(root: Path, *names: str) -> None:
+    for n in names:
+        (root / n / "lora").mkdir(parents=True)
+        (root / n / "manifest.json").write_text("{}")
+
+
+def _by_name(jobs) -> dict:  # noqa: ANN001
+    return {j.name: j for j in jobs}
+
+
+def test_stages_wait_for_the_outputs_they_read() -> None:
+    by = {s.name: s for s in paper.STAGES}
+    assert paper.needs(by["grpo_mix"]) == ()
+    assert set(paper.needs(by["merge"])) == {"grpo_geneval", "grpo_ocr", "grpo_quality"}
+    assert set(paper.needs(by["opd_merge"])) == {
+        "grpo_geneval",
+        "grpo_ocr",
+        "grpo_quality",
+        "merge",
+    }
+    assert set(paper.needs(by["opd_merge_nomar"])) == {"grpo_geneval", "grpo_ocr", "merge"}
+    assert set(paper.needs(by["opd_sft"])) == {"grpo_geneval", "grpo_ocr", "grpo_quality", "sft"}
+
+
+def test_a_fresh_run_trains_and_evaluates_every_stage(tmp_path) -> None:
+    jobs = _by_name(paper.plan(tmp_path, seed=7))
+    stages = [s.name for s in paper.STAGES]
+    assert set(jobs) == {"eval/base", *stages, *(f"eval/{s}" for s in stages)}
+    assert set(jobs["opd_sft"].after) == {"grpo_geneval", "grpo_ocr", "grpo_quality", "sft"}
+    assert jobs["eval/opd_sft"].after == ("opd_sft",)
+    # every evaluation holds the store; no training does
+    assert {n for n, j in jobs.items() if j.exclusive == "store"} == {
+        n for n in jobs if n.startswith("eval/")
+    }
+    # evaluations first, then the teachers every cold start waits for, the Mix baseline (nothing waits) last of them
+    prio = {n: j.priority for n, j in jobs.items()}
+    assert min(prio[n] for n in jobs if n.startswith("eval/")) > prio["grpo_geneval"]
+    assert prio["grpo_geneval"] == prio["grpo_ocr"] == prio["grpo_quality"] == 5
+    assert prio["merge"] == 2 and prio["sft"] == 1 and prio["grpo_mix"] == prio["opd_sft"] == 0
+    # the recipe's own command with the run's folder and seed
+    cmd = jobs["opd_merge"].cmd
+    assert cmd[1:3] == ("-m", "trainer.opd") and f"init={tmp_path}/merge" in cmd
+    assert "run.seed=7" in cmd and f"run.out={tmp_path}/opd_merge" in cmd
+    ev = jobs["eval/grpo_ocr"].cmd
+    assert ev[1:4] == ("-m", "harness.cli", "eval")
+    assert ev[ev.index("--lora") + 1] == str(tmp_path / "grpo_ocr" / "lora")
+    assert ev[ev.index("--run-id") + 1] == "grpo_ocr"
+    assert "--lora" not in jobs["eval/base"].cmd
+
+
+def test_a_resumed_run_evaluates_finished_stages_without_training_them(tmp_path) -> None:
+    _finish(tmp_path, "grpo_geneval", "grpo_ocr", "grpo_quality", "merge")
+    jobs = _by_name(paper.plan(tmp_path, seed=0))
+    assert "grpo_ocr" not in jobs and "merge" not in jobs
+    assert jobs["eval/merge"].after == () and jobs["eval/merge"].before is None
+    assert jobs["opd_merge"].after == ()  # what it reads is there already
+    assert jobs["opd_sft"].after == ("sft",)
+    assert jobs["eval/sft"].before is not None  # trained again: its earlier rows go first
+
+
+def test_only_adds_the_unfinished_stages_a_stage_needs(tmp_path) -> None:
+    _finish(tmp_path, "grpo_geneval", "grpo_ocr")
+    jobs = _by_name(paper.plan(tmp_path, seed=0, only=["opd_merge_nomar"]))
+    assert set(jobs) == {
+        "eval/base",
+        "grpo_quality",
+        "eval/grpo_quality",
+        "merge",
+        "eval/merge",
+        "opd_merge_nomar",
+        "eval/opd_merge_nomar",
+    }  # the finished teachers it reads are neither trained nor evaluated again
+    with pytest.raises(ValueError, match=r"unknown stages \['opd'\]; the stages are"):
+        paper.plan(tmp_path, seed=0, only=["opd"])
+    with pytest.raises(SystemExit, match=r"unknown stages \['opd'\]"):
+        paper.main(["--out", str(tmp_path), "--only", "opd"])

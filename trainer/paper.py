@@ -8,10 +8,15 @@ Stages (each the recipe's own command, in its own process, config ``trainer/conf
 4. cold start: merge the teachers (linear delta average) and SFT on teacher samples,
 5. Flow-OPD from the merge, with MAR (anchor: the quality teacher) and without, and from SFT with MAR,
 
-then every output is evaluated with ``harness.evaluate`` on the ``mini`` suite into one DuckDB store and the
+then every output is evaluated by ``harness eval`` on the ``mini`` suite into one DuckDB store and the
 paper-style table is printed from the store. Stages already finished in ``--out`` are skipped, so an interrupted
 run continues where it stopped; a stage whose folder was deleted is trained again and its earlier evaluation rows
 are dropped from the store first. ``--seed`` changes every stage's seed (run it twice for the spread).
+
+Stages that do not need each other run side by side, ``--jobs`` processes at once sharing ``--threads`` CPU
+threads (``trainer.jobs``; default two processes on the machine's cores); evaluations take the store in turn.
+Each process writes ``--out/logs/<job>.log``; ``summary.json`` records when each job started, how long it ran and
+on how many threads.
 
     python -m trainer.paper --out runs/paper-seed0 --seed 0
     python -m trainer.paper --summarize runs/paper-seed0 runs/paper-seed1   # mean ± spread over seeds
@@ -24,18 +29,21 @@ model), so a share can be told from the noise of a few seeds and a few hundred i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
-import subprocess
+import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from trainer.jobs import Job, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +104,12 @@ LABELS = {"base": "mini base"} | {s.name: s.label for s in STAGES}
 STUDENTS = ("opd_merge", "opd_merge_nomar", "opd_sft")
 
 
-@dataclass
-class Timing:
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-
 def _done(folder: Path) -> bool:
     return (folder / "manifest.json").exists() and (folder / "lora").exists()
 
 
-def run_stage(stage: Stage, root: Path, seed: int, steps_scale: float) -> float:
-    """Run one recipe as ``python -m trainer.<recipe> CONFIG overrides``; returns its wall time."""
+def train_command(stage: Stage, root: Path, seed: int, steps_scale: float) -> tuple[str, ...]:
+    """``python -m trainer.<recipe> CONFIG overrides`` for one stage."""
     out = root / stage.name
     overrides = [o.format(root=root) for o in stage.overrides]
     if stage.recipe == "merge":
@@ -118,20 +118,13 @@ def run_stage(stage: Stage, root: Path, seed: int, steps_scale: float) -> float:
         overrides += [f"run.out={out}", f"run.seed={seed}"]
         if steps_scale != 1.0:
             overrides += [f"run.max_steps={_scaled_steps(stage, steps_scale)}"]
-    cmd = [sys.executable, "-m", f"trainer.{stage.recipe}", str(CONFIGS / stage.config), *overrides]
-    log.info("%s: %s", stage.name, " ".join(cmd[2:]))
-    t = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    logf = root / "logs" / f"{stage.name}.log"
-    logf.parent.mkdir(parents=True, exist_ok=True)
-    with logf.open("w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
-    if proc.returncode != 0:
-        tail = logf.read_text().strip().splitlines()[-5:]
-        raise RuntimeError(
-            f"stage {stage.name} failed (exit {proc.returncode}); see {logf}:\n" + "\n".join(tail)
-        )
-    return time.perf_counter() - t
+    return (
+        sys.executable,
+        "-m",
+        f"trainer.{stage.recipe}",
+        str(CONFIGS / stage.config),
+        *overrides,
+    )
 
 
 def _scaled_steps(stage: Stage, scale: float) -> int:
@@ -141,26 +134,104 @@ def _scaled_steps(stage: Stage, scale: float) -> int:
     return max(1, round(cfg["run"]["max_steps"] * scale))
 
 
-def evaluate_stage(
-    name: str, lora: Path | None, root: Path, store: Path, limit: int | None
-) -> float:
-    """Evaluate the base (lora None) or a stage's LoRA on the mini suite into the store; returns wall time."""
-    from harness.evaluate import evaluate
-    from harness.protocol import EvalProtocol
+def eval_command(name: str, lora: Path | None, store: Path, limit: int | None) -> tuple[str, ...]:
+    """``harness eval`` of the base (lora None) or a stage's LoRA on the mini suite into the store, as run id
+    ``name`` (10 Euler steps, 32 x 32, the protocol's seed 42: every model is evaluated on the same images' noise)."""
+    cmd = [sys.executable, "-m", "harness.cli", "eval", "--model", "mini", "--benchmark", "mini"]
+    cmd += ["--run-id", name, "--steps", "10", "--size", "32", "--batch-size", "64"]
+    cmd += ["--store", str(store), "--no-progress"]
+    if lora is not None:
+        cmd += ["--lora", str(lora)]
+    if limit is not None:
+        cmd += ["--limit", str(limit)]
+    return tuple(cmd)
 
-    t = time.perf_counter()
-    evaluate(
-        "mini",
-        ["mini"],
-        store=store,
-        protocol=EvalProtocol(steps=10, height=32, width=32),
-        run_id=name,
-        lora=str(lora) if lora else None,
-        limit=limit,
-        batch_size=64,
-        progress=False,
-    )
-    return time.perf_counter() - t
+
+def needs(stage: Stage) -> tuple[str, ...]:
+    """The stages whose output ``stage`` reads (the ``{root}/NAME`` in its overrides)."""
+    names = re.findall(r"\{root\}/(\w+)", " ".join(stage.overrides))
+    return tuple(dict.fromkeys(names))
+
+
+def _downstream(name: str) -> int:
+    """How many stages need ``name``'s output, directly or not (they wait for it: it starts first)."""
+    found: set[str] = set()
+    frontier = [name]
+    while frontier:
+        n = frontier.pop()
+        for s in STAGES:
+            if n in needs(s) and s.name not in found:
+                found.add(s.name)
+                frontier.append(s.name)
+    return len(found)
+
+
+def plan(
+    root: Path,
+    *,
+    seed: int,
+    steps_scale: float = 1.0,
+    eval_limit: int | None = None,
+    only: Sequence[str] | None = None,
+) -> list[Job]:
+    """The jobs of one run: each stage not finished in ``root`` (with the unfinished stages it needs when ``only``
+    names some) and the evaluation of the base and of every selected stage into ``root/store.duckdb``.
+
+    Evaluations write the one store, so they hold it in turn, and start before training (a stage's evaluation is
+    short and nothing waits for it, so it never delays the rest). Among stages, the ones more stages wait for start
+    first. A finished evaluation resumes to nothing; a stage trained again drops its earlier evaluation first."""
+    by_name = {s.name: s for s in STAGES}
+    unknown = sorted(set(only or ()) - set(by_name))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; the stages are {list(by_name)}")
+    picked = set(by_name) if only is None else set(only)
+    frontier = list(picked)
+    while frontier:  # what an unfinished picked stage needs, unless it is finished
+        s = by_name[frontier.pop()]
+        if _done(root / s.name):
+            continue
+        for n in needs(s):
+            if n not in picked and not _done(root / n):
+                picked.add(n)
+                frontier.append(n)
+    store = root / "store.duckdb"
+    logs = root / "logs"
+    jobs = [
+        Job(
+            "eval/base",
+            eval_command("base", None, store, eval_limit),
+            logs / "eval-base.log",
+            exclusive="store",
+            priority=len(STAGES) + 1,
+        )
+    ]
+    for s in STAGES:
+        if s.name not in picked:
+            continue
+        trained = not _done(root / s.name)
+        if trained:
+            jobs.append(
+                Job(
+                    s.name,
+                    train_command(s, root, seed, steps_scale),
+                    logs / f"{s.name}.log",
+                    after=tuple(n for n in needs(s) if not _done(root / n)),
+                    priority=_downstream(s.name),
+                )
+            )
+        jobs.append(
+            Job(
+                f"eval/{s.name}",
+                eval_command(s.name, root / s.name / "lora", store, eval_limit),
+                logs / f"eval-{s.name}.log",
+                after=(s.name,) if trained else (),
+                exclusive="store",
+                priority=len(STAGES) + 1,
+                # rows from an earlier training of this stage are stale
+                before=functools.partial(forget_evaluation, store, s.name) if trained else None,
+            )
+        )
+    return jobs
 
 
 def forget_evaluation(store: Path, name: str) -> None:
@@ -472,7 +543,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--eval-limit", type=int, default=None, help="prompts per benchmark in evaluation"
     )
     ap.add_argument(
-        "--only", nargs="*", default=None, help="run only these stages (and what they need)"
+        "--only",
+        nargs="*",
+        default=None,
+        help="run only these stages (and the unfinished stages they need)",
+    )
+    cores = os.cpu_count() or 1
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, cores),
+        help="processes at once (stages and evaluations side by side; default min(2, cores))",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=cores,
+        help="CPU threads shared by the processes running at once (default: the cores)",
     )
     ap.add_argument(
         "--summarize",
@@ -512,23 +599,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = args.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
     store = root / "store.duckdb"
-    timing = Timing()
-    start = time.perf_counter()
-
-    # evaluation resumes by itself: a finished run costs a model load, a half-finished one completes
-    timing.seconds["eval/base"] = evaluate_stage("base", None, root, store, args.eval_limit)
-    for stage in STAGES:
-        if args.only is not None and stage.name not in args.only:
-            continue
-        folder = root / stage.name
-        if not _done(folder):
-            timing.seconds[stage.name] = run_stage(stage, root, args.seed, args.steps_scale)
-            # rows from an earlier training of this stage are stale
-            forget_evaluation(store, stage.name)
-        timing.seconds[f"eval/{stage.name}"] = evaluate_stage(
-            stage.name, folder / "lora", root, store, args.eval_limit
+    try:
+        jobs = plan(
+            root,
+            seed=args.seed,
+            steps_scale=args.steps_scale,
+            eval_limit=args.eval_limit,
+            only=args.only,
         )
-        log.info("%s done (%.0f s so far)", stage.name, time.perf_counter() - start)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    start = time.perf_counter()
+    try:
+        ran = run_jobs(jobs, slots=args.jobs, threads=args.threads)
+    except RuntimeError as e:
+        raise SystemExit(
+            f"{e}\nrun the same command again to continue: finished stages are kept"
+        ) from None
 
     names = ["base"] + [s.name for s in STAGES if _done(root / s.name)]
     results = collect(store, names)
@@ -538,7 +625,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "results": results,
         "retention": keep,
-        "seconds": timing.seconds,
+        "seconds": {name: r.seconds for name, r in ran.items()},
+        "jobs": {name: {"start": r.start, "threads": r.threads} for name, r in ran.items()},
+        "slots": args.jobs,
         "wall_seconds": time.perf_counter() - start,
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
