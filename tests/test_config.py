@@ -231,3 +231,11 @@ def test_without_a_window_the_first_fraction_of_steps_is_trained():
     s = load(grpo.Config, None, []).sample
     assert s.sde_window(0, 0) is None and s.trained_steps(None) == list(range(9))
     assert load(grpo.Config, None, ["sample.sde_window_size=2"]).sample.window_range == (0, 5)
+
+
+def test_reward_norm_is_sum_or_decoupled():
+    assert load(grpo.Config, None, ["rewards={mini_geneval: 1.0}"]).reward_norm == "sum"
+    cfg = load(grpo.Config, None, ["rewards={mini_geneval: 1.0}", "reward_norm=decoupled"])
+    assert cfg.reward_norm == "decoupled"
+    with pytest.raises(ConfigError, match="reward_norm"):
+        load(grpo.Config, None, ["rewards={mini_geneval: 1.0}", "reward_norm=gdpo"])

@@ -131,3 +131,32 @@ def test_rewards_go_through_remote_scorer_when_a_server_is_named(monkeypatch):
     got = load_scorers({"geneval", "brightness"}, {"geneval": "http://gpu-box:8000"})
     assert made == [("http://gpu-box:8000", "geneval")]
     assert isinstance(got["geneval"], FakeRemote) and got["brightness"].name == "brightness"
+
+
+def test_grpo_reward_matrix_lines_up_each_scorer_and_its_task_weight():
+    from trainer import grpo
+    from trainer.config import load
+    from trainer.objectives import decoupled_advantages
+
+    cfg = load(
+        grpo.Config,
+        None,
+        [
+            "datasets={geneval: g.jsonl, ocr: o.txt}",
+            "rewards={}",
+            "task_rewards={geneval: {a: 0.6, q: 0.4}, ocr: {b: 0.6, q: 0.4}}",
+            "reward_norm=decoupled",
+        ],
+    )
+    a, b, q = _Const("a", 1.0), _Const("b", 0.5), _Const("q", 0.8)
+    items = [PromptItem("g", "geneval", 0)] * 2 + [PromptItem("o", "ocr", 0)] * 2
+    img = Image.new("RGB", (4, 4))
+    got = score({"a": a, "b": b, "q": q}, cfg.weights_for, [img] * 4, items)
+    names = sorted(cfg.scorer_names())
+    assert names == ["a", "b", "q"]
+    parts, weights = grpo.reward_matrix(cfg, got, items, names)
+    assert weights.tolist() == [[0.6, 0.0, 0.4]] * 2 + [[0.0, 0.6, 0.4]] * 2
+    assert parts[:, 2].tolist() == [0.8] * 4 and parts[0, 0] == 1.0 and parts[2, 1] == 0.5
+    assert torch.isnan(parts[0, 1]) and torch.isnan(parts[2, 0])
+    # constant scorers: every group tied on every reward, so no signal at all
+    assert decoupled_advantages(parts, weights, 2).tolist() == [0.0] * 4

@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trainer.objectives import (
+    decoupled_advantages,
     flow_matching_loss,
     gaussian_kl,
     group_advantages,
@@ -78,6 +79,67 @@ def test_advantages_sum_to_zero_in_each_group(values, groups):
 
 
 # -- PPO ---------------------------------------------------------------------------------------------------------
+
+
+# GDPO (arXiv 2601.05242): per-reward group normalisation, weighted sum, batch normalisation
+def test_decoupled_advantages_by_hand():
+    # two groups of 2; rewards (verdict, quality) weighted 0.6 / 0.4
+    parts = torch.tensor([[1.0, 0.5], [0.0, 0.7], [1.0, 0.9], [1.0, 0.8]])
+    weights = torch.tensor([[0.6, 0.4]] * 4)
+    eps = 1e-4
+    # group 1: verdict centred (0.5, -0.5) / (0.5 + eps), quality (-0.1, 0.1) / (0.1 + eps)
+    a1 = 0.5 / (0.5 + eps)
+    q1 = 0.1 / (0.1 + eps)
+    s1 = 0.6 * a1 - 0.4 * q1  # first image; the second is its negative
+    # group 2: the verdict is tied (exactly 0), quality (0.05, -0.05) / (0.05 + eps)
+    s2 = 0.4 * 0.05 / (0.05 + eps)
+    total = [s1, -s1, s2, -s2]
+    std = math.sqrt(sum(x * x for x in total) / 4)
+    want = [x / (std + eps) for x in total]
+    got = decoupled_advantages(parts, weights, 2)
+    assert got.tolist() == pytest.approx(want, abs=1e-6)
+    # the summed reward would give quality almost nothing: group 2's images differ by 0.04 against group 1's 0.52
+    summed = group_advantages((parts * weights).sum(1), 2)
+    assert abs(summed[2]) < 0.15 * abs(summed[0])
+    assert abs(got[2]) > 0.5 * abs(got[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0, 1, allow_nan=False), min_size=12, max_size=12),
+    st.floats(0.1, 10),
+    st.floats(-3, 3),
+)
+def test_decoupled_advantages_ignore_each_rewards_scale_and_offset(values, a, b):
+    parts = torch.tensor(values, dtype=torch.float64).view(6, 2)  # 3 groups of 2, 2 rewards
+    weights = torch.tensor([[0.3, 0.7]] * 6, dtype=torch.float64)
+    base = decoupled_advantages(parts, weights, 2, eps=0.0, clip=None)
+    moved = parts.clone()
+    moved[:, 1] = a * moved[:, 1] + b
+    again = decoupled_advantages(moved, weights, 2, eps=0.0, clip=None)
+    assert torch.allclose(torch.nan_to_num(base), torch.nan_to_num(again), atol=1e-6)
+    # each group's advantages sum to 0 (when defined)
+    assert torch.nan_to_num(base).view(3, 2).sum(1).abs().max() < 1e-9
+
+
+def test_decoupled_advantages_skip_a_reward_the_task_does_not_use():
+    nan = float("nan")
+    # group 1 (a GenEval prompt) uses rewards 0 and 2, group 2 (an OCR prompt) rewards 1 and 2
+    parts = torch.tensor([[1.0, nan, 0.2], [0.0, nan, 0.4], [nan, 0.3, 0.5], [nan, 0.9, 0.5]])
+    weights = torch.tensor([[1.0, 0.0, 0.5], [1.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 2.0, 0.5]])
+    got = decoupled_advantages(parts, weights, 2, clip=None)
+    assert torch.isfinite(got).all()
+    # one reward alone: the group-std advantages of that reward, rescaled over the batch
+    one = torch.tensor([[1.0], [0.0], [0.3], [0.9]])
+    alone = decoupled_advantages(one, torch.ones(4, 1), 2, clip=None)
+    ref = group_advantages(one[:, 0], 2, std="group")
+    assert torch.allclose(alone, ref / (ref.std(correction=0) + 1e-4), atol=1e-6)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        decoupled_advantages(parts, torch.ones(4, 3), 2)
+    with pytest.raises(ValueError, match="share their reward weights"):
+        decoupled_advantages(torch.rand(4, 2), torch.tensor([[1.0, 0], [0, 1], [1, 0], [1, 0]]), 2)
+    with pytest.raises(ValueError, match=r"\[M\*G, K\] alike"):
+        decoupled_advantages(torch.rand(5, 2), torch.ones(5, 2), 2)
 
 
 def test_identical_logprobs_give_ratio_one_and_minus_mean_advantage():

@@ -28,10 +28,12 @@ import torch
 from trainer import config, loop
 from trainer.adapters import LoraSpec, disabled
 from trainer.config import ConfigError, OptimConfig, RunConfig, SampleConfig
-from trainer.data import load_datasets
+from trainer.data import PromptItem, load_datasets
 from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,
+    RewardNorm,
+    decoupled_advantages,
     gaussian_kl,
     group_advantages,
     ppo_clip_loss,
@@ -71,6 +73,9 @@ class Config:
     clip_range: float = 1e-4
     adv_clip: float = 5.0
     adv_std: AdvantageStd = "global"
+    # "sum": Flow-GRPO, the group advantage of the weighted sum of the rewards; "decoupled": GDPO, each reward
+    # normalised in its group before the weighted sum (a low-variance reward keeps its weight's share)
+    reward_norm: RewardNorm = "sum"
     sample: SampleConfig = field(default_factory=SampleConfig)
     lora: LoraSpec = field(default_factory=LoraSpec)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -97,6 +102,8 @@ class Config:
             raise ConfigError(
                 "partitions (GRPO-Mix) need task_rewards: each partition's own scorer"
             )
+        if self.reward_norm not in ("sum", "decoupled"):
+            raise ConfigError(f"reward_norm must be sum or decoupled, got {self.reward_norm!r}")
         if self.kl_beta < 0 or self.clip_range <= 0:
             raise ConfigError("kl_beta must be >= 0 and clip_range > 0")
         unused = sorted(set(self.value_rewards) - self.scorer_names())
@@ -115,6 +122,20 @@ class Config:
         for weights in self.task_rewards.values():
             used |= set(weights)
         return used
+
+
+def reward_matrix(
+    cfg: Config, got: loop.Rewards, items: list[PromptItem], names: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's reward from each scorer in ``names`` and its weight for the sample's task: [n, K] each
+    (NaN and 0 where the task does not use the scorer), the input of ``decoupled_advantages``."""
+    nan = torch.full_like(got.total, float("nan"))
+    parts = torch.stack([got.parts.get(n, nan) for n in names], dim=1)
+    weights = torch.tensor(
+        [[cfg.weights_for(it.task).get(n, 0.0) for n in names] for it in items],
+        dtype=torch.float64,
+    )
+    return parts, weights
 
 
 def main(cfg: Config) -> None:
@@ -155,6 +176,8 @@ def main(cfg: Config) -> None:
 
         # 2. rewards -> gathered -> group advantages (global std) -> this process's slice
         parts: dict[str, list[torch.Tensor]] = {}
+        names = sorted(cfg.scorer_names())
+        per_reward, weights = [], []  # [n, K] each: for the decoupled advantages
         for b in batches:
             got = loop.score(
                 scorers,
@@ -166,9 +189,20 @@ def main(cfg: Config) -> None:
             b.rewards = got.total
             for name, part in got.parts.items():
                 parts.setdefault(name, []).append(part)
+            r, w = reward_matrix(cfg, got, b.items, names)
+            per_reward.append(r)
+            weights.append(w)
         local = torch.cat([b.rewards for b in batches])
         everyone = loop.gather_cat(run, local)
-        adv = group_advantages(everyone, s.group_size, std=cfg.adv_std, clip=cfg.adv_clip)
+        if cfg.reward_norm == "decoupled":
+            adv = decoupled_advantages(
+                loop.gather_cat(run, torch.cat(per_reward)),
+                loop.gather_cat(run, torch.cat(weights)),
+                s.group_size,
+                clip=cfg.adv_clip,
+            )
+        else:
+            adv = group_advantages(everyone, s.group_size, std=cfg.adv_std, clip=cfg.adv_clip)
         adv_local = adv[mine].split(s.batch_size)
         for b, a in zip(batches, adv_local, strict=True):
             b.advantages = a.float()

@@ -29,6 +29,7 @@ from torch import Tensor
 from trainer.sampling import sigma_t_of
 
 AdvantageStd = Literal["global", "group"]
+RewardNorm = Literal["sum", "decoupled"]
 KLNormaliser = Literal["exact", "exact_mean", "flow_grpo"]
 OPDMode = Literal["direct", "pg", "mixed"]
 Reduce = Literal["mean", "sum"]
@@ -71,6 +72,49 @@ def group_advantages(
     if clip is not None:
         adv = adv.clamp(-clip, clip)
     return adv.view(-1).to(rewards.dtype if rewards.is_floating_point() else torch.float32)
+
+
+def decoupled_advantages(
+    parts: Tensor,
+    weights: Tensor,
+    group_size: int,
+    *,
+    eps: float = 1e-4,
+    clip: float | None = 5.0,
+) -> Tensor:
+    """GDPO's advantages (arXiv 2601.05242) for several rewards: each reward normalised within its group, then the
+    weighted sum normalised over the batch. parts, weights: [M*G, K] -> [M*G].
+
+    ``A_k = (r_k - mean_group(r_k)) / (std_group(r_k) + eps)`` (a group tied on a reward gets exactly 0 from it),
+    ``S = sum_k w_k A_k``, ``A = S / (std_batch(S) + eps)`` (every group's ``S`` sums to 0, so the batch mean is 0),
+    clipped. Unlike ``group_advantages`` of the weighted sum, a reward that varies little (an image-quality score
+    beside a 0/1 verdict) keeps its weight's share of the signal, and an affine change of one reward's scale changes
+    nothing. A reward a sample's task does not use has weight 0 there (its value may be NaN).
+    """
+    if group_size < 2:
+        raise ValueError(f"group_size={group_size}: advantages need >= 2 samples per prompt")
+    if parts.ndim != 2 or parts.shape != weights.shape or parts.shape[0] % group_size:
+        raise ValueError(
+            f"parts and weights must be [M*G, K] alike with M*G a multiple of group_size={group_size}, "
+            f"got {tuple(parts.shape)} and {tuple(weights.shape)}"
+        )
+    used = weights != 0
+    if not torch.isfinite(parts[used]).all():
+        raise ValueError("rewards contain NaN or inf; a scorer failed silently")
+    m, k = parts.shape[0] // group_size, parts.shape[1]
+    r = torch.where(used, parts, torch.zeros_like(parts)).double().view(m, group_size, k)
+    w = weights.double().view(m, group_size, k)
+    if not (w == w[:, :1]).all():
+        raise ValueError("a group's samples must share their reward weights (one prompt, one task)")
+    centred = r - r.mean(dim=1, keepdim=True)
+    tied = (r == r[:, :1]).all(dim=1, keepdim=True)  # [M, 1, K]
+    centred = torch.where(tied, torch.zeros_like(centred), centred)
+    per_reward = centred / (r.std(dim=1, correction=0, keepdim=True) + eps)
+    total = (w * per_reward).sum(dim=2).view(-1)  # [M*G]
+    adv = total / (total.std(correction=0) + eps)
+    if clip is not None:
+        adv = adv.clamp(-clip, clip)
+    return adv.to(parts.dtype if parts.is_floating_point() else torch.float32)
 
 
 class PolicyLoss(NamedTuple):
