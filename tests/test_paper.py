@@ -328,3 +328,6 @@ def test_only_adds_the_unfinished_stages_a_stage_needs(tmp_path) -> None:
         paper.plan(tmp_path, seed=0, only=["opd"])
     with pytest.raises(SystemExit, match=r"unknown stages \['opd'\]"):
         paper.main(["--out", str(tmp_path), "--only", "opd"])
+    with pytest.raises(SystemExit, match="slots must be >= 1"):
+        paper.main(["--out", str(tmp_path), "--jobs", "0"])
+    assert not (tmp_path / "logs").exists()  # nothing started

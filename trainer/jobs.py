@@ -80,7 +80,7 @@ def run_jobs(
     _check(jobs)
     if slots < 1:
         raise ValueError(f"slots must be >= 1, got {slots}")
-    total = threads or os.cpu_count() or 1
+    total = (os.cpu_count() or 1) if threads is None else threads
     if total < 1:
         raise ValueError(f"threads must be >= 1, got {total}")
     shared = max(1, total // slots)

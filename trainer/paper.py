@@ -612,6 +612,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         ran = run_jobs(jobs, slots=args.jobs, threads=args.threads)
+    except ValueError as e:  # --jobs / --threads below 1
+        raise SystemExit(str(e)) from None
     except RuntimeError as e:
         raise SystemExit(
             f"{e}\nrun the same command again to continue: finished stages are kept"
