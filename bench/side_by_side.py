@@ -55,7 +55,9 @@ def main() -> None:
         root = Path(tmp)
 
         def job(name: str) -> Job:
-            return Job(name, command(args.job, root / name, args.steps, args.limit), root / f"{name}.log")
+            return Job(
+                name, command(args.job, root / name, args.steps, args.limit), root / f"{name}.log"
+            )
 
         alone = run_jobs([job("alone")], slots=1, threads=cores)["alone"].seconds
         one = run_jobs([job("one")], slots=1, threads=1)["one"].seconds
