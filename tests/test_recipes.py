@@ -123,6 +123,30 @@ def test_grpo_mix_uses_each_partitions_reward(chain):
     assert all("reward/brightness" in r and "reward/colour" not in r for r in rows)
 
 
+def test_grpo_with_decoupled_rewards_learns_from_each_reward(tiny_home, tmp_path):
+    """GDPO's normalisation in the loop, two rewards at 0.7 / 0.3 on the first (GenEval) partition. B starts at 0
+    and the KL's gradient is 0 there, so B moves only if the decoupled advantages are not all 0."""
+    out = tmp_path / "grpo_decoupled"
+    with _cwd(tmp_path):
+        grpo.main(
+            load(
+                grpo.Config,
+                CONFIGS / "grpo_tiny_mix.yaml",
+                [
+                    *QUIET,
+                    "reward_norm=decoupled",
+                    "task_rewards.geneval={brightness: 0.7, colour: 0.3}",
+                    f"run.out={out}",
+                    "run.max_steps=1",
+                ],
+            )
+        )
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1]
+    assert {"reward/brightness", "reward/colour"} <= set(rows[0])
+    assert _moved_b(out / "lora")
+
+
 def test_merge_and_sft_and_opd_hand_over_through_run_folders(chain):
     runs = chain / "runs"
     m = _manifest(runs / "merge_tiny")

@@ -176,8 +176,9 @@ def main(cfg: Config) -> None:
 
         # 2. rewards -> gathered -> group advantages (global std) -> this process's slice
         parts: dict[str, list[torch.Tensor]] = {}
+        decoupled = cfg.reward_norm == "decoupled"
         names = sorted(cfg.scorer_names())
-        per_reward, weights = [], []  # [n, K] each: for the decoupled advantages
+        per_reward, weights = [], []  # [n, K] each: the decoupled advantages' input
         for b in batches:
             got = loop.score(
                 scorers,
@@ -189,12 +190,13 @@ def main(cfg: Config) -> None:
             b.rewards = got.total
             for name, part in got.parts.items():
                 parts.setdefault(name, []).append(part)
-            r, w = reward_matrix(cfg, got, b.items, names)
-            per_reward.append(r)
-            weights.append(w)
+            if decoupled:
+                r, w = reward_matrix(cfg, got, b.items, names)
+                per_reward.append(r)
+                weights.append(w)
         local = torch.cat([b.rewards for b in batches])
         everyone = loop.gather_cat(run, local)
-        if cfg.reward_norm == "decoupled":
+        if decoupled:
             adv = decoupled_advantages(
                 loop.gather_cat(run, torch.cat(per_reward)),
                 loop.gather_cat(run, torch.cat(weights)),
