@@ -106,12 +106,14 @@ def test_decoupled_advantages_by_hand():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.floats(0, 1, allow_nan=False), min_size=12, max_size=12),
+    # rewards on a 0.1 grid: an affine map keeps their differences far above float64's resolution (a difference of
+    # 1e-38 next to 0 is real, next to 1.0 it rounds away, and no normalisation can keep what the floats lost)
+    st.lists(st.integers(0, 10), min_size=12, max_size=12),
     st.floats(0.1, 10),
     st.floats(-3, 3),
 )
 def test_decoupled_advantages_ignore_each_rewards_scale_and_offset(values, a, b):
-    parts = torch.tensor(values, dtype=torch.float64).view(6, 2)  # 3 groups of 2, 2 rewards
+    parts = torch.tensor(values, dtype=torch.float64).view(6, 2) / 10  # 3 groups of 2, 2 rewards
     weights = torch.tensor([[0.3, 0.7]] * 6, dtype=torch.float64)
     base = decoupled_advantages(parts, weights, 2, eps=0.0, clip=None)
     moved = parts.clone()
