@@ -102,8 +102,6 @@ class Config:
             raise ConfigError(
                 "partitions (GRPO-Mix) need task_rewards: each partition's own scorer"
             )
-        if self.reward_norm not in ("sum", "decoupled"):
-            raise ConfigError(f"reward_norm must be sum or decoupled, got {self.reward_norm!r}")
         if self.kl_beta < 0 or self.clip_range <= 0:
             raise ConfigError("kl_beta must be >= 0 and clip_range > 0")
         unused = sorted(set(self.value_rewards) - self.scorer_names())
