@@ -101,16 +101,19 @@ def decoupled_advantages(
     used = weights != 0
     if not torch.isfinite(parts[used]).all():
         raise ValueError("rewards contain NaN or inf; a scorer failed silently")
-    m, k = parts.shape[0] // group_size, parts.shape[1]
-    r = torch.where(used, parts, torch.zeros_like(parts)).double().view(m, group_size, k)
-    w = weights.double().view(m, group_size, k)
-    if not (w == w[:, :1]).all():
+    w = weights.double()
+    if not (w.view(-1, group_size, w.shape[1]) == w[::group_size].unsqueeze(1)).all():
         raise ValueError("a group's samples must share their reward weights (one prompt, one task)")
-    centred = r - r.mean(dim=1, keepdim=True)
-    tied = (r == r[:, :1]).all(dim=1, keepdim=True)  # [M, 1, K]
-    centred = torch.where(tied, torch.zeros_like(centred), centred)
-    per_reward = centred / (r.std(dim=1, correction=0, keepdim=True) + eps)
-    total = (w * per_reward).sum(dim=2).view(-1)  # [M*G]
+    # unused entries become 0: a tied group, so exactly 0 advantage (and weight 0 besides)
+    r = torch.where(used, parts, torch.zeros_like(parts)).double()
+    per_reward = torch.stack(
+        [
+            group_advantages(r[:, j], group_size, std="group", eps=eps, clip=None)
+            for j in range(r.shape[1])
+        ],
+        dim=1,
+    )  # [M*G, K]
+    total = (w * per_reward).sum(dim=1)  # [M*G]
     adv = total / (total.std(correction=0) + eps)
     if clip is not None:
         adv = adv.clamp(-clip, clip)
