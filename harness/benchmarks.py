@@ -126,6 +126,28 @@ BENCHMARKS: dict[str, Benchmark] = {
         "the glyph reader's text",
         protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
     ),
+    # Validation sets for choosing a checkpoint in training (``run.keep_best``), drawn from the training prompts
+    # (never the test ones): not part of any suite or table.
+    "mini_geneval_val": Benchmark(
+        "mini_geneval_val",
+        "1",
+        ("mini/geneval_val.jsonl",),
+        4,
+        ("mini_geneval", "mini_quality"),
+        "mini world, validation: 6 x 8 training prompts x 4 (for choosing a checkpoint; test numbers come from "
+        "mini_geneval)",
+        group_by="tag",
+        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+    ),
+    "mini_ocr_val": Benchmark(
+        "mini_ocr_val",
+        "1",
+        ("mini/ocr_val.jsonl",),
+        1,
+        ("mini_ocr", "mini_quality"),
+        "mini world, validation: each glyph on 4 lines (for choosing a checkpoint; test numbers come from mini_ocr)",
+        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+    ),
     "mini_ocr_strings": Benchmark(
         "mini_ocr_strings",
         "1",

@@ -508,6 +508,11 @@ OCR_STRINGS_TEST_PROMPTS = 400
 TASK_TEST_LINES = (
     24  # every GenEval-style task gets this many test lines (small tasks cycle their prompts)
 )
+# Validation sets for choosing a checkpoint during training (``run.keep_best``): training prompts, never test ones,
+# drawn so that no line shows the test file's prompt at the same index (the evaluation seeds image j of line i with
+# ``seed + i*K + j``, so a shared (prompt, index) would be the same image as the test's).
+TASK_VAL_LINES = 8
+OCR_VAL_LINES = 4
 
 
 def glyph_prompts() -> list[dict[str, Any]]:
@@ -523,7 +528,7 @@ def prompt_files() -> dict[str, list[dict[str, Any]]]:
     accuracy rests on the same number of images (repeated prompts get other seeds, being other lines). The train
     file cycles every task's train prompts to the largest task's count, so each task is trained equally often.
     The OCR files hold the single glyphs (test: each on ``OCR_TEST_LINES`` lines); ``ocr_strings_test.jsonl`` is
-    the held-out multi-glyph test.
+    the held-out multi-glyph test. ``*_val.jsonl`` are drawn from the training prompts (``val_files``).
     """
     test = []
     for t in GENEVAL_TASKS:
@@ -545,7 +550,25 @@ def prompt_files() -> dict[str, list[dict[str, Any]]]:
         "ocr_strings_test.jsonl": _subset(
             split_prompts("ocr", "test"), OCR_STRINGS_TEST_PROMPTS, seed=0
         ),
+        **val_files(train, glyphs),
     }
+
+
+def val_files(
+    train: dict[str, list[dict[str, Any]]], glyphs: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The validation files: ``TASK_VAL_LINES`` lines of each task's train prompts (a fixed random draw, cycled for
+    small tasks), tasks in reverse order, and each glyph on ``OCR_VAL_LINES`` lines, shifted by one against the test
+    file's order; either way no line index holds the test file's prompt (``prompt_files``)."""
+    geneval = []
+    for t in reversed(GENEVAL_TASKS):
+        prompts = train[t]
+        if len(prompts) > TASK_VAL_LINES:
+            prompts = _subset(prompts, TASK_VAL_LINES, seed=1)
+        geneval += [prompts[i % len(prompts)] for i in range(TASK_VAL_LINES)]
+    n = len(glyphs)
+    ocr = [glyphs[(i + 1) % n] for i in range(OCR_VAL_LINES * n)]
+    return {"geneval_val.jsonl": geneval, "ocr_val.jsonl": ocr}
 
 
 def _subset(items: list[Any], n: int, seed: int) -> list[Any]:

@@ -703,3 +703,83 @@ def test_in_loop_evaluation_writes_rows_with_run_id_and_step(tiny_home, tmp_path
     assert (
         len(load_prompt_file(ROOT / "harness" / "prompts" / "flow_grpo_ocr" / "test.txt")) == 1018
     )
+
+
+def _adapter(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_keep_best_saves_the_best_evaluated_step_and_ignores_another_runs_record(
+    tiny_home, tmp_path
+):
+    """``run.keep_best``: the last step is evaluated too (3 is not a multiple of eval_every 2), the saved lora/ is
+    bit for bit the EMA weights of the step with the highest logged score (ties: the earlier), which a run stopped
+    at that step saves as its own lora/; a best.json left by another run in the folder does not count."""
+    out = tmp_path / "run"
+    (out / "best").mkdir(parents=True)
+    (out / "best" / "best.json").write_text(
+        json.dumps({"run_id": "older", "step": 9, "score": 99.0})
+    )
+    evals = [
+        "run.eval_every=2",
+        "run.eval_benchmarks=[ocr]",
+        "run.eval_limit=2",
+        "run.eval_steps=2",
+        f"run.eval_store={tmp_path / 'store.duckdb'}",
+    ]
+    cfg = load(
+        grpo.Config,
+        CONFIGS / "grpo_tiny.yaml",
+        [*QUIET, f"run.out={out}", "run.max_steps=3", *evals, "run.keep_best=[ocr/ocr]"],
+    )
+    grpo.main(cfg)
+    logged = {r["step"]: r["eval/keep_best"] for r in read_metrics(out) if "eval/keep_best" in r}
+    assert sorted(logged) == [2, 3]
+    assert {
+        r["step"]: r["eval/ocr/ocr"] for r in read_metrics(out) if "eval/ocr/ocr" in r
+    } == logged
+    want = 2 if logged[2] >= logged[3] else 3
+    selected = _manifest(out)["selected"]
+    assert (selected["step"], selected["last_step"], selected["by"]) == (want, 3, ["ocr/ocr"])
+    assert selected["score"] == logged[want] and selected["run_id"] == _manifest(out)["run_id"]
+    lora = _adapter(out / "lora")
+    assert json.loads((out / "lora" / "manifest.json").read_text())["selected"]["step"] == want
+    for stop, same in (
+        (want, True),
+        (5 - want, False),
+    ):  # the selected step's run, and the other one
+        ref = tmp_path / f"ref{stop}"
+        grpo.main(
+            load(
+                grpo.Config,
+                CONFIGS / "grpo_tiny.yaml",
+                [*QUIET, f"run.out={ref}", f"run.max_steps={stop}"],
+            )
+        )
+        other = _adapter(ref / "lora")
+        assert all(torch.equal(lora[k], other[k]) for k in lora) is same, stop
+
+
+def test_keep_best_config_errors_name_the_fix(tiny_home, tmp_path):
+    """keep_best without in-loop evaluation, on a benchmark the loop does not evaluate, or with a scorer the
+    benchmark does not have: each a ConfigError before any work, naming what to set."""
+    from trainer.config import ConfigError
+
+    base = [*QUIET, f"run.out={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match="run.eval_every > 0"):
+        load(grpo.Config, CONFIGS / "grpo_tiny.yaml", [*base, "run.keep_best=[ocr/ocr]"])
+    evals = ["run.eval_every=1", "run.eval_benchmarks=[ocr]"]
+    with pytest.raises(ConfigError, match=r"'geneval/geneval'.*run.eval_benchmarks \(ocr\)"):
+        load(
+            grpo.Config,
+            CONFIGS / "grpo_tiny.yaml",
+            [*base, *evals, "run.keep_best=[geneval/geneval]"],
+        )
+    cfg = load(
+        grpo.Config, CONFIGS / "grpo_tiny.yaml", [*base, *evals, "run.keep_best=[ocr/pickscore]"]
+    )
+    with pytest.raises(ConfigError, match="ocr is scored by ocr, not 'pickscore'"):
+        grpo.main(cfg)
+    assert not (tmp_path / "run" / "lora").exists()

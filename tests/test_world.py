@@ -234,3 +234,26 @@ def test_a_faded_image_keeps_its_content_for_the_task_scorers_and_loses_quality(
 def test_faded_share_must_be_a_probability() -> None:
     with pytest.raises(ValueError, match="faded"):
         next(world.sample_pairs(world.TASKS, "train", seed=0, faded=1.5))
+
+
+def test_validation_files_are_training_prompts_that_never_repeat_a_test_image() -> None:
+    """``*_val.jsonl`` (for ``run.keep_best``): every line a training prompt, each task on TASK_VAL_LINES lines and
+    each glyph on OCR_VAL_LINES; no large task's test prompt; and no line index holds the test file's prompt, since
+    the evaluation seeds line i from i alone and the image would be a test image."""
+    for val, train, test in (
+        ("geneval_val.jsonl", "geneval_train.jsonl", "geneval_test.jsonl"),
+        ("ocr_val.jsonl", "ocr_train.jsonl", "ocr_test.jsonl"),
+    ):
+        v, tr, te = (_shipped_rows(n) for n in (val, train, test))
+        assert {r["prompt"] for r in v} <= {r["prompt"] for r in tr}
+        assert all(a["prompt"] != b["prompt"] for a, b in zip(v, te, strict=False))
+    tags = collections.Counter(r["tag"] for r in _shipped_rows("geneval_val.jsonl"))
+    assert tags == {t: world.TASK_VAL_LINES for t in world.GENEVAL_TASKS}
+    glyphs = collections.Counter(r["text"] for r in _shipped_rows("ocr_val.jsonl"))
+    assert glyphs == {g: world.OCR_VAL_LINES for g in world.GLYPHS}
+    test = {
+        r["prompt"]
+        for r in _shipped_rows("geneval_test.jsonl")
+        if r["tag"] in ("position", "color_attr")
+    }
+    assert test and not test & {r["prompt"] for r in _shipped_rows("geneval_val.jsonl")}

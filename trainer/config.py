@@ -73,6 +73,10 @@ class RunConfig:
     eval_steps: int = (
         40  # Euler ODE steps of the evaluation protocol (the paper: 40); CFG and size: sample.*
     )
+    # Checkpoint selection: "benchmark/scorer" keys of the in-loop evaluation (e.g. mini_geneval_val/mini_geneval);
+    # the saved lora/ is the evaluated weights whose mean of these scores was highest (the last step is always
+    # evaluated). Empty: lora/ is the last step's weights. Use validation benchmarks, never the test ones.
+    keep_best: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("run.max_steps", self.max_steps)
@@ -86,6 +90,17 @@ class RunConfig:
             raise ConfigError(f"run.ema_decay={self.ema_decay} must be in [0, 1)")
         if self.eval_every and not self.eval_benchmarks:
             raise ConfigError("run.eval_every > 0 needs run.eval_benchmarks (e.g. [geneval, ocr])")
+        if self.keep_best and not self.eval_every:
+            raise ConfigError(
+                "run.keep_best chooses among in-loop evaluations: set run.eval_every > 0 and run.eval_benchmarks"
+            )
+        for key in self.keep_best:
+            bench, _, scorer = key.partition("/")
+            if not scorer or bench not in self.eval_benchmarks:
+                raise ConfigError(
+                    f"run.keep_best entry {key!r} must be 'benchmark/scorer' with the benchmark in "
+                    f"run.eval_benchmarks ({', '.join(self.eval_benchmarks) or 'none'})"
+                )
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,18 @@ def check_eval_hook(rcfg: RunConfig) -> None:
             f"run.eval_every={rcfg.eval_every} needs harness.evaluate.evaluate, which cannot be imported "
             f"here ({e}); set run.eval_every=0 to train without in-loop evaluation"
         ) from None
+    from harness import benchmarks
+
+    for key in rcfg.keep_best:
+        bench, _, scorer = key.partition("/")
+        try:
+            scorers = benchmarks.get(bench).scorers
+        except benchmarks.UnknownBenchmarkError as e:
+            raise ConfigError(f"run.keep_best {key!r}: {e}") from None
+        if scorer not in scorers:
+            raise ConfigError(
+                f"run.keep_best {key!r}: {bench} is scored by {', '.join(scorers)}, not {scorer!r}"
+            )
 
 
 def launched_world() -> int:
@@ -783,7 +795,10 @@ def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = Fa
     the paper's (Euler ODE, ``run.eval_steps`` steps) at the recipe's CFG, size and T5 length.
     """
     every = run.rcfg.eval_every
-    if not every or (run.step % every and not final):
+    last = (
+        bool(run.rcfg.keep_best) and run.step == run.rcfg.max_steps
+    )  # selection sees the last weights too
+    if not every or (run.step % every and not final and not last):
         return
     from harness.evaluate import evaluate
     from harness.protocol import EvalProtocol
@@ -808,16 +823,70 @@ def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = Fa
             protocol=protocol,
             progress=False,
         )
-    if not run.main:
-        return
-    rows = Store(result.store, read_only=True).benchmark_scores(run_ids=[run.run_id], latest=False)
-    flat = {
-        f"eval/{r['benchmark']}/{r['scorer']}": float(r["score"])
-        for r in rows
-        if r["step"] == run.step and r.get("score") is not None
-    }
+        if not run.main:
+            return
+        rows = Store(result.store, read_only=True).benchmark_scores(
+            run_ids=[run.run_id], latest=False
+        )
+        flat = {
+            f"eval/{r['benchmark']}/{r['scorer']}": float(r["score"])
+            for r in rows
+            if r["step"] == run.step and r.get("score") is not None
+        }
+        if run.rcfg.keep_best:
+            flat["eval/keep_best"] = keep_if_best(run, tr, flat)
     if flat:
         log_metrics(run, flat)
+
+
+def _best_dir(run: Run) -> Path:
+    return run.out / "best"
+
+
+def read_best(run: Run) -> dict[str, Any] | None:
+    """This run's best evaluation so far (``best/best.json``), or None; another run's record does not count."""
+    path = _best_dir(run) / "best.json"
+    if not path.exists():
+        return None
+    best = json.loads(path.read_text())
+    return best if best.get("run_id") == run.run_id else None
+
+
+def keep_if_best(run: Run, tr: Training, flat: dict[str, float]) -> float:
+    """``run.keep_best``: the mean of the named in-loop scores; when it beats this run's best so far (ties keep the
+    earlier step), save the weights being evaluated to ``best/`` with ``best.json`` written last (a resumed run
+    reads it back). Main process, inside ``tr.eval_weights()``. Returns the score."""
+    keys = [f"eval/{k}" for k in run.rcfg.keep_best]
+    missing = [k for k in keys if k not in flat]
+    if missing:
+        have = ", ".join(k.removeprefix("eval/") for k in sorted(flat)) or "none"
+        raise ConfigError(
+            f"run.keep_best names {', '.join(k.removeprefix('eval/') for k in missing)}, which the in-loop "
+            f"evaluation did not score (it scored: {have})"
+        )
+    score = float(np.mean([flat[k] for k in keys]))
+    best = read_best(run)
+    if best is None or score > best["score"]:
+        folder = _best_dir(run)
+        (folder / "best.json").unlink(missing_ok=True)
+        adapters.save_adapter(tr.net, STUDENT, folder)
+        record = {
+            "run_id": run.run_id,
+            "step": run.step,
+            "score": score,
+            "by": list(run.rcfg.keep_best),
+        }
+        (folder / "best.json").write_text(json.dumps(record))
+        log.info("keep_best: step %d scores %.4f, the best so far", run.step, score)
+    else:
+        log.info(
+            "keep_best: step %d scores %.4f, below step %d's %.4f",
+            run.step,
+            score,
+            best["step"],
+            best["score"],
+        )
+    return score
 
 
 # -- the end -----------------------------------------------------------------------------------------------------
@@ -850,8 +919,17 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
         **(extra or {}),
     }
     if run.main:
-        with tr.eval_weights():
-            adapters.save_adapter(tr.net, STUDENT, run.out / "lora", manifest)
+        best = read_best(run) if run.rcfg.keep_best else None
+        if run.rcfg.keep_best and best is None:
+            raise RuntimeError(
+                f"run.keep_best is set but {_best_dir(run)} holds no evaluation of this run; nothing to save"
+            )
+        if best is not None:
+            manifest["selected"] = {**best, "last_step": run.step}
+            _save_best(run, manifest)
+        else:
+            with tr.eval_weights():
+                adapters.save_adapter(tr.net, STUDENT, run.out / "lora", manifest)
         (run.out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     run.acc.wait_for_everyone()
     if run.rcfg.log_with != "none":
@@ -864,6 +942,22 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
         shutdown_distributed()  # gloo's threads must not outlive the interpreter (an abort at exit)
     log.info("%s done: %s (step %d)", run.recipe, run.out, run.step)
     return run.out
+
+
+def _save_best(run: Run, manifest: dict[str, Any]) -> None:
+    """``lora/`` = the adapter ``keep_if_best`` saved, with the run's manifest (its ``selected`` says which step)."""
+    import shutil
+
+    src, dst = _best_dir(run), run.out / "lora"
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copyfile(src / name, dst / name)
+    cfg = json.loads((src / "adapter_config.json").read_text())
+    if manifest.get("base_model"):
+        cfg["base_model_name_or_path"] = manifest["base_model"]
+        (dst / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str))
+    full = {"adapter": STUDENT, "adapter_config": cfg, **manifest}
+    (dst / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
 
 
 def setup_logging() -> None:

@@ -115,7 +115,9 @@ def train_command(stage: Stage, root: Path, seed: int, steps_scale: float) -> tu
     if stage.recipe == "merge":
         overrides += [f"out={out}"]
     else:
-        overrides += [f"run.out={out}", f"run.seed={seed}"]
+        # in-loop evaluations (the teachers' checkpoint choice on validation prompts) into the stage's own store:
+        # stages run side by side, and a DuckDB file takes one writer
+        overrides += [f"run.out={out}", f"run.seed={seed}", f"run.eval_store={out / 'val.duckdb'}"]
         if steps_scale != 1.0:
             overrides += [f"run.max_steps={_scaled_steps(stage, steps_scale)}"]
     return (
