@@ -792,12 +792,12 @@ def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = Fa
     and step, written to the same store the CLI uses; the headline numbers are logged as ``eval/<bench>/<scorer>``.
 
     Every rank calls it (the harness shards the prompts over the processes accelerate launched). The protocol is
-    the paper's (Euler ODE, ``run.eval_steps`` steps) at the recipe's CFG, size and T5 length.
+    the paper's (Euler ODE, ``run.eval_steps`` steps) at the recipe's CFG, size and T5 length. With
+    ``run.keep_best`` the last step is evaluated too and ``keep_if_best`` decides whether these weights are kept.
     """
     every = run.rcfg.eval_every
-    last = (
-        bool(run.rcfg.keep_best) and run.step == run.rcfg.max_steps
-    )  # selection sees the last weights too
+    # the checkpoint choice must see the last weights too, whatever eval_every
+    last = bool(run.rcfg.keep_best) and run.step == run.rcfg.max_steps
     if not every or (run.step % every and not final and not last):
         return
     from harness.evaluate import evaluate
