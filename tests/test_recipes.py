@@ -783,3 +783,40 @@ def test_keep_best_config_errors_name_the_fix(tiny_home, tmp_path):
     with pytest.raises(ConfigError, match="ocr is scored by ocr, not 'pickscore'"):
         grpo.main(cfg)
     assert not (tmp_path / "run" / "lora").exists()
+
+
+def test_keep_best_continues_its_comparison_across_a_resume(tiny_home, tmp_path):
+    """A keep_best run interrupted after step 2 and resumed keeps the same step and the same weights as the run
+    straight through: the resumed run reads its own best.json back (were it ignored, the first evaluation after
+    the resume, step 4, would be kept whatever step 2 scored)."""
+    base = [
+        *QUIET,
+        "run.save_every=2",
+        "run.max_steps=4",
+        "sample.groups_per_epoch=1",
+        "run.eval_every=2",
+        "run.eval_benchmarks=[ocr]",
+        "run.eval_limit=2",
+        "run.eval_steps=2",
+        "run.keep_best=[ocr/ocr]",
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    store = [f"run.eval_store={tmp_path / 'store.duckdb'}"]
+    grpo.main(load(grpo.Config, CONFIGS / "grpo_tiny.yaml", [*base, *store, f"run.out={straight}"]))
+    first = [*base, *store, f"run.out={split}", "run.max_steps=2"]
+    grpo.main(load(grpo.Config, CONFIGS / "grpo_tiny.yaml", first))
+    assert _manifest(split)["selected"]["step"] == 2
+    grpo.main(
+        load(
+            grpo.Config,
+            CONFIGS / "grpo_tiny.yaml",
+            [*base, *store, f"run.out={split}", "run.resume=auto"],
+        )
+    )
+    scores = {
+        r["step"]: r["eval/keep_best"] for r in read_metrics(straight) if "eval/keep_best" in r
+    }
+    want = 2 if scores[2] >= scores[4] else 4
+    assert _manifest(straight)["selected"]["step"] == _manifest(split)["selected"]["step"] == want
+    a, b = _adapter(straight / "lora"), _adapter(split / "lora")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
