@@ -50,6 +50,9 @@ class Benchmark:
         return f"mean over '{self.group_by}' groups of the mean over their images"
 
 
+# What every mini-world benchmark asks of the protocol: its 32 px images, 10 steps, batches of 64.
+MINI_PROTOCOL = (("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64))
+
 BENCHMARKS: dict[str, Benchmark] = {
     "geneval": Benchmark(
         "geneval",
@@ -114,7 +117,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "mini world, GenEval's six tasks in miniature (6 x 24 prompts x 4, GenEval's 4 images per prompt); "
         "official rules, exact detections",
         group_by="tag",
-        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+        protocol=MINI_PROTOCOL,
     ),
     "mini_ocr": Benchmark(
         "mini_ocr",
@@ -124,7 +127,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("mini_ocr", "mini_quality"),
         "mini world, glyph text: each of the 18 glyphs on its own, 24 images each; Flow-GRPO's OCR reward on "
         "the glyph reader's text",
-        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+        protocol=MINI_PROTOCOL,
     ),
     # Validation sets for choosing a checkpoint in training (``run.keep_best``), drawn from the training prompts
     # (never the test ones): not part of any suite or table.
@@ -137,7 +140,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "mini world, validation: 6 x 8 training prompts x 4 (for choosing a checkpoint; test numbers come from "
         "mini_geneval)",
         group_by="tag",
-        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+        protocol=MINI_PROTOCOL,
     ),
     "mini_ocr_val": Benchmark(
         "mini_ocr_val",
@@ -146,7 +149,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         1,
         ("mini_ocr", "mini_quality"),
         "mini world, validation: each glyph on 4 lines (for choosing a checkpoint; test numbers come from mini_ocr)",
-        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+        protocol=MINI_PROTOCOL,
     ),
     "mini_ocr_strings": Benchmark(
         "mini_ocr_strings",
@@ -156,7 +159,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("mini_ocr", "mini_quality"),
         "mini world, held-out strings of 1-3 glyphs (400 of the 1,283-string test split); each character must "
         "sit in its place; Flow-GRPO's OCR reward on the glyph reader's text",
-        protocol=(("height", 32), ("width", 32), ("steps", 10), ("batch_size", 64)),
+        protocol=MINI_PROTOCOL,
     ),
 }
 

@@ -950,12 +950,11 @@ def _save_best(run: Run, manifest: dict[str, Any]) -> None:
 
     src, dst = _best_dir(run), run.out / "lora"
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copyfile(src / name, dst / name)
+    shutil.copyfile(src / "adapter_model.safetensors", dst / "adapter_model.safetensors")
     cfg = json.loads((src / "adapter_config.json").read_text())
     if manifest.get("base_model"):
         cfg["base_model_name_or_path"] = manifest["base_model"]
-        (dst / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str))
+    (dst / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str))
     full = {"adapter": STUDENT, "adapter_config": cfg, **manifest}
     (dst / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
 
