@@ -12,7 +12,7 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
@@ -41,6 +41,12 @@ class Benchmark:
     group_by: str | None = None
     # Settings this benchmark needs (the mini world's 32 px images, its batch size); explicit settings win.
     protocol: tuple[tuple[str, Any], ...] = ()
+    # "test": a benchmark whose numbers are reported; "validation": training prompts for choosing a checkpoint.
+    split: Literal["test", "validation"] = "test"
+    # What the benchmark holds out from training. "prompts": no training prompt may equal one of its prompts
+    # (``harness.splits`` audits every training run against these); "images": the mini world's prompt space is so
+    # small that training shares its prompts by design and only the images (seeds) are new.
+    held_out: Literal["prompts", "images"] = "prompts"
 
     @property
     def aggregation(self) -> str:
@@ -118,6 +124,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "official rules, exact detections",
         group_by="tag",
         protocol=MINI_PROTOCOL,
+        held_out="images",
     ),
     "mini_ocr": Benchmark(
         "mini_ocr",
@@ -128,6 +135,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "mini world, glyph text: each of the 18 glyphs on its own, 24 images each; Flow-GRPO's OCR reward on "
         "the glyph reader's text",
         protocol=MINI_PROTOCOL,
+        held_out="images",
     ),
     # Validation sets for choosing a checkpoint in training (``run.keep_best``), drawn from the training prompts
     # (never the test ones): not part of any suite or table.
@@ -141,6 +149,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         "mini_geneval)",
         group_by="tag",
         protocol=MINI_PROTOCOL,
+        split="validation",
+        held_out="images",
     ),
     "mini_ocr_val": Benchmark(
         "mini_ocr_val",
@@ -150,6 +160,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("mini_ocr", "mini_quality"),
         "mini world, validation: each glyph on 4 lines (for choosing a checkpoint; test numbers come from mini_ocr)",
         protocol=MINI_PROTOCOL,
+        split="validation",
+        held_out="images",
     ),
     "mini_ocr_strings": Benchmark(
         "mini_ocr_strings",
@@ -160,6 +172,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "mini world, held-out strings of 1-3 glyphs (400 of the 1,283-string test split); each character must "
         "sit in its place; Flow-GRPO's OCR reward on the glyph reader's text",
         protocol=MINI_PROTOCOL,
+        held_out="images",
     ),
 }
 
