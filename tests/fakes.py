@@ -64,7 +64,23 @@ class OtherFakeScorer(FakeScorer):
         return Scores([1 - v for v in s.values], [1 - v for v in s.values], None)
 
 
-FAKES = {"fake": "tests.fakes:FakeScorer", "fake2": "tests.fakes:OtherFakeScorer"}
+class TiedFakeScorer(FakeScorer):
+    """``fake_tied``: 0.5 for every image of a prompt that says "tied" (a group whose rewards are all equal), the
+    fake metric for the others: a GRPO epoch with known tied groups."""
+
+    name = "fake_tied"
+
+    def __call__(self, images, prompts, meta=None):  # type: ignore[no-untyped-def]
+        s = super().__call__(images, prompts, meta)
+        values = [0.5 if "tied" in p else v for v, p in zip(s.values, prompts, strict=True)]
+        return Scores(values, values, None)
+
+
+FAKES = {
+    "fake": "tests.fakes:FakeScorer",
+    "fake2": "tests.fakes:OtherFakeScorer",
+    "fake_tied": "tests.fakes:TiedFakeScorer",
+}
 
 
 def register() -> None:

@@ -50,6 +50,8 @@ def test_shipped_prompt_sets_resolve_from_anywhere(tmp_path, monkeypatch):
     )
     assert len(pools["geneval"]) == 5 and pools["geneval"][0].meta["tag"]
     assert all(it.task == "ocr" and '"' in it.prompt for it in pools["ocr"])
+    generated = load_datasets({"pickscore": "harness/prompts/pickscore_train/train.txt"}, limit=3)
+    assert len(generated["pickscore"]) == 3  # a generated training set, built on first use
 
 
 def _pools():

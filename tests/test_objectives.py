@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trainer.objectives import (
+    VelocityWeight,
     decoupled_advantages,
     flow_matching_loss,
     gaussian_kl,
@@ -279,6 +280,31 @@ def test_mixed_adds_the_task_advantage():
     assert torch.allclose(logp.grad, -task / 2)
     with pytest.raises(ValueError, match="task_advantages"):
         opd_loss("mixed", v, v, _vw(), logp_new=logp, logp_old=torch.zeros(2))
+
+
+def test_pg_and_mixed_advantages_are_clamped_like_the_authors_code():
+    """The authors' kl_only: clamp(kl_scale * kl, +-5); mixed: clamp(clamp(task, +-5) + kl_scale * kl, +-5). At
+    ratio 1 the surrogate's gradient wrt logp_new is -A / B, so it reads the clamped advantages."""
+    v = torch.zeros(3, 1, 1, 1)
+    v_t = torch.tensor([0.5, 4.0, 10.0]).view(
+        3, 1, 1, 1
+    )  # gaps w ||dv||^2 with w = 1: 0.25, 16, 100
+    vw = VelocityWeight(torch.ones(()), "mean")
+    logp = torch.zeros(3, requires_grad=True)
+    opd_loss("pg", v, v_t, vw, logp_new=logp, logp_old=torch.zeros(3)).loss.backward()
+    assert torch.allclose(logp.grad, -torch.tensor([-0.25, -5.0, -5.0]) / 3)
+    logp.grad = None
+    task = torch.tensor([9.0, 9.0, -9.0])  # clamped to 5, 5, -5 first
+    opd_loss(
+        "mixed", v, v_t, vw, logp_new=logp, logp_old=torch.zeros(3), task_advantages=task
+    ).loss.backward()
+    # 5 - 0.25 = 4.75; 5 - 16 = -11 -> -5; -5 - 100 -> -5
+    assert torch.allclose(logp.grad, -torch.tensor([4.75, -5.0, -5.0]) / 3)
+    logp.grad = None
+    opd_loss(
+        "pg", v, v_t, vw, logp_new=logp, logp_old=torch.zeros(3), adv_clip=None
+    ).loss.backward()
+    assert torch.allclose(logp.grad, -torch.tensor([-0.25, -16.0, -100.0]) / 3)
 
 
 def test_mar_gradient_step_moves_toward_the_anchor():

@@ -217,7 +217,7 @@ def test_teacher_equal_to_student_gives_exactly_zero_loss(tiny_home, tmp_path):
         tmp_path,
         f"init={teacher}",
         f"teachers={{geneval: {teacher}}}",
-        "datasets={geneval: harness/prompts/flow_grpo_geneval/test_metadata.jsonl}",
+        "datasets={geneval: harness/prompts/geneval_train/train_metadata.jsonl}",
     )
     rows = read_metrics(out)
     assert len(rows) == 2 and all(r["loss/opd"] == 0.0 and r["opd/gap"] == 0.0 for r in rows)
@@ -309,7 +309,7 @@ def _training_prompts() -> list[str]:
     """Two prompts of each task the OPD tests train on (the student is only asked to match on those tasks)."""
     from trainer.data import load_prompt_file
 
-    files = ("flow_grpo_geneval/test_metadata.jsonl", "flow_grpo_ocr/test.txt")
+    files = ("geneval_train/train_metadata.jsonl", "ocr_train/train.txt")
     return [
         it.prompt for f in files for it in load_prompt_file(f"harness/prompts/{f}", "x", limit=2)
     ]
@@ -609,7 +609,7 @@ def test_grpo_raises_a_weightless_reward(tiny_home, tmp_path):
             "optim.lr=1e-2",
             "lora.rank=8",
             "lora.alpha=16",
-            "datasets={geneval: harness/prompts/flow_grpo_geneval/test_metadata.jsonl}",
+            "datasets={geneval: harness/prompts/geneval_train/train_metadata.jsonl}",
         ],
     )
     grpo.main(cfg)

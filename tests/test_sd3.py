@@ -185,3 +185,46 @@ def test_size_that_does_not_fit_the_patch_grid_is_rejected(tiny_model) -> None: 
         tiny_model.latent_shape(72, 64)
     with pytest.raises(ValueError, match="steps"):
         tiny_model.sigmas(0)
+
+
+def test_default_lora_targets_are_flow_grpos_and_skip_sd35s_second_attention() -> None:
+    """SD3.5-M has a second attention (attn2) in its first blocks; Flow-GRPO's targets ("attn.to_q", ...) match the
+    joint attention only, so its LoRAs carry no attn2 weights. The default spec must adapt exactly those modules."""
+    from diffusers import SD3Transformer2DModel
+
+    net = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        caption_projection_dim=16,
+        pooled_projection_dim=16,
+        out_channels=4,
+        pos_embed_max_size=8,
+        dual_attention_layers=(0,),
+    )
+    assert any(".attn2." in n for n, _ in net.named_modules())
+    A.add_lora(net, "student", A.LoraSpec(rank=2, alpha=4))
+    adapted = {
+        n.removesuffix(".lora_A.student")
+        for n, _ in net.named_modules()
+        if n.endswith("lora_A.student")
+    }
+    joint = (
+        "add_k_proj",
+        "add_q_proj",
+        "add_v_proj",
+        "to_add_out",
+        "to_k",
+        "to_out.0",
+        "to_q",
+        "to_v",
+    )
+    want = {f"transformer_blocks.{b}.attn.{m}" for b in range(2) for m in joint}
+    want -= {
+        "transformer_blocks.1.attn.to_add_out"
+    }  # the last block's context branch has no output projection
+    assert adapted == want

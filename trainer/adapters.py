@@ -23,15 +23,17 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# Flow-GRPO's SD3 targets (train_sd3.py): the joint attention's projections, named from "attn." so that PEFT's
+# suffix match leaves SD3.5-M's second attention (attn2, in its first 13 blocks) alone, as Flow-GRPO's LoRAs do.
 SD3_LORA_TARGETS = (
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "add_q_proj",
-    "add_k_proj",
-    "add_v_proj",
-    "to_add_out",
+    "attn.add_k_proj",
+    "attn.add_q_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "attn.to_k",
+    "attn.to_out.0",
+    "attn.to_q",
+    "attn.to_v",
 )
 _PEFT_PREFIX = "base_model.model."
 _TRAINABLE_ATTR = "_flow_opd_trainable_adapters"

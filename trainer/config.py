@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
     "LoraSpec",
     "OptimConfig",
     "RunConfig",
@@ -66,6 +67,9 @@ class RunConfig:
     ema: bool = True  # Flow-GRPO: EMA of the LoRA, used for eval and the saved adapter
     ema_decay: float = 0.9
     ema_every: int = 8
+    # "batch": Flow-GRPO's cadence, after every training batch when (step + 1) % ema_every == 0 (so once per batch
+    # of that step's accumulation); "step": once after every optimizer step with step % ema_every == 0
+    ema_cadence: Literal["batch", "step"] = "batch"
     eval_every: int = 0  # in-loop evaluation through harness.evaluate every N steps; 0: off
     eval_benchmarks: tuple[str, ...] = ()
     eval_limit: int | None = None  # prompts per benchmark (None: the whole benchmark)
@@ -101,6 +105,16 @@ class RunConfig:
                     f"run.keep_best entry {key!r} must be 'benchmark/scorer' with the benchmark in "
                     f"run.eval_benchmarks ({', '.join(self.eval_benchmarks) or 'none'})"
                 )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a recipe may train on (its prompt files are the recipe's ``datasets``)."""
+
+    # Before any work every recipe audits its training prompts against the evaluation benchmarks (harness.splits):
+    # a training prompt that is an evaluation prompt stops the run with one line. True trains on them anyway; the
+    # manifest records it and every table, leaderboard row and page that shows the model marks it.
+    allow_eval_prompts: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,9 @@ class SampleConfig:
     batch_size: int = 9  # images per forward pass per GPU (sampling and training use the same size)
     steps_per_epoch: int = 2  # optimizer steps per epoch
     timestep_fraction: float = 0.99  # train the first int(fraction * N) steps (9 of 10)
+    # How an epoch's samples are batched for training (Flow-GRPO: "samples", one permutation of every sample on the
+    # process, cut into the epoch's batches again); "batches": the sampled batches as they are, in a shuffled order
+    shuffle: Literal["samples", "batches"] = "samples"
     # Flow-GRPO-Fast / MixGRPO: SDE noise (and training) on only `sde_window_size` consecutive steps, whose start
     # is drawn each epoch from `sde_window_range` = [lo, hi) (default [0, N // 2)); the other steps are the ODE.
     # 0 = the SDE on every step and `timestep_fraction` decides what is trained.
@@ -476,8 +493,11 @@ def parse(cls: type[T], argv: list[str] | None = None) -> T:
     if args and args[0] in ("-h", "--help"):
         prog = cls.__module__
         sys.stdout.write(
-            f"usage: accelerate launch -m {prog} [CONFIG.yaml] [key=value ...]\n\nkeys and defaults:\n"
-            f"{usage(cls())}\n"
+            f"usage: accelerate launch -m {prog} [CONFIG.yaml] [key=value ...]\n"
+            f"       python -m {prog} CONFIG.yaml [key=value ...] --rehearse [--world-size N[,N...]]\n\n"
+            "--rehearse builds the preset as written, prints its layout at each world size, task shares, adapters,\n"
+            "split audit and loss terms, and runs one optimizer step on the CPU with stand-ins for hub weights.\n\n"
+            f"keys and defaults:\n{usage(cls())}\n"
         )
         raise SystemExit(0)
     yaml_path = None

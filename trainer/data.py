@@ -21,6 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from harness.splits import Overlap
+from trainer.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +40,16 @@ class PromptItem:
 
 
 def resolve_prompt_path(path: str | Path) -> Path:
-    """A prompt file as given, or relative to the project root (so shipped ``harness/prompts/...`` always work)."""
+    """A prompt file as given, or relative to the project root (so shipped ``harness/prompts/...`` always work).
+
+    A generated training set (``harness.trainsets``: ``harness/prompts/geneval_train/train_metadata.jsonl``, ...) is
+    built on first use and its checksum checked every time."""
+    from harness import trainsets
+
     p = Path(path).expanduser()
+    generated = trainsets.find(p)
+    if generated is not None:
+        return trainsets.ensure(generated.name)
     if p.exists():
         return p
     shipped = _PACKAGE_ROOT / p
@@ -82,8 +93,14 @@ def load_datasets(
 ) -> dict[str, list[PromptItem]]:
     """Every task's prompts: ``{task: path}`` -> ``{task: [PromptItem]}``."""
     if not datasets:
-        raise ValueError("no datasets: give at least one task -> prompt file in `datasets`")
-    return {task: load_prompt_file(path, task, limit) for task, path in datasets.items()}
+        raise ConfigError("no datasets: give at least one task -> prompt file in `datasets`")
+    pools = {}
+    for task, path in datasets.items():
+        try:
+            pools[task] = load_prompt_file(path, task, limit)
+        except (OSError, ValueError) as e:  # a missing or malformed file is the user's to fix
+            raise ConfigError(f"datasets.{task}: {e}") from None
+    return pools
 
 
 def partition_cycle(partitions: dict[str, int]) -> list[str]:
@@ -183,3 +200,66 @@ def shard(n: int, rank: int, world: int) -> slice:
         raise ValueError(f"{n} items do not split evenly over {world} processes")
     per = n // world
     return slice(rank * per, (rank + 1) * per)
+
+
+# -- the split audit ---------------------------------------------------------------------------------------------
+class SplitAudit(NamedTuple):
+    """What a run's training prompts share with evaluation, and what it inherits from the models it starts from."""
+
+    audited: tuple[str, ...]  # the benchmarks checked (harness.splits.audited_benchmarks)
+    allow_eval_prompts: bool
+    overlaps: dict[str, Overlap]  # task -> its pool's overlap with the audited benchmarks
+    inherited: tuple[
+        str, ...
+    ]  # "<role> <source>: <reason>" for each parent trained on evaluation prompts
+
+    @property
+    def contaminated(self) -> list[str]:
+        """Why a model trained by this run counts as trained on evaluation prompts ([] when it does not)."""
+        own = [f"datasets.{o.describe()}" for o in self.overlaps.values() if o.lines]
+        return own + list(self.inherited)
+
+    def manifest(self) -> dict[str, Any]:
+        """The run manifest's record of the audit (``split_audit``) and its verdict (``contaminated``)."""
+        return {
+            "split_audit": {
+                "audited": list(self.audited),
+                "allow_eval_prompts": self.allow_eval_prompts,
+                "overlap": {
+                    task: {"lines": o.lines, "of": o.total, "by_benchmark": o.by_benchmark}
+                    for task, o in self.overlaps.items()
+                },
+            },
+            "contaminated": self.contaminated,
+        }
+
+
+def audit_split(
+    pools: dict[str, list[PromptItem]],
+    allow_eval_prompts: bool,
+    parents: dict[str, str | Path | None] | None = None,
+) -> SplitAudit:
+    """Audit the training pools against the evaluation benchmarks, before any work.
+
+    A pool with evaluation prompts is refused (``ConfigError``, one line naming the fix) unless
+    ``allow_eval_prompts``. ``parents`` (``{"init": folder, "teachers.ocr": folder, ...}``, resolved adapter or run
+    folders) pass on their own manifests' verdicts: a student of a contaminated teacher is contaminated too.
+    """
+    from harness import splits
+
+    overlaps = {
+        task: splits.overlap(task, (it.prompt for it in pool)) for task, pool in pools.items()
+    }
+    found = [o for o in overlaps.values() if o.lines]
+    if found and not allow_eval_prompts:
+        more = f" (and {len(found) - 1} more task(s))" if len(found) > 1 else ""
+        raise ConfigError(
+            f"datasets.{found[0].describe()}{more}: train on sets that hold no evaluation prompt "
+            "(`python -m harness.trainsets list`), or set data.allow_eval_prompts=true to train on them anyway "
+            "(the model is then marked as trained on evaluation prompts)"
+        )
+    inherited = []
+    for role, source in (parents or {}).items():
+        for reason in splits.recorded_contamination(source):
+            inherited.append(f"{role} {source}: {reason}")
+    return SplitAudit(splits.audited_benchmarks(), allow_eval_prompts, overlaps, tuple(inherited))

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer import config, loop
+from trainer import loop, rehearse
 from trainer.adapters import LoraSpec, disabled
-from trainer.config import ConfigError, OptimConfig, RunConfig, SampleConfig
-from trainer.data import PromptItem, load_datasets
+from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig, SampleConfig
+from trainer.data import PromptItem, audit_split, load_datasets
 from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,
@@ -52,9 +52,10 @@ class Config:
         None  # start the LoRA from a run folder (SFT+GRPO-Mix, Merge+GRPO-Mix) or a PEFT folder
     )
     datasets: dict[str, str] = field(
-        default_factory=lambda: {"geneval": "harness/prompts/flow_grpo_geneval/test_metadata.jsonl"}
+        default_factory=lambda: {"geneval": "harness/prompts/geneval_train/train_metadata.jsonl"}
     )
     prompt_limit: int | None = None  # first N prompts of each dataset
+    data: DataConfig = field(default_factory=DataConfig)
     rewards: dict[str, float] = field(
         default_factory=lambda: {"geneval": 1.0}
     )  # every prompt's reward
@@ -73,6 +74,10 @@ class Config:
     clip_range: float = 1e-4
     adv_clip: float = 5.0
     adv_std: AdvantageStd = "global"
+    # Flow-GRPO's filter: each process drops its samples whose advantage is exactly 0 (their group's rewards all
+    # equal: no policy gradient) from the loss, the KL term included, before re-batching (loop.regroup). False keeps
+    # them: with half the groups tied the policy gradient halves while the KL term still covers every sample.
+    drop_tied_groups: bool = True
     # "sum": Flow-GRPO, the group advantage of the weighted sum of the rewards; "decoupled": GDPO, each reward
     # normalised in its group before the weighted sum (a low-variance reward keeps its weight's share)
     reward_norm: RewardNorm = "sum"
@@ -143,9 +148,9 @@ def main(cfg: Config) -> None:
     loop.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
     layout = loop.epoch_layout(cfg.sample, loop.launched_world())
-    if cfg.init is not None:
-        loop.check_adapter_base("init", cfg.init, cfg.model)
-    run = loop.start("grpo", cfg, cfg.run)
+    init = loop.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
+    audit = audit_split(pools, cfg.data.allow_eval_prompts, {"init": init})
+    run = loop.start("grpo", cfg, cfg.run, audit)
     scorers = loop.load_scorers(cfg.scorer_names(), cfg.reward_servers)
 
     model = loop.load_base(run, cfg.model, cfg.sample.t5_length)
@@ -218,15 +223,17 @@ def main(cfg: Config) -> None:
 
         epoch_stats["time/sample_s"] = time.perf_counter() - t_epoch  # rollouts + rewards
         t_train = time.perf_counter()
-        # 3. train: every batch x its T SDE steps, one optimizer step per `accum_batches` batches
-        order = torch.randperm(
-            len(batches), generator=torch.Generator().manual_seed(run.rcfg.seed + run.epoch)
-        )
+        # 3. Flow-GRPO's re-batching: tied groups' samples dropped (drop_tied_groups), the rest shuffled sample by
+        # sample into as many batches as were sampled
+        todo = loop.regroup(run, batches, drop_tied=cfg.drop_tied_groups, shuffle=s.shuffle)
+        epoch_stats["train/kept_fraction"] = (
+            todo.kept / todo.total
+        )  # this process's (Flow-GRPO: rank 0's)
+        # 4. train: every batch x its T SDE steps, one optimizer step per `accum_batches` batches (at a batch's end)
         tr.ddp.train()
         sums: dict[str, float] = {}
         micro = 0
-        for bi in order.tolist():
-            b = batches[bi]
+        for b in todo.batches:
             for j in s.trained_steps(window):
                 micro += 1
                 sync = micro % micro_per_step == 0
@@ -256,13 +263,13 @@ def main(cfg: Config) -> None:
                     ("train/ratio", pol.ratio.mean()),
                 ):
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
-                if sync:
-                    sums["time/train_s"] = time.perf_counter() - t_train
-                    loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
-                    t_train = time.perf_counter()
-                    sums = {}
-                    if run.step >= run.rcfg.max_steps:
-                        break
+            if micro % micro_per_step:  # mid-accumulation: only the EMA's batch cadence
+                loop.after_batch(run, tr)
+                continue
+            sums["time/train_s"] = time.perf_counter() - t_train
+            loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
+            t_train = time.perf_counter()
+            sums = {}
             if run.step >= run.rcfg.max_steps:
                 break
         run.epoch += 1
@@ -273,4 +280,4 @@ def main(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    main(config.parse(Config))
+    rehearse.cli(Config, main)

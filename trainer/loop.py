@@ -38,7 +38,7 @@ from trainer import adapters, config
 from trainer.adapters import LoraSpec
 from trainer.backend import FlowModel
 from trainer.config import ConfigError, RunConfig, SampleConfig
-from trainer.data import PromptItem, plan_epoch, shard
+from trainer.data import PromptItem, SplitAudit, plan_epoch, shard
 from trainer.sampling import Rollout, rollout
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,7 @@ class Run:
     step: int = 0
     epoch: int = 0
     parent: dict[str, Any] = field(default_factory=dict)
+    audit: SplitAudit | None = None  # the training prompts' split audit (trainer.data.audit_split)
     _metrics: Any = None
 
     @property
@@ -246,8 +247,10 @@ def launched_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
-    """Set up accelerate, seeds, the run folder (config.yaml), trackers; all checks before any heavy work."""
+def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = None) -> Run:
+    """Set up accelerate, seeds, the run folder (config.yaml), trackers; all checks before any heavy work.
+
+    ``audit``: the recipe's split audit of its training prompts, recorded in the manifest."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 
@@ -282,7 +285,9 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
         run_id = [f"{recipe}-{out.name}-{stamp}-{random.Random().randrange(16**4):04x}"]
     if acc.num_processes > 1:
         broadcast_object_list(run_id)
-    run = Run(recipe=recipe, cfg=cfg, rcfg=rcfg, acc=acc, out=out, run_id=str(run_id[0]))
+    run = Run(
+        recipe=recipe, cfg=cfg, rcfg=rcfg, acc=acc, out=out, run_id=str(run_id[0]), audit=audit
+    )
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         config.dump(cfg, out / "config.yaml")
@@ -293,6 +298,11 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig) -> Run:
             acc.init_trackers("logs", config=_flat_scalars(config.to_dict(cfg)))
     acc.wait_for_everyone()
     log.info("%s: run %s, %d process(es) on %s", recipe, run.run_id, acc.num_processes, acc.device)
+    if audit is not None and audit.contaminated:
+        for reason in audit.contaminated:
+            log.warning("trained on evaluation prompts: %s", reason)
+    elif audit is not None:
+        log.info("split audit: no training prompt is a prompt of %s", ", ".join(audit.audited))
     return run
 
 
@@ -365,19 +375,35 @@ def attach_frozen(net: nn.Module, name: str, folder: Path) -> None:
 
 # -- optimisation state ------------------------------------------------------------------------------------------
 class EMA:
-    """Flow-GRPO's EMA of the trainable weights: every ``every`` steps, decay ``min((1 + s) / (10 + s), decay)``."""
+    """An EMA of the trainable weights with Flow-GRPO's decay ``min((1 + s) / (10 + s), decay)`` at optimizer step
+    ``s`` (its flow_grpo/ema.py), used for evaluation and the saved adapter.
 
-    def __init__(self, params: list[nn.Parameter], decay: float, every: int) -> None:
+    Cadence ``batch`` (Flow-GRPO's train_sd3.py): ``after_batch(s)`` after every training batch, applied when
+    ``(s + 1) % every == 0``, so on such a step once per batch of its accumulation (twice a step at 32 GPUs).
+    Cadence ``step``: ``after_step(s)`` once after optimizer step ``s`` (1-based) when ``s % every == 0``.
+    """
+
+    def __init__(
+        self, params: list[nn.Parameter], decay: float, every: int, cadence: str = "batch"
+    ) -> None:
         self.params = params
         self.decay = decay
         self.every = every
+        self.cadence = cadence
         self.shadow = [p.detach().clone().float() for p in params]
 
-    @torch.no_grad()
-    def update(self, step: int) -> None:
+    def after_batch(self, step: int) -> None:
+        """Call after each training batch, with the optimizer steps taken so far."""
+        if self.cadence == "batch" and (step + 1) % self.every == 0:
+            self._apply(step)
+
+    def after_step(self, step: int) -> None:
         """Call after optimizer step ``step`` (1-based)."""
-        if step % self.every:
-            return
+        if self.cadence == "step" and step % self.every == 0:
+            self._apply(step)
+
+    @torch.no_grad()
+    def _apply(self, step: int) -> None:
         d = min((1 + step) / (10 + step), self.decay)
         for s, p in zip(self.shadow, self.params, strict=True):
             s.mul_(d).add_(p.detach().float(), alpha=1 - d)
@@ -438,7 +464,8 @@ def prepare(run: Run, net: nn.Module, ocfg: config.OptimConfig) -> Training:
         opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
     )
     ddp, opt = run.acc.prepare(net, opt)
-    ema = EMA(params, run.rcfg.ema_decay, run.rcfg.ema_every) if run.rcfg.ema else None
+    rc = run.rcfg
+    ema = EMA(params, rc.ema_decay, rc.ema_every, rc.ema_cadence) if rc.ema else None
     n = sum(p.numel() for p in params)
     log.info("training %d parameters (%d tensors)", n, len(params))
     return Training(net=net, ddp=ddp, params=params, optimizer=opt, scheduler=sched, ema=ema)
@@ -475,8 +502,14 @@ def optimizer_step(run: Run, tr: Training, ocfg: config.OptimConfig) -> float:
     tr.optimizer.zero_grad(set_to_none=True)
     run.step += 1
     if tr.ema is not None:
-        tr.ema.update(run.step)
+        tr.ema.after_step(run.step)
     return float(norm)
+
+
+def after_batch(run: Run, tr: Training) -> None:
+    """The end of a training batch (all its trained steps): the EMA's ``batch`` cadence (Flow-GRPO's)."""
+    if tr.ema is not None:
+        tr.ema.after_batch(run.step)
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
@@ -582,9 +615,11 @@ def finish_step(
     ocfg: config.OptimConfig,
     metrics: dict[str, float],
 ) -> None:
-    """The end of every recipe's optimizer step: step, log ``metrics`` with the gradient norm and learning rate
-    (on the first step and every ``run.log_every``), and evaluate when ``run.eval_every`` says so."""
+    """The end of the batch that ends an optimizer step: step, the EMA, log ``metrics`` with the gradient norm and
+    learning rate (on the first step and every ``run.log_every``), and evaluate when ``run.eval_every`` says so
+    (with the EMA as a run stopped here would save it)."""
     norm = optimizer_step(run, tr, ocfg)
+    after_batch(run, tr)
     if run.step % run.rcfg.log_every == 0 or run.step == 1:
         log_metrics(
             run, {**metrics, "train/grad_norm": norm, "train/lr": tr.scheduler.get_last_lr()[0]}
@@ -609,10 +644,17 @@ def read_metrics(out: str | Path) -> list[dict[str, float]]:
 
 
 # -- rewards -----------------------------------------------------------------------------------------------------
+# The rehearsal (trainer.rehearse) sets this to stand in for scorers whose weights cannot be on a CPU machine; it is
+# None in every real run.
+stand_in_scorers: Callable[[str], Any] | None = None
+
+
 def load_scorers(names: set[str], servers: dict[str, str]) -> dict[str, Any]:
     """Reward scorers by registry name, in process or through ``RemoteScorer`` when a server URL is given."""
     import scorers
 
+    if stand_in_scorers is not None:
+        return {name: stand_in_scorers(name) for name in sorted(names)}
     out: dict[str, Any] = {}
     for name in sorted(names):
         if name in servers:
@@ -779,6 +821,76 @@ def sample(
     return batches
 
 
+class Regrouped(NamedTuple):
+    """This process's epoch, ready to train: its batches in training order and how many samples they keep."""
+
+    batches: list[Batch]
+    kept: int  # samples trained on (all of them without the tied-group filter)
+    total: int  # samples rolled out
+
+
+def regroup(
+    run: Run, batches: list[Batch], *, drop_tied: bool = False, shuffle: str = "samples"
+) -> Regrouped:
+    """Order this process's epoch for training, as Flow-GRPO's train_sd3.py does before its inner epoch.
+
+    ``drop_tied`` (Flow-GRPO's filter): samples whose advantage is exactly 0 (every reward of their group equal)
+    are dropped from the loss, policy and KL term alike; randomly chosen dropped ones come back until the kept
+    count divides the number of batches, and at least one per batch (where Flow-GRPO would fail on an empty one).
+    ``shuffle="samples"``: one permutation of the kept samples, cut into as many equal batches as were rolled
+    out (smaller ones when samples were dropped); ``"batches"``: the rolled-out batches in a shuffled order.
+    The draws come from the run seed, the epoch and the rank, so a resumed run repeats them.
+    """
+    n_batches = len(batches)
+    sizes = [len(b.items) for b in batches]
+    total = sum(sizes)
+    if shuffle == "batches" and not drop_tied:
+        order = torch.randperm(
+            n_batches, generator=torch.Generator().manual_seed(run.rcfg.seed + run.epoch)
+        )
+        return Regrouped([batches[i] for i in order.tolist()], total, total)
+    seed = np.random.SeedSequence([run.rcfg.seed, run.epoch, run.rank]).generate_state(1)[0]
+    g = torch.Generator().manual_seed(int(seed))
+    keep = torch.ones(total, dtype=torch.bool)
+    if drop_tied:
+        if any(b.advantages is None for b in batches):
+            raise RuntimeError("regroup(drop_tied=True) needs every batch's advantages")
+        keep = torch.cat([b.advantages for b in batches]) != 0  # type: ignore[misc]
+        kept = int(keep.sum())
+        need = n_batches - kept if kept < n_batches else (-kept) % n_batches
+        dropped = torch.nonzero(~keep).flatten()
+        keep[dropped[torch.randperm(len(dropped), generator=g)[:need]]] = True
+    rows = torch.nonzero(keep).flatten()
+    if shuffle == "samples":
+        rows = rows[torch.randperm(len(rows), generator=g)]
+    chunks = list(rows.view(n_batches, -1))
+    if shuffle == "batches":
+        chunks = [chunks[i] for i in torch.randperm(n_batches, generator=g).tolist()]
+    ro = Rollout.cat([b.ro for b in batches])
+    ro.images = None  # scored already; training needs the trajectory only
+    items = [it for b in batches for it in b.items]
+    rewards = (
+        torch.cat([b.rewards for b in batches])
+        if all(b.rewards is not None for b in batches)
+        else None
+    )
+    adv = (
+        torch.cat([b.advantages for b in batches])
+        if all(b.advantages is not None for b in batches)
+        else None
+    )
+    out = [
+        Batch(
+            ro=ro.select(c),
+            items=[items[i] for i in c.tolist()],
+            rewards=None if rewards is None else rewards[c],
+            advantages=None if adv is None else adv[c],
+        )
+        for c in chunks
+    ]
+    return Regrouped(out, len(rows), total)
+
+
 def gather_cat(run: Run, local: Tensor) -> Tensor:
     """All ranks' [n] tensors concatenated in rank order (the epoch plan's order)."""
     if run.world == 1:
@@ -916,6 +1028,7 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
         "replicas_identical": same,
         "output": "lora",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(run.audit.manifest() if run.audit is not None else {}),
         **(extra or {}),
     }
     if run.main:

@@ -28,7 +28,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from trainer import config, loop
+from harness import splits
+from trainer import config, loop, rehearse
 from trainer.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ class Config:
     scale: float = 1.0  # task arithmetic / TIES lambda
     density: float = 0.2  # TIES: fraction of each delta kept
     output: Literal["lora", "merged"] = "lora"
-    rank: int = 0  # output LoRA rank; 0: exact (sum of the teachers' ranks)
+    # The output LoRA's shape. rank 0: the exact rank (the sum of the teachers' ranks), else the merged delta's best
+    # rank-`rank` approximation (truncated SVD; its relative error goes to the manifest). alpha 0: alpha = rank (a
+    # LoRA scale of 1); else the factors are stored for PEFT's scale alpha / rank (the paper's student: 32 / 64).
+    rank: int = 0
+    alpha: int = 0
     model: str | None = (
         None  # base model; required for output=merged, else taken from the teachers' manifests
     )
@@ -73,6 +78,12 @@ class Config:
             raise ConfigError(f"density={self.density} must be in (0, 1]")
         if self.rank < 0:
             raise ConfigError(f"rank={self.rank} must be >= 0 (0: exact)")
+        if self.alpha < 0:
+            raise ConfigError(f"alpha={self.alpha} must be >= 0 (0: alpha = rank)")
+        if self.method == "ab_mean" and (self.rank or self.alpha):
+            raise ConfigError(
+                "method=ab_mean keeps the teachers' LoRA shape: leave rank and alpha at 0"
+            )
         if self.output == "merged" and self.method == "ab_mean":
             raise ConfigError("method=ab_mean writes averaged LoRA factors; use output=lora")
         if self.output == "merged" and self.model is None:
@@ -210,24 +221,39 @@ def refactor(delta: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return b.float(), a.float()
 
 
+class SvdError(NamedTuple):
+    """How far the re-factored LoRA is from the merged delta (relative Frobenius errors; 0 at the exact rank)."""
+
+    worst: float  # the worst module's ||B A - dW|| / ||dW||
+    total: float  # over every module at once: sqrt(sum ||B A - dW||^2 / sum ||dW||^2)
+
+
 def deltas_to_lora(
-    deltas: dict[str, Tensor], rank: int, targets: list[str], base: str | None
-) -> tuple[Lora, float]:
-    """Re-factor merged deltas as a PEFT LoRA with ``r = alpha = rank`` (scale 1); returns it and the worst
-    relative Frobenius error of the truncation (0 when the rank is exact)."""
+    deltas: dict[str, Tensor],
+    rank: int,
+    targets: list[str],
+    base: str | None,
+    alpha: int | None = None,
+) -> tuple[Lora, SvdError]:
+    """Re-factor merged deltas as a PEFT LoRA of rank ``rank`` and ``lora_alpha = alpha`` (default ``rank``): the
+    factors carry ``sqrt(rank / alpha)`` each, so PEFT's ``(alpha / rank) B A`` is the best rank-``rank``
+    approximation of each delta. Returns the LoRA and the truncation's relative errors."""
+    alpha = alpha or rank
+    unscale = math.sqrt(rank / alpha)
     state: dict[str, Tensor] = {}
-    worst = 0.0
+    worst = err_sq = norm_sq = 0.0
     for path, delta in sorted(deltas.items()):
         b, a = refactor(delta, rank)
-        state[f"{_PREFIX}{path}.lora_A.weight"] = a.contiguous()
-        state[f"{_PREFIX}{path}.lora_B.weight"] = b.contiguous()
-        norm = float(delta.norm())
+        state[f"{_PREFIX}{path}.lora_A.weight"] = (a * unscale).contiguous()
+        state[f"{_PREFIX}{path}.lora_B.weight"] = (b * unscale).contiguous()
+        norm, err = float(delta.norm()), float((b @ a - delta).norm())
+        err_sq, norm_sq = err_sq + err**2, norm_sq + norm**2
         if norm > 0:
-            worst = max(worst, float((b @ a - delta).norm()) / norm)
+            worst = max(worst, err / norm)
     cfg = {
         "peft_type": "LORA",
         "r": rank,
-        "lora_alpha": rank,
+        "lora_alpha": alpha,
         "target_modules": sorted(targets),
         "lora_dropout": 0.0,
         "bias": "none",
@@ -235,7 +261,7 @@ def deltas_to_lora(
         "init_lora_weights": True,
         "base_model_name_or_path": base,
     }
-    return Lora(cfg, state), worst
+    return Lora(cfg, state), SvdError(worst, math.sqrt(err_sq / norm_sq) if norm_sq > 0 else 0.0)
 
 
 # -- I/O ---------------------------------------------------------------------------------------------------------
@@ -310,6 +336,12 @@ def main(cfg: Config) -> Path:
         "git_sha": loop.git_sha(),
         "base_model": base,
         "parent": {n: str(cfg.teachers[n]) for n in names},
+        # a merge of teachers trained on evaluation prompts is too (harness.splits)
+        "contaminated": [
+            f"teachers.{n} {cfg.teachers[n]}: {reason}"
+            for n in names
+            for reason in splits.recorded_contamination(folders[n])
+        ],
         "method": cfg.method,
         "weights": dict(zip(names, weights, strict=True)),
         "step": 0,
@@ -317,8 +349,8 @@ def main(cfg: Config) -> Path:
     }
     if cfg.method == "ab_mean":
         merged = Lora({**loras[0].config, "base_model_name_or_path": base}, ab_mean(loras, weights))
-        write_lora(merged, out / "lora", manifest)
         manifest.update(output="lora", rank=int(loras[0].config["r"]), svd_rel_error=None)
+        write_lora(merged, out / "lora", manifest)
     else:
         deltas = merge_deltas(
             [lora_deltas(lo) for lo in loras],
@@ -329,16 +361,26 @@ def main(cfg: Config) -> Path:
         )
         if cfg.output == "lora":
             rank = cfg.rank or sum(int(lo.config["r"]) for lo in loras)
+            alpha = cfg.alpha or rank
             targets = sorted({t for lo in loras for t in (lo.config.get("target_modules") or [])})
-            lora, err = deltas_to_lora(deltas, rank, targets, base)
-            manifest.update(output="lora", rank=rank, svd_rel_error=err)
+            lora, err = deltas_to_lora(deltas, rank, targets, base, alpha)
+            manifest.update(
+                output="lora",
+                rank=rank,
+                alpha=alpha,
+                svd_rel_error=err.worst,
+                svd_rel_error_total=err.total,
+            )
             write_lora(lora, out / "lora", manifest)
             log.info(
-                "merged %d teachers (%s) into a rank-%d LoRA (worst SVD error %.2e)",
+                "merged %d teachers (%s) into a LoRA of r %d / alpha %d (relative SVD error: worst "
+                "module %.3g, all modules %.3g)",
                 len(names),
                 cfg.method,
                 rank,
-                err,
+                alpha,
+                err.worst,
+                err.total,
             )
         else:
             _merge_into_base(str(cfg.model), deltas, out / "merged")
@@ -369,4 +411,4 @@ def _merge_into_base(model_name: str, deltas: dict[str, Tensor], folder: Path) -
 
 
 if __name__ == "__main__":
-    main(config.parse(Config))
+    rehearse.cli(Config, main)

@@ -304,6 +304,10 @@ def mix_targets(velocities: dict[int, Tensor], weights: Tensor, rows: dict[int, 
     return out
 
 
+def _clamp(adv: Tensor, clip: float | None) -> Tensor:
+    return adv if clip is None else adv.clamp(-clip, clip)
+
+
 class OPDTerms(NamedTuple):
     """The OPD objective and its parts (all scalars)."""
 
@@ -326,6 +330,7 @@ def opd_loss(
     logp_old: Tensor | None = None,
     task_advantages: Tensor | None = None,
     clip_range: float = 1e-4,
+    adv_clip: float | None = 5.0,
 ) -> OPDTerms:
     """Flow-OPD on the student's own states (METHOD.md 5.5-5.6). v, v_teacher, v_anchor: [B, C, H, W].
 
@@ -333,6 +338,8 @@ def opd_loss(
     - ``pg``: the detached dense reward ``-w ||sg(v_theta) - v_T||^2`` is the per-step advantage of the
       PPO-clipped surrogate; gradients only through the ratio (needs ``logp_new``/``logp_old``).
     - ``mixed``: GRPO task advantage plus the dense reward, in the same surrogate.
+    The ``pg`` and ``mixed`` advantages are clamped to ``+-adv_clip`` as the authors' code does (``mixed``: the task
+    advantage, then the sum); ``None`` leaves them unclamped.
     MAR adds ``lambda E[w ||v_theta - sg(v_anchor)||^2]`` whatever the mode.
     """
     gap = velocity_gap(v.detach(), v_teacher.detach(), vw)  # [B]
@@ -345,7 +352,8 @@ def opd_loss(
         if mode == "mixed":
             if task_advantages is None:
                 raise ValueError("OPD mode 'mixed' needs task_advantages")
-            adv = adv + task_advantages.detach().to(adv)
+            adv = adv + _clamp(task_advantages.detach().to(adv), adv_clip)
+        adv = _clamp(adv, adv_clip)
         distill = ppo_clip_loss(logp_new, logp_old, adv, clip_range).loss
     else:
         raise ValueError(f"OPD mode must be direct, pg or mixed, got {mode!r}")

@@ -25,11 +25,11 @@ from typing import Literal
 
 import torch
 
-from trainer import config, loop
+from trainer import loop, rehearse
 from trainer.adapters import LoraSpec, using
 from trainer.backend import FlowModel
-from trainer.config import ConfigError, OptimConfig, RunConfig, SampleConfig
-from trainer.data import load_datasets
+from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig, SampleConfig
+from trainer.data import audit_split, load_datasets
 from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,
@@ -62,12 +62,13 @@ class Config:
     )
     datasets: dict[str, str] = field(
         default_factory=lambda: {
-            "geneval": f"{_PROMPTS}/flow_grpo_geneval/test_metadata.jsonl",
-            "ocr": f"{_PROMPTS}/flow_grpo_ocr/test.txt",
-            "pickscore": f"{_PROMPTS}/flow_grpo_pickscore/train.txt",
+            "geneval": f"{_PROMPTS}/geneval_train/train_metadata.jsonl",
+            "ocr": f"{_PROMPTS}/ocr_train/train.txt",
+            "pickscore": f"{_PROMPTS}/pickscore_train/train.txt",
         }
     )
     prompt_limit: int | None = None
+    data: DataConfig = field(default_factory=DataConfig)
     # Each task's share of every epoch's prompt groups ({geneval: 3, ocr: 1}: 3 GenEval groups to 1 OCR group,
     # routed per sample in the same batches); empty: drawn from the union of the prompt sets (their sizes decide).
     task_mix: dict[str, int] = field(default_factory=dict)
@@ -100,7 +101,7 @@ class Config:
     task_rewards: dict[str, dict[str, float]] = field(default_factory=dict)
     reward_servers: dict[str, str] = field(default_factory=dict)
     adv_std: AdvantageStd = "global"
-    adv_clip: float = 5.0
+    adv_clip: float = 5.0  # pg / mixed: advantages clamped to +-adv_clip (the authors' code)
     sample: SampleConfig = field(default_factory=SampleConfig)
     lora: LoraSpec = field(default_factory=LoraSpec)
     optim: OptimConfig = field(
@@ -174,12 +175,14 @@ def main(cfg: Config) -> None:
         for task, src in cfg.teachers.items()
     }
     anchor_dir = loop.check_adapter_base("anchor", cfg.anchor, cfg.model) if cfg.anchor else None
-    if cfg.init is not None:
-        loop.check_adapter_base("init", cfg.init, cfg.model)
+    init = loop.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
     loop.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
     layout = loop.epoch_layout(cfg.sample, loop.launched_world())
-    run = loop.start("opd", cfg, cfg.run)
+    parents = {"init": init, "anchor": anchor_dir}
+    parents.update({f"teachers.{task}": folder for task, folder in folders.items()})
+    audit = audit_split(pools, cfg.data.allow_eval_prompts, parents)
+    run = loop.start("opd", cfg, cfg.run, audit)
     scorers = loop.load_scorers(cfg.scorer_names(), cfg.reward_servers)
 
     model = loop.load_base(run, cfg.model, cfg.sample.t5_length)
@@ -220,15 +223,12 @@ def main(cfg: Config) -> None:
         )  # rollouts (+ optional rewards)
         t_train = time.perf_counter()
 
-        order = torch.randperm(
-            len(batches), generator=torch.Generator().manual_seed(run.rcfg.seed + run.epoch)
-        )
+        todo = loop.regroup(run, batches, shuffle=s.shuffle)  # Flow-GRPO's per-sample shuffle
         tr.ddp.train()
         sums: dict[str, float] = {}
         anchored: list[float] = []  # the anchor's gap on this optimizer step's anchored micro-steps
         micro = 0
-        for bi in order.tolist():
-            b = batches[bi]
+        for b in todo.batches:
             alpha = routing_weights([it.task for it in b.items], names, adapter_of, soft)  # [b, K]
             for j in s.trained_steps(window):
                 micro += 1
@@ -269,6 +269,7 @@ def main(cfg: Config) -> None:
                         logp_old=logp_old,
                         task_advantages=b.advantages,
                         clip_range=cfg.clip_range,
+                        adv_clip=cfg.adv_clip,
                     )
                     run.acc.backward(terms.loss / micro_per_step)
                 for key, val in (
@@ -280,17 +281,17 @@ def main(cfg: Config) -> None:
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
                 if v_anchor is not None:
                     anchored.append(float(terms.anchor_gap))
-                if sync:
-                    # the anchor's gap: a mean over the anchored steps only (mar_sigma_max < 1 skips others)
-                    if anchored:
-                        sums["opd/anchor_gap"] = sum(anchored) / len(anchored)
-                        anchored = []
-                    sums["time/train_s"] = time.perf_counter() - t_train
-                    loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
-                    t_train = time.perf_counter()
-                    sums = {}
-                    if run.step >= run.rcfg.max_steps:
-                        break
+            if micro % micro_per_step:  # mid-accumulation: only the EMA's batch cadence
+                loop.after_batch(run, tr)
+                continue
+            # the anchor's gap: a mean over the anchored steps only (mar_sigma_max < 1 skips others)
+            if anchored:
+                sums["opd/anchor_gap"] = sum(anchored) / len(anchored)
+                anchored = []
+            sums["time/train_s"] = time.perf_counter() - t_train
+            loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
+            t_train = time.perf_counter()
+            sums = {}
             if run.step >= run.rcfg.max_steps:
                 break
         run.epoch += 1
@@ -376,4 +377,4 @@ def _rewards(
 
 
 if __name__ == "__main__":
-    main(config.parse(Config))
+    rehearse.cli(Config, main)

@@ -14,6 +14,7 @@ model predicts ``v ~ eps - x0``. One step goes from ``s`` to ``s' < s`` (``dt = 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
@@ -21,8 +22,10 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from trainer.backend import Conditioning
+
 if TYPE_CHECKING:
-    from trainer.backend import Conditioning, FlowModel
+    from trainer.backend import FlowModel
 
 LogProbReduce = Literal["mean", "sum"]
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -163,6 +166,44 @@ class Rollout:
     def stochastic(self, index: int) -> bool:
         """Whether step ``index`` drew noise (and so has a density to train on)."""
         return self.noise_level != 0 and _in_window(self.sde_window, index)
+
+    def select(self, rows: Tensor) -> Rollout:
+        """The rollout of the images ``rows`` (a 1-D index tensor), in that order."""
+        idx = rows.tolist()
+        return dataclasses.replace(
+            self,
+            latents=self.latents[rows],
+            log_probs=self.log_probs[rows],
+            images=None if self.images is None else self.images[rows],
+            cond=self.cond.select(rows),
+            uncond=None if self.uncond is None else self.uncond.select(rows),
+            seeds=[self.seeds[i] for i in idx],
+        )
+
+    @staticmethod
+    def cat(parts: list[Rollout]) -> Rollout:
+        """Rollouts of one schedule (one epoch's batches) as one, in order."""
+        first = parts[0]
+        for p in parts[1:]:
+            same = (p.noise_level, p.cfg, p.sde_window) == (
+                first.noise_level,
+                first.cfg,
+                first.sde_window,
+            )
+            if not same or not torch.equal(p.sigmas, first.sigmas):
+                raise ValueError(
+                    "only rollouts of the same schedule, noise level, CFG and SDE window join"
+                )
+        with_images = all(p.images is not None for p in parts)
+        return dataclasses.replace(
+            first,
+            latents=torch.cat([p.latents for p in parts]),
+            log_probs=torch.cat([p.log_probs for p in parts]),
+            images=torch.cat([p.images for p in parts]) if with_images else None,  # type: ignore[misc]
+            cond=Conditioning.cat([p.cond for p in parts]),
+            uncond=None if first.uncond is None else Conditioning.cat([p.uncond for p in parts]),  # type: ignore[misc]
+            seeds=[s for p in parts for s in p.seeds],
+        )
 
 
 def _in_window(window: tuple[int, int] | None, index: int) -> bool:

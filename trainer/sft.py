@@ -19,11 +19,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from trainer import config, loop
+from trainer import loop, rehearse
 from trainer.adapters import LoraSpec, using
 from trainer.backend import Conditioning
-from trainer.config import ConfigError, OptimConfig, RunConfig
-from trainer.data import PromptItem, load_datasets
+from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig
+from trainer.data import PromptItem, audit_split, load_datasets
 from trainer.objectives import flow_matching_loss, noisy_latents, train_sigmas
 from trainer.sampling import rollout
 
@@ -47,11 +47,12 @@ class Config:
     )
     datasets: dict[str, str] = field(
         default_factory=lambda: {
-            "geneval": f"{_PROMPTS}/flow_grpo_geneval/test_metadata.jsonl",
-            "ocr": f"{_PROMPTS}/flow_grpo_ocr/test.txt",
-            "pickscore": f"{_PROMPTS}/flow_grpo_pickscore/train.txt",
+            "geneval": f"{_PROMPTS}/geneval_train/train_metadata.jsonl",
+            "ocr": f"{_PROMPTS}/ocr_train/train.txt",
+            "pickscore": f"{_PROMPTS}/pickscore_train/train.txt",
         }
     )
+    data: DataConfig = field(default_factory=DataConfig)
     prompts_per_task: int = 512
     images_per_prompt: int = 1
     sample_steps: int = 40  # the evaluation sampler: Euler ODE, 40 steps, CFG 4.5
@@ -105,10 +106,11 @@ def main(cfg: Config) -> None:
         task: loop.check_adapter_base(f"teachers.{task}", src, cfg.model)
         for task, src in cfg.teachers.items()
     }
-    if cfg.init is not None:
-        loop.check_adapter_base("init", cfg.init, cfg.model)
+    init = loop.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
     pools = load_datasets(cfg.datasets)
-    run = loop.start("sft", cfg, cfg.run)
+    parents = {"init": init, **{f"teachers.{task}": f for task, f in folders.items()}}
+    audit = audit_split(pools, cfg.data.allow_eval_prompts, parents)
+    run = loop.start("sft", cfg, cfg.run, audit)
     todo = plan_samples(pools, cfg)[run.rank :: run.world]
     if not todo:
         raise ConfigError(f"{run.world} processes but too few teacher samples to give each one")
@@ -145,6 +147,9 @@ def main(cfg: Config) -> None:
                 sums.get("loss/flow_matching", 0.0) + float(loss.detach()) / cfg.grad_accum
             )
         loop.finish_step(run, tr, model, cfg.optim, sums)
+        loop.after_batch(
+            run, tr
+        )  # an SFT step's micro-batches are one batch for the EMA's batch cadence
         if loop.checkpoint_due(run, run.step - 1):
             loop.save_checkpoint(run, tr)
     loop.finish(run, tr, cfg.model, {"teachers": dict(cfg.teachers)})
@@ -193,4 +198,4 @@ def _teacher_samples(
 
 
 if __name__ == "__main__":
-    main(config.parse(Config))
+    rehearse.cli(Config, main)
