@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_page_is_current():
     got = subprocess.run(
-        [sys.executable, "-m", "trainer.presets", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "trainer.presets", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert got.returncode == 0, got.stderr
 

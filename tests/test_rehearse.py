@@ -16,21 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.test_recipes import tiny_home  # noqa: F401 (fixture: FLOW_OPD_HOME with the tiny SD3)
-from trainer import grpo, opd, sft
+from trainer import grpo, opd, presets, sft
 from trainer.config import ConfigError, load
 from trainer.data import audit_split, load_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "trainer" / "configs"
-PAPER = {
-    "grpo_geneval": "grpo",
-    "grpo_ocr": "grpo",
-    "grpo_pickscore": "grpo",
-    "grpo_mix": "grpo",
-    "merge_teachers": "merge",
-    "sft_teachers": "sft",
-    "opd_paper": "opd",
-}
+PAPER = presets.PRESETS  # preset -> recipe
 RECIPES = {"grpo": grpo, "opd": opd, "sft": sft}
 
 

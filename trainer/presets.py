@@ -36,15 +36,10 @@ PRESETS = {
     "sft_teachers": "sft",
     "opd_paper": "opd",
 }
+# Flow-GRPO's train_sd3.py target_modules, in its order (the reference our adapters.SD3_LORA_TARGETS must match)
 FLOW_GRPO_TARGETS = (
-    "attn.add_k_proj",
-    "attn.add_q_proj",
-    "attn.add_v_proj",
-    "attn.to_add_out",
-    "attn.to_k",
-    "attn.to_out.0",
-    "attn.to_q",
-    "attn.to_v",
+    "attn.add_k_proj, attn.add_q_proj, attn.add_v_proj, attn.to_add_out, attn.to_k, attn.to_out.0, attn.to_q, "
+    "attn.to_v"
 )
 
 
@@ -374,7 +369,7 @@ def _deviates(row: Row, mine: Any, refs: list[Any], order: tuple[int, ...]) -> b
         return False
     if row.same is not None:
         return not row.same
-    if isinstance(follows, str) and not isinstance(mine, str):
+    if isinstance(follows, str) and not isinstance(mine, str | tuple | list):
         raise ValueError(f"{row.key}: a prose reference needs same=True or False")
     return fmt(mine) != fmt(follows)
 
