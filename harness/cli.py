@@ -427,7 +427,7 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
     """List the runs in the store: model, benchmarks, images, score rows, git sha."""
 
     def go() -> None:
-        from harness.tables import Table, render
+        from harness.tables import Table, marked, render
         from results.store import Store
 
         rows = Store(_store_path(store), read_only=True).runs()
@@ -460,6 +460,13 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
             ],
             [None] * 9,
         )
+        t.contaminated = {r["run_id"]: r["contamination"] for r in rows if r["contaminated"]}
+        if fmt in ("text", "markdown"):  # csv and json carry the reasons in their own fields
+            t.notes += [
+                f"{marked(rid, t.contaminated)}: {why}"
+                for rid, rs in t.contaminated.items()
+                for why in rs
+            ]
         typer.echo(render(t, fmt), nl=False)
 
     run_light(go)
@@ -511,7 +518,8 @@ def compare(
 
         st = Store(_store_path(store), read_only=True)
         deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
-        typer.echo(render(deltas_table(deltas, run_a, run_b), fmt), nl=False)
+        table = deltas_table(deltas, run_a, run_b, st.contaminated_runs([run_a, run_b]))
+        typer.echo(render(table, fmt), nl=False)
 
     run_light(go)
 

@@ -10,7 +10,7 @@ benchmarks, as their prompt sets are).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,12 +168,20 @@ def compare_runs(
     return out
 
 
-def deltas_table(deltas: Sequence[Delta], run_a: str, run_b: str):  # noqa: ANN201 - harness.tables.Table
-    """The comparison as a ``Table`` (rendered like every other table)."""
-    from harness.tables import Table
+def deltas_table(  # noqa: ANN201 - harness.tables.Table
+    deltas: Sequence[Delta],
+    run_a: str,
+    run_b: str,
+    contaminated: Mapping[str, list[str]] | None = None,
+):
+    """The comparison as a ``Table`` (rendered like every other table). ``contaminated`` (run id -> reasons,
+    ``Store.contaminated_runs``) marks a run trained on evaluation prompts in the title, with the legend."""
+    from harness.tables import Table, marked
 
+    bad = {r: list(why) for r, why in (contaminated or {}).items() if r in (run_a, run_b) and why}
     t = Table(
-        f"{run_a} (A) vs {run_b} (B): A - B with 95% paired bootstrap interval over prompts",
+        f"{marked(run_a, bad)} (A) vs {marked(run_b, bad)} (B): A - B with 95% paired bootstrap interval "
+        "over prompts",
         ["benchmark", "scorer", "A", "B", "A - B", "95% low", "95% high", "prompts"],
         [[d.benchmark, d.scorer, d.a, d.b, d.delta, d.low, d.high, d.prompts] for d in deltas],
         [None, None, 4, 4, 4, 4, 4, None],
@@ -182,4 +190,5 @@ def deltas_table(deltas: Sequence[Delta], run_a: str, run_b: str):  # noqa: ANN2
     t.notes.append(
         "An interval that excludes 0 means the difference is unlikely to be resampling noise"
     )
+    t.contaminated = bad
     return t

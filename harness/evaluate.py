@@ -302,6 +302,20 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+def source_contamination(*sources: str | Path | None) -> list[str]:
+    """Why the weights behind ``sources`` (the model as given, the folder it resolved to, the LoRA) count as
+    trained on evaluation prompts, as their run manifests say (``harness.splits.recorded_contamination``: a run
+    folder, its ``lora/`` or ``merged/``); each reason once, in order. [] for hub ids and folders without one."""
+    from harness.splits import recorded_contamination as of_folder
+
+    reasons: list[str] = []
+    for source in sources:
+        if source is None or not Path(source).exists():
+            continue
+        reasons += [r for r in of_folder(source) if r not in reasons]
+    return reasons
+
+
 def _check_run(
     run: RunRecord, model: str, lora: str | None, want: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -691,12 +705,18 @@ def evaluate(
     device: str = "auto",
     dtype: str = "auto",
     progress: bool = True,
+    contaminated: Sequence[str] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` (a hub id, a local folder or a loaded ``FlowModel``) on benchmarks into the store.
 
     Completes only what the store lacks for ``run_id`` at ``step``. A loaded model needs ``run_id`` (its weights
     are not those of ``model.model_id``). ``scorer_objects`` lends already-loaded scorers by name (the trainer's
     reward models). Returns counts and timings; read the tables from the store (``harness.tables``).
+
+    ``contaminated``: why the model counts as trained on evaluation prompts (one line per reason, [] = clean),
+    stored as ``provenance["contaminated"]`` so every table marks the run. None (the default) reads it from the
+    run manifests of the model and LoRA folders (``source_contamination``); the trainer passes its own run's.
+    A resumed run keeps the reasons it has and adds new ones: a verdict is never dropped by a later session.
     """
     t_start = time.perf_counter()
     protocol = protocol or EvalProtocol()
@@ -728,6 +748,10 @@ def evaluate(
             )
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
+    if contaminated is None:
+        contaminated = source_contamination(model_id, model_dir, lora)
+    elif isinstance(contaminated, str):
+        raise TypeError("contaminated must be a list of reasons, not one string")
     dist = _dist()
     if device == "auto" and dist.device is not None:
         device = dist.device
@@ -756,6 +780,7 @@ def evaluate(
                 dtype,
                 model,
                 model_dir,
+                [str(r) for r in contaminated],
             )
             payload["batches"] = make_batches(payload.pop("jobs"), batch_size)
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
@@ -847,8 +872,9 @@ def _prepare(
     dtype: str,
     model: Any,
     model_dir: str | None,
+    contaminated: list[str],
 ) -> dict[str, Any]:
-    """Record (or check) the run, then plan the missing jobs."""
+    """Record (or check) the run and its contamination verdict, then plan the missing jobs."""
     if st.images_dir is None:
         raise StoreError("the store needs an images folder (Store(..., images_dir=...))")
     want = {
@@ -873,7 +899,7 @@ def _prepare(
                 model_id,
                 lora,
                 want,
-                {**prov, "sessions": [_session(prov)]},
+                {**prov, "contaminated": contaminated, "sessions": [_session(prov)]},
                 PROTOCOL_VERSION,
             )
         )
@@ -882,7 +908,11 @@ def _prepare(
         if merged is not None:
             st.update_run_protocol(run_id, merged)
         sessions = [*existing.provenance.get("sessions", []), _session(prov)]
-        st.update_run_provenance(run_id, {**existing.provenance, "sessions": sessions})
+        kept = existing.contamination
+        reasons = kept + [r for r in contaminated if r not in kept]
+        st.update_run_provenance(
+            run_id, {**existing.provenance, "contaminated": reasons, "sessions": sessions}
+        )
     jobs, complete = plan_jobs(st, run_id, step, plans, protocol, versions)
     return {
         "jobs": jobs,

@@ -2,7 +2,9 @@
 
 The page has no scripts and no external assets. Images are either linked relative to the page (the store's
 content-addressed files; keep the page next to the store, the default ``results/reports/<run>.html``) or, with
-``inline=True``, embedded as small JPEG thumbnails so the page is a single portable file.
+``inline=True``, embedded as small JPEG thumbnails so the page is a single portable file. A run whose model was
+trained on evaluation prompts says so in a banner under the title, with the reasons, and its id carries the
+``†`` badge in every table.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.tables import Table, benchmark_tables
+from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK, Table, benchmark_tables
 from results.store import Store
 
 CSS = """
@@ -30,11 +32,32 @@ figure{margin:0;width:168px}figure img{width:160px;height:160px;object-fit:conta
 image-rendering:pixelated}figcaption{font-size:.75rem;font-family:monospace}
 pre{background:#f7f7f7;padding:.5rem;overflow:auto;font-size:.8rem}
 """
+CONTAMINATED_CSS = """
+.contaminated{color:#fff;background:#b3261e;border-radius:3px;padding:0 .3rem;font-size:.8rem;cursor:help}
+.banner{border:2px solid #b3261e;background:#fdecea;padding:.5rem .8rem;margin:.8rem 0}.banner ul{margin:.3rem 0}
+"""
+
+
+def _badge(reasons: Sequence[str]) -> str:
+    """The mark of a contaminated run: a red badge whose tooltip lists the reasons."""
+    why = html.escape("trained on evaluation prompts: " + "; ".join(reasons), quote=True)
+    return f" <span class='contaminated' title='{why}'>{CONTAMINATED_MARK} eval prompts</span>"
+
+
+def _banner(reasons: Sequence[str]) -> str:
+    """The run page's warning: this model's numbers are not held-out results, and why."""
+    items = "".join(f"<li>{html.escape(r)}</li>" for r in reasons)
+    return (
+        f"<div class='banner contaminated-run'><b>{CONTAMINATED_MARK} This model was trained on evaluation "
+        "prompts</b>: its numbers are not held-out results (the run's manifest: contaminated).<ul>"
+        f"{items}</ul></div>"
+    )
 
 
 def _table_html(t: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
     body = []
+    run = t.columns.index("run") if "run" in t.columns else None
     for i, row in enumerate(t.rows):
         marks = t.partial[i] if i < len(t.partial) else set()
         tds = []
@@ -46,10 +69,13 @@ def _table_html(t: Table) -> str:
             else:
                 text = str(v)
             star = "*" if j in marks else ""
+            if j == run and str(v) in t.contaminated:
+                star += _badge(t.contaminated[str(v)])
             cls = ' class="n"' if d is not None else ""
             tds.append(f"<td{cls}>{html.escape(text)}{star}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
-    notes = "".join(f"<div class='notes'>{html.escape(n)}</div>" for n in t.notes)
+    legend = [CONTAMINATED_LEGEND] if t.contaminated else []
+    notes = "".join(f"<div class='notes'>{html.escape(n)}</div>" for n in [*t.notes, *legend])
     return (
         f"<table class='t'><caption>{html.escape(t.title)}</caption><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>{notes}"
@@ -96,11 +122,14 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = store.sample_scores(run_id, step) if step is not None else []
     tables = benchmark_tables(store, run_ids=[run_id])
+    # the badge's styles only where a badge is shown: a clean run's page is as it always was
+    css = CSS + CONTAMINATED_CSS if run.contaminated else CSS
 
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(run_id)}: flow-opd report</title><style>{CSS}</style></head><body>",
-        f"<h1>Run {html.escape(run_id)}</h1>",
+        f"<title>{html.escape(run_id)}: flow-opd report</title><style>{css}</style></head><body>",
+        f"<h1>Run {html.escape(run_id)}{_badge(run.contamination) if run.contaminated else ''}</h1>",
+        *([_banner(run.contamination)] if run.contaminated else []),
         f"<p>model <code>{html.escape(run.model)}</code>"
         + (f", LoRA <code>{html.escape(run.lora)}</code>" if run.lora else "")
         + f", step {step}, created {html.escape(str(run.created_at))}, git "

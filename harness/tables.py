@@ -6,6 +6,9 @@ mean is shown separately), the DrawBench image-quality table and the T2I-CompBen
 benchmark (a user prompt file) gets one column per scorer. The numbers come from SQL views (``results/schema.sql``);
 this module only picks columns and formats them. A cell computed from fewer images than the benchmark holds (a
 ``--limit`` run, or one still running) is marked ``*`` and explained in a note: it is not the benchmark's number.
+A run whose model was trained on evaluation prompts (``provenance["contaminated"]``, from its training run's
+manifest, see ``harness.splits``) is marked ``†`` after its id, with ``CONTAMINATED_LEGEND`` under the table, and
+``contaminated`` fields in CSV and JSON; its numbers are not held-out results.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ COMPBENCH_TITLES = (
     "Numeracy",
     "Complex",
 )
+CONTAMINATED_MARK = "†"
+CONTAMINATED_LEGEND = (
+    f"{CONTAMINATED_MARK} trained on evaluation prompts (see the run's manifest: contaminated)"
+)
+
 QUALITY = (
     ("deqa", "DeQA", 3),
     ("imagereward", "ImageReward", 3),
@@ -67,10 +75,32 @@ class Table:
     decimals: list[int | None]  # None = not a number column
     notes: list[str] = field(default_factory=list)
     partial: list[set[int]] = field(default_factory=list)  # per row: indexes of partial cells
+    # run id -> why its model counts as trained on evaluation prompts: only such runs of this table, marked in
+    # the ``run`` column (the compare table names its runs in the title instead, and marks them there)
+    contaminated: dict[str, list[str]] = field(default_factory=dict)
 
     def records(self) -> list[dict[str, Any]]:
         """Rows as dicts (for JSON and the service)."""
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+    def row_contaminated(self, i: int) -> bool:
+        """Whether row ``i`` shows numbers of a contaminated run (its ``run`` cell; any, without that column)."""
+        if "run" not in self.columns:
+            return bool(self.contaminated)
+        return str(self.rows[i][self.columns.index("run")]) in self.contaminated
+
+
+def marked(run_id: str, contaminated: Any) -> str:
+    """``run_id`` with the contamination mark when it is among ``contaminated`` (a mapping or set of run ids)."""
+    return f"{run_id}{CONTAMINATED_MARK}" if run_id in contaminated else run_id
+
+
+def mark_contaminated(store: Store, table: Table) -> Table:
+    """Record which of ``table``'s runs (its ``run`` column) were trained on evaluation prompts; returns it."""
+    if "run" in table.columns and table.rows:
+        j = table.columns.index("run")
+        table.contaminated = store.contaminated_runs(sorted({str(r[j]) for r in table.rows}))
+    return table
 
 
 def _expected(store: Store, run_ids: Sequence[str] | None) -> dict[tuple[str, str], int]:
@@ -149,7 +179,7 @@ def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
         table.notes.append(
             "Avg is empty until a run has all four of GenEval, OCR, DeQA and PickScore"
         )
-    return table
+    return mark_contaminated(store, table)
 
 
 @_one_connection
@@ -193,7 +223,7 @@ def group_table(
             for c in [2] + ([len(row) - 1] if image_mean else []):
                 partial[(i, c)] = (r["run_id"], benchmark, r["n_images"], want)
     _note_partial(table, partial)
-    return table
+    return mark_contaminated(store, table)
 
 
 def geneval_table(
@@ -281,7 +311,7 @@ def scorer_table(
             if s in cells and want is not None and cells[s]["n_images"] < want:
                 partial[(i, c)] = (rid, benchmark, cells[s]["n_images"], want)
     _note_partial(table, partial)
-    return table
+    return mark_contaminated(store, table)
 
 
 def quality_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
@@ -357,15 +387,22 @@ def _cell(v: Any, decimals: int | None) -> str:
 
 def _cells(t: Table) -> list[list[str]]:
     out = []
+    run = t.columns.index("run") if "run" in t.columns else None
     for i, row in enumerate(t.rows):
         marks = t.partial[i] if i < len(t.partial) else set()
-        out.append(
-            [
-                _cell(v, d) + ("*" if j in marks else "")
-                for j, (v, d) in enumerate(zip(row, t.decimals, strict=True))
-            ]
-        )
+        cells = [
+            _cell(v, d) + ("*" if j in marks else "")
+            for j, (v, d) in enumerate(zip(row, t.decimals, strict=True))
+        ]
+        if run is not None:
+            cells[run] = marked(cells[run], t.contaminated)
+        out.append(cells)
     return out
+
+
+def _notes(t: Table) -> list[str]:
+    """The table's notes, then the contamination legend when a run of it is marked."""
+    return [*t.notes, CONTAMINATED_LEGEND] if t.contaminated else list(t.notes)
 
 
 def _aligned(row: Sequence[str], widths: Sequence[int], decimals: Sequence[int | None]) -> str:
@@ -381,31 +418,21 @@ def render(tables: Table | Sequence[Table], fmt: str = "text") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "json":
-        return json.dumps(
-            [
-                {
-                    "title": t.title,
-                    "columns": t.columns,
-                    "rows": t.records(),
-                    "partial": [sorted(t.columns[j] for j in p) for p in t.partial],
-                    "notes": t.notes,
-                }
-                for t in ts
-            ],
-            indent=2,
-            default=str,
-        )
+        return json.dumps([_json_table(t) for t in ts], indent=2, default=str)
     parts = []
     for t in ts:
         if fmt == "csv":
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
-            w.writerow([*t.columns, "partial"])
+            # the column only in a table with a contaminated run: a clean table is as it always was
+            flag = ["contaminated"] if t.contaminated else []
+            w.writerow([*t.columns, "partial", *flag])
             for i, row in enumerate(t.rows):
                 p = t.partial[i] if i < len(t.partial) else set()
                 w.writerow(
                     ["" if v is None else v for v in row]
                     + [";".join(t.columns[j] for j in sorted(p))]
+                    + ([str(t.row_contaminated(i)).lower()] if flag else [])
                 )
             parts.append(f"# {t.title}\n{buf.getvalue()}")
             continue
@@ -414,7 +441,7 @@ def render(tables: Table | Sequence[Table], fmt: str = "text") -> str:
             lines = [f"**{t.title}**", "", "| " + " | ".join(t.columns) + " |"]
             lines.append("|" + "|".join("---" if d is None else "---:" for d in t.decimals) + "|")
             lines += ["| " + " | ".join(r) + " |" for r in cells]
-            if t.notes:
+            if _notes(t):
                 lines.append("")
         else:
             widths = [max([len(c)] + [len(r[j]) for r in cells]) for j, c in enumerate(t.columns)]
@@ -424,6 +451,24 @@ def render(tables: Table | Sequence[Table], fmt: str = "text") -> str:
                 "  ".join("-" * w for w in widths),
             ]
             lines += [_aligned(r, widths, t.decimals) for r in cells]
-        lines += t.notes
+        lines += _notes(t)
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def _json_table(t: Table) -> dict[str, Any]:
+    """One table for ``--format json``; a table with a contaminated run adds ``contaminated`` to every row
+    (true / false) and ``contamination`` (run id -> reasons) to the table."""
+    rows = t.records()
+    out: dict[str, Any] = {
+        "title": t.title,
+        "columns": t.columns,
+        "rows": rows,
+        "partial": [sorted(t.columns[j] for j in p) for p in t.partial],
+        "notes": t.notes,
+    }
+    if t.contaminated:
+        for i, r in enumerate(rows):
+            r["contaminated"] = t.row_contaminated(i)
+        out["contamination"] = t.contaminated
+    return out

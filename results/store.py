@@ -69,6 +69,20 @@ def migrations() -> list[Migration]:
     return out
 
 
+def contamination(provenance: Any) -> list[str]:
+    """Why a run's model counts as trained on evaluation prompts: ``provenance["contaminated"]`` (a dict or its
+    JSON text) as a list of one-line reasons; [] when clean or never recorded (stores older than the audit)."""
+    if isinstance(provenance, str):
+        try:
+            provenance = json.loads(provenance)
+        except json.JSONDecodeError:
+            return []
+    reasons = provenance.get("contaminated") if isinstance(provenance, dict) else None
+    if not reasons:
+        return []
+    return [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)]
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One row of ``runs``."""
@@ -80,6 +94,16 @@ class RunRecord:
     provenance: dict[str, Any]
     protocol_version: str = ""
     created_at: Any = None
+
+    @property
+    def contamination(self) -> list[str]:
+        """Why this run's model counts as trained on evaluation prompts ([] when clean); see ``contamination``."""
+        return contamination(self.provenance)
+
+    @property
+    def contaminated(self) -> bool:
+        """Whether this run's model was trained on evaluation prompts (its numbers are not held-out results)."""
+        return bool(self.contamination)
 
 
 @dataclass(frozen=True)
@@ -435,13 +459,15 @@ class Store:
             ]
 
     def runs(self) -> list[dict[str, Any]]:
-        """One summary row per run: model, created, steps, benchmarks, images and score rows."""
+        """One summary row per run: model, created, steps, benchmarks, images and score rows, and whether its
+        model was trained on evaluation prompts (``contaminated``, with the reasons in ``contamination``)."""
         with self.session() as con:
-            return _rows(
+            rows = _rows(
                 con,
                 """
                 SELECT r.run_id, r.created_at, r.model, r.lora,
                        json_extract_string(r.provenance, '$.git_sha') AS git_sha,
+                       json_extract(r.provenance, '$.contaminated') AS contamination,
                        coalesce(s.n_images, 0) AS images, coalesce(c.n_scores, 0) AS scores,
                        s.benchmarks, s.last_step
                 FROM runs r
@@ -452,6 +478,25 @@ class Store:
                 ORDER BY r.created_at, r.run_id
                 """,
             )
+        for r in rows:
+            raw = r["contamination"]
+            r["contamination"] = contamination({"contaminated": json.loads(raw) if raw else None})
+            r["contaminated"] = bool(r["contamination"])
+        return rows
+
+    def contaminated_runs(self, run_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """run id -> why its model counts as trained on evaluation prompts, for the contaminated runs only (all
+        runs, or those of ``run_ids``); the tables mark these runs."""
+        where, params = _filters(run_ids, None)
+        where = f"{where} AND" if where else "WHERE"
+        with self.session() as con:
+            rows = con.execute(
+                "SELECT run_id, json_extract(provenance, '$.contaminated') FROM runs "
+                f"{where} json_extract(provenance, '$.contaminated') IS NOT NULL",
+                params,
+            ).fetchall()
+        out = {r[0]: contamination({"contaminated": json.loads(r[1])}) for r in rows}
+        return {rid: reasons for rid, reasons in out.items() if reasons}
 
     # --- samples and scores ------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Jinja2 templates in ``service/templates`` (autoescaped), one stylesheet and one small script in
 ``service/static`` (column sorting), nothing from a CDN: the pages work offline. They read through the same
-``service.queries`` functions as the JSON API, so a page and ``/v1`` never disagree.
+``service.queries`` functions as the JSON API, so a page and ``/v1`` never disagree. A run whose model was
+trained on evaluation prompts carries a red ``†`` badge (the reasons in its tooltip) wherever it is shown.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK
 from service import queries
 from service.deps import CacheDep, StoreDep
 from service.schemas import Sample
@@ -35,6 +37,9 @@ def fmt(v: Any, decimals: int | None = 4) -> str:
 
 
 templates.env.filters["fmt"] = fmt
+# the mark and legend of a run trained on evaluation prompts: the same words as the CLI tables
+templates.env.globals["contaminated_mark"] = CONTAMINATED_MARK
+templates.env.globals["contaminated_legend"] = CONTAMINATED_LEGEND
 
 
 def _by_prompt(samples: list[Sample]) -> list[dict[str, Any]]:

@@ -135,7 +135,8 @@ def _runs_meta(store: Store) -> dict[str, dict[str, Any]]:
 def to_leaderboard(
     tables: Sequence[Table], meta: dict[str, dict[str, Any]]
 ) -> list[LeaderboardTable]:
-    """harness.tables Tables (first columns ``run``, ``step``) as API tables with model and protocol."""
+    """harness.tables Tables (first columns ``run``, ``step``) as API tables with model and protocol, and each
+    row's contamination verdict (the table's ``contaminated`` runs)."""
     out = []
     for t in tables:
         names = t.columns[2:]
@@ -157,6 +158,8 @@ def to_leaderboard(
                     step=step,
                     cells={c: _cell(v) for c, v in zip(names, row[2:], strict=True)},
                     partial=[t.columns[j] for j in sorted(marks)],
+                    contaminated=run_id in t.contaminated,
+                    contamination=list(t.contaminated.get(run_id, [])),
                 )
             )
         out.append(LeaderboardTable(title=t.title, columns=cols, rows=rows, notes=list(t.notes)))
@@ -239,6 +242,8 @@ def runs(store: Store) -> list[RunSummary]:
             scores=int(r["scores"]),
             benchmarks=[b for b in (r["benchmarks"] or "").split(",") if b],
             last_step=r["last_step"],
+            contaminated=r["contaminated"],
+            contamination=r["contamination"],
         )
         for r in store.runs()
     ]
@@ -261,6 +266,8 @@ def run_detail(store: Store, run_id: str) -> RunDetail:
             provenance=run.provenance,
             last_step=store.last_step(run_id),
             tables=tables,
+            contaminated=run.contaminated,
+            contamination=run.contamination,
         )
 
 

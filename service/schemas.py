@@ -86,6 +86,8 @@ class LeaderboardRow(BaseModel):
     step: int
     cells: dict[str, Cell]  # column name -> value
     partial: list[str]  # columns computed from fewer images than the benchmark holds
+    contaminated: bool = False  # the model was trained on evaluation prompts: not a held-out result
+    contamination: list[str] = []  # why, one line each (the training run's manifest: contaminated)
 
 
 class LeaderboardTable(BaseModel):
@@ -110,6 +112,8 @@ class RunSummary(BaseModel):
     scores: int
     benchmarks: list[str]
     last_step: int | None
+    contaminated: bool = False  # the model was trained on evaluation prompts: not a held-out result
+    contamination: list[str] = []  # why, one line each (the training run's manifest: contaminated)
 
 
 class RunList(BaseModel):
@@ -128,6 +132,8 @@ class RunDetail(BaseModel):
     provenance: Json
     last_step: int | None
     tables: list[LeaderboardTable]
+    contaminated: bool = False  # the model was trained on evaluation prompts: not a held-out result
+    contamination: list[str] = []  # why, one line each (provenance["contaminated"])
 
 
 class SampleScore(BaseModel):

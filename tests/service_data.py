@@ -67,10 +67,12 @@ def add_mini_run(
     batch: int = 8,
     benchmarks: tuple[str, ...] = ("geneval", "drawbench"),
     pause: float = 0.0,
+    contaminated: tuple[str, ...] = (),
 ) -> dict[str, int]:
     """Write a scored run into ``store``; returns the number of samples and scores written.
 
-    ``pause`` seconds pass between batches (the generation time of a real evaluation)."""
+    ``pause`` seconds pass between batches (the generation time of a real evaluation). ``contaminated``: the
+    reasons its model counts as trained on evaluation prompts, recorded in its provenance as ``evaluate`` does."""
     from scorers.mini import MiniGenEval, MiniQuality
 
     rng = random.Random(f"{run_id}-{seed}")
@@ -83,7 +85,11 @@ def add_mini_run(
                        for b in benchmarks},
     }  # fmt: skip
     if store.get_run(run_id) is None:
-        store.add_run(RunRecord(run_id, model, None, protocol, {"git_sha": "0" * 40}, "1"))
+        provenance = {
+            "git_sha": "0" * 40,
+            **({"contaminated": list(contaminated)} if contaminated else {}),
+        }
+        store.add_run(RunRecord(run_id, model, None, protocol, provenance, "1"))
     geneval, quality = MiniGenEval(), MiniQuality()
     jobs = [(i, j) for i in range(prompts) for j in range(images_per_prompt)]
     counts = {"samples": 0, "scores": 0}

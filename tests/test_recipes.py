@@ -705,6 +705,59 @@ def test_in_loop_evaluation_writes_rows_with_run_id_and_step(tiny_home, tmp_path
     )
 
 
+def test_a_run_trained_on_evaluation_prompts_is_marked_in_its_manifest_and_store(
+    tiny_home, tmp_path
+):
+    """data.allow_eval_prompts: the run trains on DrawBench prompts; its manifest (and lora/'s) says so and its
+    in-loop evaluations are recorded as contaminated, so every table marks them; a student started from it
+    inherits the verdict."""
+    from results.store import Store
+
+    store = tmp_path / "store.duckdb"
+    common = [*QUIET, "datasets={pickscore: harness/prompts/drawbench/test.txt}", "run.max_steps=1"]
+    evals = [
+        "run.eval_every=1",
+        "run.eval_benchmarks=[ocr]",
+        "run.eval_limit=1",
+        "run.eval_steps=2",
+    ]
+    with pytest.raises(ConfigError, match="allow_eval_prompts"):
+        grpo.main(
+            load(grpo.Config, CONFIGS / "grpo_tiny.yaml", [*common, f"run.out={tmp_path / 'no'}"])
+        )
+    assert not (tmp_path / "no").exists()
+    cfg = load(
+        grpo.Config,
+        CONFIGS / "grpo_tiny.yaml",
+        [
+            *common,
+            *evals,
+            f"run.eval_store={store}",
+            "data.allow_eval_prompts=true",
+            f"run.out={tmp_path / 'run'}",
+        ],
+    )
+    grpo.main(cfg)
+    manifest = _manifest(tmp_path / "run")
+    assert manifest["split_audit"]["overlap"]["pickscore"]["by_benchmark"] == {"drawbench": 64}
+    (reason,) = manifest["contaminated"]
+    assert reason.startswith(
+        "datasets.pickscore: 64 of 64 training prompts are evaluation prompts (drawbench 64)"
+    )
+    assert json.loads((tmp_path / "run" / "lora" / "manifest.json").read_text())[
+        "contaminated"
+    ] == [reason]
+    assert Store(store, read_only=True).contaminated_runs() == {manifest["run_id"]: [reason]}
+    child = load(
+        grpo.Config,
+        CONFIGS / "grpo_tiny.yaml",
+        [*QUIET, "run.max_steps=1", f"init={tmp_path / 'run'}", f"run.out={tmp_path / 'child'}"],
+    )
+    grpo.main(child)
+    inherited = _manifest(tmp_path / "child")["contaminated"]
+    assert inherited == [f"init {tmp_path / 'run' / 'lora'}: {reason}"]
+
+
 def _adapter(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

@@ -934,6 +934,7 @@ def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = Fa
             store=run.rcfg.eval_store,
             protocol=protocol,
             progress=False,
+            contaminated=run.audit.contaminated if run.audit is not None else None,
         )
         if not run.main:
             return
