@@ -38,7 +38,7 @@ test-slow: install
 	$(BIN)/python -m pytest -q --slow
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

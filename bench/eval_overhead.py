@@ -56,10 +56,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from flowmodels.models import load_model
+    from flowmodels.tiny import save_tiny_sd3
     from harness.evaluate import evaluate
     from harness.protocol import EvalProtocol
-    from trainer.models import load_model
-    from trainer.tiny import save_tiny_sd3
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_tiny_sd3(Path(tmp) / "tiny-sd3")

@@ -2,11 +2,11 @@
 
 Why a teacher learns or not, measured before paying for training. For each task (prompt set + reward):
 
-1. roll out ``--prompts`` train prompts x ``--group`` images with the trainer's SDE (``trainer.sampling.rollout``,
+1. roll out ``--prompts`` train prompts x ``--group`` images with the trainer's SDE (``flowmodels.sampling.rollout``,
    optionally an SDE window), score them with the registry scorer, take GRPO's group advantages and the policy-
    gradient estimate ``g = grad_theta mean_i A_i log p_theta(x_{t+1} | x_t)`` over what the mini presets train (a
    fresh LoRA, r 16, on attention and MLP; B starts at 0 so the first step moves B) with the trainer's own
-   log-prob (``trainer.sampling.recompute_step``);
+   log-prob (``flowmodels.sampling.recompute_step``);
 2. do it again on another batch of the same size: ``cos(g1, g2)`` is the estimate's signal share (0 = pure noise);
 3. step the weights by ``+eps g/|g|`` and ``-eps g/|g|`` and evaluate each with the ODE on held-out train prompts
    and fixed seeds (common random numbers): ``up - down`` is the first-order gain along the estimate.
@@ -60,11 +60,11 @@ def main() -> None:
     import torch
 
     import scorers
-    from trainer.adapters import LoraSpec, add_lora
+    from flowmodels.adapters import LoraSpec, add_lora
+    from flowmodels.models import load_model
+    from flowmodels.sampling import recompute_step, rollout
     from trainer.loop import to_pil
-    from trainer.models import load_model
     from trainer.objectives import group_advantages
-    from trainer.sampling import recompute_step, rollout
 
     window = None if args.window == "none" else tuple(int(v) for v in args.window.split(","))
     trained = list(range(*window)) if window else list(range(args.steps // 2))

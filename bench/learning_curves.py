@@ -34,12 +34,12 @@ def main() -> None:
     os.chdir(ROOT)
     import torch
 
+    from flowmodels.adapters import LoraSpec, add_lora, save_adapter
+    from flowmodels.models import load_model
+    from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
     from trainer import grpo, opd
-    from trainer.adapters import LoraSpec, add_lora, save_adapter
     from trainer.config import load
     from trainer.loop import read_metrics
-    from trainer.models import load_model
-    from trainer.tiny import default_tiny_dir, save_tiny_sd3
 
     work = Path(tempfile.mkdtemp(prefix="flow_opd_curves_"))
     save_tiny_sd3(default_tiny_dir())

@@ -38,7 +38,7 @@ def command(kind: str, out: Path, steps: int, limit: int) -> tuple[str, ...]:
             "run.save_every=0",
         )
     return (
-        *(sys.executable, "-m", "harness.cli", "eval", "--model", "mini", "--benchmark", "mini"),
+        *(sys.executable, "-m", "flow_opd", "eval", "--model", "mini", "--benchmark", "mini"),
         *("--limit", str(limit), "--store", str(out / "store.duckdb"), "--no-progress"),
     )
 

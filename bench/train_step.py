@@ -9,7 +9,7 @@ each routed sample to its task's teacher. The peak is taken over training only (
 passes, backward), after the model and every adapter are loaded: on CUDA ``torch.cuda.max_memory_allocated`` after
 ``reset_peak_memory_stats``; on CPU the kernel's peak resident set (VmHWM) after resetting it through
 ``/proc/self/clear_refs``, reported whole and above the RSS after imports (the Python and torch runtime). The
-weights themselves (base and adapters) are counted exactly too. Target (Flow-OPD, METHOD.md 5.8): 4 teachers cost at most 15% more than 1, because teachers are LoRA
+weights themselves (base and adapters) are counted exactly too. Target (Flow-OPD, docs/method.md 5.8): 4 teachers cost at most 15% more than 1, because teachers are LoRA
 adapters on one base (memory = base + K adapters), not K pipelines.
 
 The model is a random SD3 transformer with SD3.5-M's LoRA-to-layer ratio (hidden 768, r 16, as 1536 / r 32) and the
@@ -37,7 +37,7 @@ def build_model(folder: Path, layers: int, heads: int) -> Path:
     """A random SD3 pipeline whose transformer is wide like SD3.5-M (tiny VAE and text encoders)."""
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
-    from trainer.tiny import tiny_sd3_components
+    from flowmodels.tiny import tiny_sd3_components
 
     if (folder / "model_index.json").exists():
         return folder
@@ -63,8 +63,8 @@ def make_teacher(model_dir: Path, folder: Path, seed: int, rank: int) -> Path:
     """A LoRA with random A and B on the bench model (stands in for a trained teacher)."""
     import torch
 
-    from trainer.adapters import LoraSpec, add_lora, save_adapter
-    from trainer.models import load_model
+    from flowmodels.adapters import LoraSpec, add_lora, save_adapter
+    from flowmodels.models import load_model
 
     if (folder / "adapter_config.json").exists():
         return folder
@@ -161,8 +161,8 @@ def reset_peak_rss() -> None:
 
 def weight_bytes(args: argparse.Namespace, k: int) -> dict[str, float]:
     """Weights held by the denoiser: the base and all adapters (student + k teachers + anchor), MiB."""
-    from trainer.adapters import LoraSpec, add_lora, load_adapter
-    from trainer.models import load_model
+    from flowmodels.adapters import LoraSpec, add_lora, load_adapter
+    from flowmodels.models import load_model
 
     model = load_model(args.model_dir, dtype="float32", device="cpu")
     net = model.denoiser

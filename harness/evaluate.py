@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 import types
@@ -36,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from flowbase.code import git_dirty, git_sha
 from harness.benchmarks import (
     BENCHMARKS,
     SUITES,
@@ -262,8 +262,8 @@ def provenance(
             return None
 
     return {
-        "git_sha": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
         "python": platform.python_version(),
@@ -289,17 +289,6 @@ def provenance(
             "rule": "seed + prompt_index * images_per_prompt + image_index",
         },
     }
-
-
-def _git(*args: str) -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
 
 
 def source_contamination(*sources: str | Path | None) -> list[str]:
@@ -551,7 +540,7 @@ class _Worker:
 
     def run(self, batch: list[Job]) -> tuple[list[SampleRow], list[ScoreRow], dict[str, float]]:
         """Generate (if needed) and score one batch; images go to disk, rows are returned."""
-        from trainer.sampling import rollout
+        from flowmodels.sampling import rollout
 
         plan = self.plans[batch[0].benchmark]
         t0 = time.perf_counter()
@@ -736,7 +725,7 @@ def evaluate(
         model = str(model)
         model_id = model
         run_id = run_id or default_run_id(model, lora, protocol)
-        from trainer.models import resolve_model_dir
+        from flowmodels.models import resolve_model_dir
 
         # a missing model fails here, before the store is touched
         model_dir = str(resolve_model_dir(model))

@@ -195,8 +195,8 @@ def generate_images(
 
 def load_generation_model(settings: GenerateSettings) -> Any:
     """Load the model (and LoRA) that ``settings`` names."""
-    from trainer.adapters import fuse, load_adapter
-    from trainer.models import load_model
+    from flowmodels.adapters import fuse, load_adapter
+    from flowmodels.models import load_model
 
     model = load_model(
         settings.model, dtype=settings.dtype, device=settings.device, t5_length=settings.t5_length
@@ -218,7 +218,7 @@ def load_generation_model(settings: GenerateSettings) -> Any:
 def _generate_batch(
     model: Any, batch: list[tuple[PromptItem, int]], settings: GenerateSettings, out: Path
 ) -> list[ImageRecord]:
-    from trainer.sampling import rollout
+    from flowmodels.sampling import rollout
 
     seeds = [settings.seed_for(item.index, j) for item, j in batch]
     ro = rollout(

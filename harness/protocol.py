@@ -1,6 +1,6 @@
 """The evaluation protocol: every choice that changes a benchmark number, as one versioned, stored object.
 
-The paper's tables (METHOD.md section 6) mean: Euler ODE (noise level 0), 40 steps, CFG 4.5, 512 x 512, negative
+The paper's tables (docs/method.md section 6) mean: Euler ODE (noise level 0), 40 steps, CFG 4.5, 512 x 512, negative
 prompt ``""``, T5 length 128, image ``j`` of prompt index ``i`` seeded ``seed + i * K + j``, and the scorers
 reading the generated pixels losslessly (PNG). That is ``EvalProtocol()``. Each run stores its protocol as JSON
 (``runs.protocol``), so a table can always be traced back to how its images were made and read; a run is resumed

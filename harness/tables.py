@@ -1,6 +1,6 @@
 """The paper's tables, read from the store's views, rendered as terminal text, Markdown, CSV or JSON.
 
-Tables (METHOD.md section 6): the main table (GenEval, OCR, DeQA, PickScore and Avg = mean(GenEval, OCR,
+Tables (docs/method.md section 6): the main table (GenEval, OCR, DeQA, PickScore and Avg = mean(GenEval, OCR,
 DeQA / 5, PickScore / 26)), the GenEval per-task table (overall = mean of the 6 task accuracies; the image-level
 mean is shown separately), the DrawBench image-quality table and the T2I-CompBench per-category table; any other
 benchmark (a user prompt file) gets one column per scorer. The numbers come from SQL views (``results/schema.sql``);

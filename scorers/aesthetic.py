@@ -100,7 +100,7 @@ class Aesthetic:
         batch_size: int = 32,
         allow_pickle: bool = False,
     ) -> None:
-        from trainer.models import resolve_device, resolve_dtype
+        from flowmodels.models import resolve_device, resolve_dtype
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

@@ -1,6 +1,6 @@
 """The scorer protocol: images + prompts + per-item metadata -> raw values, training rewards, details.
 
-Only a Protocol and dataclasses live here (STYLE.md). Every scorer reports the **raw** value in the metric's native
+Only a Protocol and dataclasses live here. Every scorer reports the **raw** value in the metric's native
 scale (PickScore about 21, DeQA 1-5, GenEval 0/1) and, separately, the reward value Flow-GRPO trains on
 (PickScore / 26, DeQA / 5, GenEval partial credit, ...). The trainer and the harness call the same objects.
 """

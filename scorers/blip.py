@@ -4,8 +4,7 @@ ImageReward (THUDM/ImageReward, ImageReward/ImageReward.py + models/BLIP/*) is B
 timm-style ViT: patch 16, LayerNorm eps 1e-6, qkv bias, exact GELU, final norm, all tokens returned) and its text
 encoder (a BERT without token-type embeddings whose layers add cross-attention to the image tokens; BLIP's
 ``med.py``), plus a 5-layer MLP head with no activations. The upstream code imports helpers that transformers 5
-removed and timm functions that moved, so the ``image-reward`` package cannot be a dependency (DESIGN.md decision
-6); these modules reproduce its forward pass with the same parameter names:
+removed and timm functions that moved, so the ``image-reward`` package cannot be a dependency; these modules reproduce its forward pass with the same parameter names:
 
     blip.visual_encoder.{cls_token, pos_embed, patch_embed.proj, blocks.N.{norm1, attn.qkv, attn.proj, norm2,
                          mlp.fc1, mlp.fc2}, norm}

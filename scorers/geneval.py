@@ -5,7 +5,7 @@ Per image: a COCO instance detector finds objects, ``scorers.geneval_rules`` app
 (``rewards``: the number Flow-GRPO trains on; its strict verdict is in ``details``). ``meta`` is required: one
 GenEval metadata dict per image (a line of ``evaluation_metadata.jsonl``).
 
-Detector backends (DESIGN.md decision 4):
+Detector backends:
 
 * default, in process: transformers ``Mask2FormerForUniversalSegmentation``, COCO instance, Swin-S
   (``facebook/mask2former-swin-small-coco-instance``), run with mmdetection's test pipeline (keep-ratio resize to

@@ -1,8 +1,7 @@
 """HPS v2.1 (Wu et al. 2023): open_clip ViT-H-14 fine-tuned on HPD v2 human preferences.
 
 score = cos(image, text), no logit scale; raw values are about 0.20-0.35 (the HPS tables print 100 x score).
-Flow-GRPO's hpsv2 reward is the same raw cosine. The official package (``hpsv2``) is not a dependency (DESIGN.md
-decision 6): we load ``HPS_v2.1_compressed.pt`` (an open_clip state dict) into transformers' CLIPModel through
+Flow-GRPO's hpsv2 reward is the same raw cosine. The official package (``hpsv2``) is not a dependency: we load ``HPS_v2.1_compressed.pt`` (an open_clip state dict) into transformers' CLIPModel through
 ``scorers.clip.openclip_to_hf``, and redo its preprocessing: ToTensor, ResizeMaxSize(224) on the tensor (bicubic,
 antialiased as torchvision >= 0.17 does; ``antialias=False`` reproduces older torchvision), zero pad, normalise.
 The reference runs under fp16 autocast on CUDA; our default is fp32 (pass dtype="float16" to match it on a GPU).
@@ -60,7 +59,7 @@ class HPS:
         text_heads: int = TEXT_HEADS,
         allow_pickle: bool = False,
     ) -> None:
-        from trainer.models import resolve_device, resolve_dtype
+        from flowmodels.models import resolve_device, resolve_dtype
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

@@ -73,7 +73,7 @@ class ImageReward:
         batch_size: int = 16,
         allow_pickle: bool = False,
     ) -> None:
-        from trainer.models import resolve_device, resolve_dtype
+        from flowmodels.models import resolve_device, resolve_dtype
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

@@ -1,4 +1,4 @@
-"""Scorers for the mini world (``harness.world``): exact perception feeding the same rules as the real metrics.
+"""Scorers for the mini world (``mini_world.world``): exact perception feeding the same rules as the real metrics.
 
 - ``mini_geneval``: the world's exact detector (palette components, template IoU) produces GenEval detections with
   their colours, and the **same** rule engine as ``geneval`` (``scorers.geneval_rules``) judges them: values are
@@ -6,7 +6,7 @@
 - ``mini_ocr``: the glyph reader's text goes through the **same** reward as ``ocr`` (``scorers.ocr.ocr_reward`` on
   the first quoted span).
 - ``mini_quality``: half the share of on-palette pixels, half the share of drawn pixels in well-formed shapes and
-  readable glyphs (``harness.world.quality``), the world's image-quality signal (the role DeQA and the aesthetic
+  readable glyphs (``mini_world.world.quality``), the world's image-quality signal (the role DeQA and the aesthetic
   score play for real models). Version 1 was the on-palette share alone, which every model here saturated (0.98).
 
 They need no weights and run anywhere; images of another size are resized (nearest) to the world's 32 x 32.
@@ -25,7 +25,7 @@ from scorers.images import check_lengths, to_rgb_batch
 def _world_images(
     images: list[Image.Image], prompts: list[str], meta: list[dict[str, Any]] | None
 ) -> list[Any]:
-    from harness import world
+    from mini_world import world
 
     check_lengths(images, prompts, meta)
     rgb = to_rgb_batch(images)
@@ -48,7 +48,7 @@ class MiniGenEval:
         prompts: list[str],
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
-        from harness import world
+        from mini_world import world
         from scorers import geneval_rules as rules
 
         if meta is None:
@@ -90,7 +90,7 @@ class MiniOCR:
         prompts: list[str],
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
-        from harness import world
+        from mini_world import world
         from scorers.ocr import ocr_reward, target_text
 
         imgs = _world_images(images, prompts, meta)
@@ -114,7 +114,7 @@ class MiniQuality:
         prompts: list[str],
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
-        from harness import world
+        from mini_world import world
 
         values = [world.quality(im) for im in _world_images(images, prompts, meta)]
         return Scores(values, list(values), None)

@@ -51,7 +51,7 @@ class PickScore:
         dtype: str = "float32",
         batch_size: int = 32,
     ) -> None:
-        from trainer.models import resolve_device, resolve_dtype
+        from flowmodels.models import resolve_device, resolve_dtype
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

@@ -80,7 +80,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SD3 pipeline saved to disk once per session (no T5)."""
-    from trainer.tiny import save_tiny_sd3
+    from flowmodels.tiny import save_tiny_sd3
 
     return save_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3", seed=0)
 
@@ -88,6 +88,6 @@ def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def tiny_model(tiny_sd3_dir: Path):  # noqa: ANN201
     """The tiny SD3 loaded through the real loader (fresh per test, so adapters never leak)."""
-    from trainer.models import load_model
+    from flowmodels.models import load_model
 
     return load_model(str(tiny_sd3_dir), device="cpu", dtype="float32")

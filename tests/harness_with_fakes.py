@@ -8,7 +8,7 @@ from tests.fakes import register
 
 register()
 
-from harness.cli import app  # noqa: E402
+from flow_opd.cli import app  # noqa: E402
 
 if __name__ == "__main__":
     app(prog_name="harness")

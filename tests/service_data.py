@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness import world
+from mini_world import world
 from results.store import RunRecord, SampleRow, ScoreRow, Store
 
 TASKS = world.GENEVAL_TASKS

@@ -1,4 +1,4 @@
-"""The aggregation views and tables against hand-computed values (METHOD.md section 6)."""
+"""The aggregation views and tables against hand-computed values (docs/method.md section 6)."""
 
 from __future__ import annotations
 

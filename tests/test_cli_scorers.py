@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from harness.cli import app
+from flow_opd.cli import app
 from harness.score import collect_items, parse_options, read_manifest
 from scorers.jpeg import JpegCompressibility
 from scorers.remote import ScoreServer
@@ -33,9 +33,9 @@ def make_folder(folder: Path, n: int = 3) -> list[Image.Image]:
 
 
 def test_ls_scorers_lists_everything_without_heavy_imports() -> None:
-    # scorer modules may import torch at top (STYLE.md); model libraries load only when a scorer is built
+    # scorer modules may import torch at top; model libraries load only when a scorer is built
     code = (
-        "import sys; from typer.testing import CliRunner; from harness.cli import app; "
+        "import sys; from typer.testing import CliRunner; from flow_opd.cli import app; "
         "r = CliRunner().invoke(app, ['ls', 'scorers']); print(r.output); "
         "print('HEAVY', sorted(m for m in ('diffusers', 'transformers', 'rapidocr_onnxruntime', 'cv2') "
         "if m in sys.modules)); sys.exit(r.exit_code)"

@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from harness.cli import app
+from flow_opd.cli import app
 from harness.evaluate import evaluate
 from harness.protocol import EvalProtocol
 from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK, benchmark_tables, render
@@ -76,7 +76,7 @@ def _eval(model: Any, store: Store, **kw: Any) -> Any:
 def test_evaluate_records_the_lora_manifests_verdict(
     tiny_model: Any, tiny_sd3_dir: Path, tmp_path: Path
 ) -> None:
-    from trainer import adapters
+    from flowmodels import adapters
 
     adapters.add_lora(tiny_model.denoiser, "student", adapters.LoraSpec(rank=2, alpha=4))
     lora = adapters.save_adapter(
@@ -106,7 +106,7 @@ def test_evaluate_records_the_lora_manifests_verdict(
 
 @pytest.mark.usefixtures("fakes", "one_thread")
 def test_evaluate_reads_a_merged_model_through_its_run_manifest(tmp_path: Path) -> None:
-    from trainer.tiny import save_tiny_sd3
+    from flowmodels.tiny import save_tiny_sd3
 
     merged = save_tiny_sd3(
         tmp_path / "run" / "merged", seed=0

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from harness.cli import app
+from flow_opd.cli import app
 from results.store import Store
 from tests.fakes import register
 
@@ -229,7 +229,7 @@ def test_read_commands_do_not_import_torch(tmp_path: Path) -> None:
     add_run(store, "sd35m", {})
     paper_sd35m(store, "sd35m")
     code = (
-        "import sys; from typer.testing import CliRunner; from harness.cli import app; "
+        "import sys; from typer.testing import CliRunner; from flow_opd.cli import app; "
         f"r = CliRunner().invoke(app, ['leaderboard', '--store', {str(tmp_path / 's.duckdb')!r}]); "
         "print(r.output); assert r.exit_code == 0; assert 'torch' not in sys.modules, 'torch imported'"
     )

@@ -174,7 +174,7 @@ def test_unknown_names_fail_before_any_work_with_suggestions(tmp_path: Path) -> 
         evaluate("no/such-model", ["genevel"], store=tmp_path / "s.duckdb")
     with pytest.raises(UnknownScorerError, match=r"'fak' \(did you mean fake"):
         evaluate("no/such-model", ["ocr"], scorers=["fak"], store=tmp_path / "s.duckdb")
-    from trainer.models import ModelNotFoundError
+    from flowmodels.models import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="not available here"):
         evaluate(str(tmp_path / "nope"), ["ocr"], scorers=["fake"], store=tmp_path / "s.duckdb")

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from flow_opd.cli import app
 from harness.benchmarks import load_benchmark_prompts, read_prompt_file
-from harness.cli import app
 from harness.generate import GenerateSettings, generate_images, load_prompt_items, read_manifest
 
 FAST = dict(steps=3, height=64, width=64, batch_size=3)
@@ -157,7 +157,7 @@ def test_cli_missing_model_is_one_line(tmp_path: Path) -> None:
 
 def test_help_does_not_import_torch() -> None:
     code = (
-        "import sys; from typer.testing import CliRunner; from harness.cli import app; "
+        "import sys; from typer.testing import CliRunner; from flow_opd.cli import app; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
         "r = CliRunner().invoke(app, ['generate', '--help']); assert 'resumes' in r.output; "
         "assert 'torch' not in sys.modules, 'torch imported by --help'"

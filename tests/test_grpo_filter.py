@@ -17,12 +17,12 @@ import pytest
 import torch
 
 import scorers
+from flowmodels.adapters import disabled
+from flowmodels.sampling import recompute_step
 from tests import fakes
 from tests.test_recipes import QUIET, tiny_home  # noqa: F401 (fixture)
 from trainer import grpo, loop
-from trainer.adapters import disabled
 from trainer.config import load
-from trainer.sampling import recompute_step
 
 BETA = 0.04
 CLIP = 1e-4

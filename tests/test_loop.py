@@ -203,9 +203,9 @@ def _epoch(advantages: list[float], batch_size: int):
     """Batches of a fake epoch: sample i's latents hold the value i, so the regrouped rows can be traced."""
     from types import SimpleNamespace
 
-    from trainer.backend import Conditioning
+    from flowmodels.backend import Conditioning
+    from flowmodels.sampling import Rollout
     from trainer.loop import Batch
-    from trainer.sampling import Rollout
 
     batches = []
     for lo in range(0, len(advantages), batch_size):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import adapters as A
-from trainer.mini import MINI_LORA_TARGETS, MiniConfig, MiniFlow, tokenize
-from trainer.models import BUILTIN_MODELS, ModelNotFoundError, load_model
-from trainer.sampling import recompute_step, rollout
+from flowmodels import adapters as A
+from flowmodels.mini import MINI_LORA_TARGETS, MiniConfig, MiniFlow, tokenize
+from flowmodels.models import BUILTIN_MODELS, ModelNotFoundError, load_model
+from flowmodels.sampling import recompute_step, rollout
 
 SMALL = MiniConfig(dim=32, layers=2, heads=4, text_layers=1)
 

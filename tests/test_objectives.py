@@ -9,6 +9,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from flowmodels.sampling import sde_step, sigma_t_of
 from trainer.objectives import (
     VelocityWeight,
     decoupled_advantages,
@@ -25,7 +26,6 @@ from trainer.objectives import (
     velocity_gap,
     velocity_weight,
 )
-from trainer.sampling import sde_step, sigma_t_of
 
 # -- advantages --------------------------------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ def test_opd_weight_by_hand():
 )
 @example(s=1.0, frac=0.96, a=0.7, normaliser="exact", seed=0)  # the first step, s = 1 (capped)
 def test_kl_of_transition_means_equals_weighted_velocity_gap(s, frac, a, normaliser, seed):
-    """METHOD.md 5.4: KL(pi_theta || pi_T) = w(t) ||v_theta - v_T||^2, for each named normaliser."""
+    """docs/method.md 5.4: KL(pi_theta || pi_T) = w(t) ||v_theta - v_T||^2, for each named normaliser."""
     g = torch.Generator().manual_seed(seed)
     x, v, v_t = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
     s_next = s * frac

@@ -296,7 +296,7 @@ def test_a_fresh_run_trains_and_evaluates_every_stage(tmp_path) -> None:
     assert cmd[1:3] == ("-m", "trainer.opd") and f"init={tmp_path}/merge" in cmd
     assert "run.seed=7" in cmd and f"run.out={tmp_path}/opd_merge" in cmd
     ev = jobs["eval/grpo_ocr"].cmd
-    assert ev[1:4] == ("-m", "harness.cli", "eval")
+    assert ev[1:4] == ("-m", "flow_opd", "eval")
     assert ev[ev.index("--lora") + 1] == str(tmp_path / "grpo_ocr" / "lora")
     assert ev[ev.index("--run-id") + 1] == "grpo_ocr"
     assert "--lora" not in jobs["eval/base"].cmd

@@ -16,14 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from flowmodels.adapters import LoraSpec, add_lora, load_adapter, save_adapter
+from flowmodels.models import load_model
+from flowmodels.sampling import rollout, velocity_at
+from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
 from trainer import grpo, merge, opd, sft
-from trainer.adapters import LoraSpec, add_lora, load_adapter, save_adapter
 from trainer.config import ConfigError, load
 from trainer.loop import read_metrics
-from trainer.models import load_model
 from trainer.objectives import routing_weights
-from trainer.sampling import rollout, velocity_at
-from trainer.tiny import default_tiny_dir, save_tiny_sd3
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "trainer" / "configs"
@@ -263,7 +263,7 @@ def test_each_prompt_is_routed_to_its_task_teacher(tiny_home, tmp_path):
     got = opd.teacher_targets(model, net, ro, 1, names, alpha)
     expected = {}
     for name in names:
-        from trainer.adapters import using
+        from flowmodels.adapters import using
 
         with torch.no_grad(), using(net, name):
             expected[name] = velocity_at(model, ro, 1)
@@ -321,7 +321,7 @@ PROBE_PROMPTS = _training_prompts()
 def _probe_gap(student: Path | None, target: Path) -> float:
     """``E_t w(t) ||v_student - v_target||^2`` on fixed-seed SDE rollouts of the student (None: a fresh student,
     i.e. the base): its own states, without the step-to-step sampling noise of the training metric."""
-    from trainer.adapters import using
+    from flowmodels.adapters import using
     from trainer.objectives import velocity_gap, velocity_weight
 
     model = load_model(default_tiny_dir())
@@ -446,8 +446,8 @@ def test_step_weight_uniform_drops_the_kl_weight(tiny_home, tmp_path):
         assert json.loads((out / "manifest.json").read_text())["step_weight"] == name
     sig = [float(s) for s in load_model(default_tiny_dir()).sigmas(4)]
     t, dt = sig[1], sig[1] - sig[2]
-    sigma_t = 0.7 * math.sqrt(t / (1 - t))  # Flow-GRPO's std_dev_t at a = 0.7 (METHOD.md 2)
-    w = dt / 2 * (sigma_t * (1 - t) / (2 * t) + 1 / sigma_t) ** 2  # METHOD.md 5.4, by hand
+    sigma_t = 0.7 * math.sqrt(t / (1 - t))  # Flow-GRPO's std_dev_t at a = 0.7 (docs/method.md 2)
+    w = dt / 2 * (sigma_t * (1 - t) / (2 * t) + 1 / sigma_t) ** 2  # docs/method.md 5.4, by hand
     assert uniform["opd/gap"] > 0
     assert kl["opd/gap"] == pytest.approx(w * uniform["opd/gap"], rel=1e-4), (kl, uniform, w)
     assert uniform["loss/opd"] == pytest.approx(uniform["opd/gap"], rel=1e-6)
@@ -655,7 +655,7 @@ def _fast_chain(out: Path, student: Path, window: list[str]) -> None:
 
 def test_recompute_with_a_given_velocity_is_bitwise_the_same(tiny_home):
     """``velocity_at`` + ``recompute_step(v=...)`` (OPD's pg path) equals ``recompute_step`` alone."""
-    from trainer.sampling import recompute_step
+    from flowmodels.sampling import recompute_step
 
     model = load_model(default_tiny_dir())
     ro = rollout(model, ["a", "b"], [0, 1], steps=3, height=64, width=64, decode=False)

@@ -1,4 +1,4 @@
-"""The SDE step (METHOD.md 2): Euler limit, independent Gaussian log-density, golden schedule values."""
+"""The SDE step (docs/method.md 2): Euler limit, independent Gaussian log-density, golden schedule values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.sampling import gaussian_log_prob, sde_step, sigma_t_of
+from flowmodels.sampling import gaussian_log_prob, sde_step, sigma_t_of
 
 # SD3.5-M schedule (shift 3, 10 steps) and Flow-GRPO's std_dev_t at a = 0.7, from flow-grpo-family.md 1.2
 REF_SIGMAS = [1.000, 0.960, 0.913, 0.858, 0.790, 0.707, 0.602, 0.465, 0.278, 0.0089]
@@ -36,7 +36,7 @@ def test_mean_matches_the_sde_discretisation_written_independently() -> None:
     step = sde_step(x, v, s, s_next, a)
     sig = a * math.sqrt(s / (1 - s))
     dt = s_next - s
-    mu = x + (v + sig**2 / (2 * s) * (x + (1 - s) * v)) * dt  # METHOD.md 2, as written there
+    mu = x + (v + sig**2 / (2 * s) * (x + (1 - s) * v)) * dt  # docs/method.md 2, as written there
     torch.testing.assert_close(step.mean, mu, rtol=1e-6, atol=1e-6)
     assert step.std.flatten()[0].item() == pytest.approx(sig * math.sqrt(-dt), rel=1e-6)
 
@@ -137,7 +137,7 @@ def test_property_log_prob_is_gaussian_and_mean_is_linear(
 
 # -- the SDE window (Flow-GRPO-Fast): SDE steps only in [start, stop), the ODE elsewhere ------------------------
 def test_window_steps_outside_are_exact_euler_steps_with_no_log_prob(tiny_model) -> None:  # noqa: ANN001
-    from trainer.sampling import recompute_step, rollout, velocity_at
+    from flowmodels.sampling import recompute_step, rollout, velocity_at
 
     ro = rollout(
         tiny_model,
@@ -171,7 +171,7 @@ def test_window_steps_outside_are_exact_euler_steps_with_no_log_prob(tiny_model)
 
 
 def test_window_over_every_step_is_the_plain_sde_and_before_it_the_ode(tiny_model) -> None:  # noqa: ANN001
-    from trainer.sampling import rollout
+    from flowmodels.sampling import rollout
 
     kw = {"steps": 4, "height": 64, "width": 64, "decode": False}
     plain = rollout(tiny_model, ["a"], [7], **kw)

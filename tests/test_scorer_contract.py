@@ -15,7 +15,7 @@ from scorers import SCORERS, table_markdown
 ROOT = Path(__file__).resolve().parents[1]
 
 # model libraries and per-extra dependencies: a scorer may import them in __init__, never at module import.
-# torch, numpy and PIL are allowed at module top (STYLE.md).
+# torch, numpy and PIL are allowed at module top.
 HEAVY = (
     "transformers", "diffusers", "open_clip", "timm", "onnxruntime", "rapidocr_onnxruntime", "paddleocr",
     "paddle", "cv2", "mmdet", "mmcv", "mmengine", "openai", "qwen_vl_utils", "scipy", "sglang", "vllm",

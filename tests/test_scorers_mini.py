@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import scorers
-from harness import world
+from mini_world import world
 
 
 def _truth(task: str, n: int, seed: int = 0) -> tuple[list[Image.Image], list[str], list[dict]]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import adapters as A
-from trainer.models import ModelNotFoundError, load_model
-from trainer.sampling import recompute_step, rollout
-from trainer.tiny import install_in_hub_cache
+from flowmodels import adapters as A
+from flowmodels.models import ModelNotFoundError, load_model
+from flowmodels.sampling import recompute_step, rollout
+from flowmodels.tiny import install_in_hub_cache
 
 SPEC = A.LoraSpec(rank=4, alpha=8)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from harness.cli import app
+from flow_opd.cli import app
 from tests.service_data import b64, draw, mini_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def test_harness_serve_runs_on_loopback_with_a_token_file(tmp_path: Path) -> Non
     token_file.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOW_OPD_")}
     env.update(PYTHONPATH=str(ROOT), FLOW_OPD_TOKEN_FILE=str(token_file), FLOW_OPD_MAX_IMAGES="4")
-    cmd = [sys.executable, "-m", "harness.cli", "serve", "--scorers", "mini_quality,mini_geneval",
+    cmd = [sys.executable, "-m", "flow_opd", "serve", "--scorers", "mini_quality,mini_geneval",
            "--port", "0", "--store", str(tmp_path / "results.duckdb")]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:

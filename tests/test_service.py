@@ -638,7 +638,7 @@ def test_reads_succeed_while_harness_eval_writes(tmp_path: Path) -> None:
     grow batch by batch."""
     import json as jsonlib
 
-    from trainer.mini import MiniConfig, MiniFlow
+    from flowmodels.mini import MiniConfig, MiniFlow
 
     model = MiniFlow.create(MiniConfig(dim=16, layers=1, heads=2, text_layers=1)).save_pretrained(
         tmp_path / "mini"
@@ -650,7 +650,7 @@ def test_reads_succeed_while_harness_eval_writes(tmp_path: Path) -> None:
     app = create_app(Settings(store=path, lock_timeout_s=30), {})
     statuses: list[int] = []
     seen: list[int] = []
-    cmd = [sys.executable, "-m", "harness.cli", "eval", "--model", str(model), "--prompts", str(prompts),
+    cmd = [sys.executable, "-m", "flow_opd", "eval", "--model", str(model), "--prompts", str(prompts),
            "--scorers", "mini_geneval,mini_quality", "--steps", "100", "--size", "32", "--batch-size", "1",
            "--device", "cpu", "--no-progress", "--store", str(path), "--run", "evalrun"]  # fmt: skip
     with LiveServer(app) as url, httpx.Client(base_url=url, timeout=60) as http:
@@ -683,7 +683,7 @@ def test_reads_succeed_while_harness_eval_writes(tmp_path: Path) -> None:
 
 
 def test_testclient_with_a_memory_store_and_a_fake_scorer(tmp_path: Path) -> None:
-    """The STYLE.md pattern: TestClient, Store(":memory:") and FakeScorer, no socket."""
+    """TestClient, Store(":memory:") and FakeScorer, no socket."""
     from fastapi.testclient import TestClient
 
     app = create_app(Settings(store=Path(":memory:")), {"fake": FakeScorer()})

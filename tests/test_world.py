@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import world
+from mini_world import world
 
-SHIPPED = Path(world.__file__).parent / "prompts" / "mini"
+SHIPPED = Path(__file__).resolve().parent.parent / "harness" / "prompts" / "mini"
 
 
 def _shipped_rows(name: str) -> list[dict[str, Any]]:
@@ -36,7 +36,7 @@ def test_every_task_has_a_fixed_split_and_large_tasks_are_disjoint() -> None:
 
 
 def test_shipped_prompt_files_are_the_worlds_and_weigh_every_task_equally(tmp_path) -> None:
-    """harness/prompts/mini is exactly what ``python -m harness.world`` writes; each task has the same line count
+    """harness/prompts/mini is exactly what ``python -m mini_world`` writes; each task has the same line count
     in train (252, color_attr's train size) and test (24), and no test prompt of a large task is in train."""
     for path in world.write_prompt_files(tmp_path):
         assert path.read_text() == (SHIPPED / path.name).read_text(), path.name

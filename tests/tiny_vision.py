@@ -29,7 +29,7 @@ def save_tiny_mask2former(folder: Path, num_labels: int = 80) -> Path:
 def save_tiny_clip(folder: Path) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
-    from trainer.tiny import write_char_clip_tokenizer
+    from flowmodels.tiny import write_char_clip_tokenizer
 
     torch.manual_seed(0)
     cfg = CLIPConfig(

@@ -1,6 +1,6 @@
 """Recipe configs: a frozen dataclass is the schema and holds the defaults; YAML and ``a.b=v`` only override.
 
-``parse(Config)`` reads ``[CONFIG.yaml] [key=value ...]`` from the command line (STYLE.md "Config"). Values are YAML
+``parse(Config)`` reads ``[CONFIG.yaml] [key=value ...]`` from the command line. Values are YAML
 scalars or flow collections (``rewards={ocr: 1.0}``), checked against the field types; an unknown key is an error
 that lists the valid keys. Nested dataclasses merge key by key; ``dict`` fields are replaced by a YAML value and
 updated item by item by a dotted override (``teachers.ocr=runs/grpo_ocr``). There is no YAML inheritance and no
@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from trainer.adapters import LoraSpec
+from flowmodels.adapters import LoraSpec
 
 T = TypeVar("T")
 
@@ -519,8 +519,8 @@ def _install_user_error_hook() -> None:
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        from trainer.adapters import AdapterNotFoundError
-        from trainer.models import ModelNotFoundError
+        from flowmodels.adapters import AdapterNotFoundError
+        from flowmodels.models import ModelNotFoundError
 
         if issubclass(kind, ConfigError | ModelNotFoundError | AdapterNotFoundError):
             sys.stderr.write(f"error: {value}\n")

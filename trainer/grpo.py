@@ -1,7 +1,7 @@
 """Flow-GRPO: train a LoRA with group-relative policy optimisation on SDE rollouts (the paper's teachers and
 GRPO baselines).
 
-Flow-GRPO, Liu et al. 2025, https://arxiv.org/abs/2505.05470 (METHOD.md section 3); GRPO-Mix as in Flow-OPD,
+Flow-GRPO, Liu et al. 2025, https://arxiv.org/abs/2505.05470 (docs/method.md section 3); GRPO-Mix as in Flow-OPD,
 https://arxiv.org/abs/2605.08063. One epoch: sample ``groups_per_epoch`` prompts x ``group_size`` images with the
 SDE (a = 0.7, 10 steps, CFG 4.5), score them, turn the gathered rewards into group advantages (global std, clipped
 to +-5), then for each batch and each of the first ``int(0.99 N)`` steps recompute the log-prob with the current
@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flowmodels.adapters import LoraSpec, disabled
+from flowmodels.sampling import recompute_step
 from trainer import loop, rehearse
-from trainer.adapters import LoraSpec, disabled
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig, SampleConfig
 from trainer.data import PromptItem, audit_split, load_datasets
 from trainer.objectives import (
@@ -38,7 +39,6 @@ from trainer.objectives import (
     group_advantages,
     ppo_clip_loss,
 )
-from trainer.sampling import recompute_step
 
 log = logging.getLogger(__name__)
 

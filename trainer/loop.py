@@ -1,7 +1,7 @@
 """Loop glue shared by the recipes: accelerate, run folders and manifests, checkpoint/resume, EMA, logging,
 rewards and the in-loop evaluation hook.
 
-Only glue lives here (STYLE.md: "loop glue may be shared"); what a recipe *does* reads top to bottom in its own
+Only glue lives here; what a recipe *does* reads top to bottom in its own
 file. A run folder is the hand-over between stages::
 
     runs/<name>/config.yaml       resolved config (every field)
@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -34,33 +33,22 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from trainer import adapters, config
-from trainer.adapters import LoraSpec
-from trainer.backend import FlowModel
+from flowbase.code import git_sha
+from flowmodels import adapters
+from flowmodels.adapters import LoraSpec
+from flowmodels.backend import FlowModel
+from flowmodels.sampling import Rollout, rollout
+from trainer import config
 from trainer.config import ConfigError, RunConfig, SampleConfig
 from trainer.data import PromptItem, SplitAudit, plan_epoch, shard
-from trainer.sampling import Rollout, rollout
 
 log = logging.getLogger(__name__)
 
 STUDENT = "student"
-TINY = (
-    "tiny"  # `model: tiny` builds the offline tiny SD3 on demand (trainer.tiny.default_tiny_dir())
-)
+TINY = "tiny"  # `model: tiny` builds the offline tiny SD3 on demand (flowmodels.tiny.default_tiny_dir())
 
 
 # -- run folders -------------------------------------------------------------------------------------------------
-def git_sha() -> str | None:
-    """The current commit of the working directory's repository (None outside git)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """``manifest.json`` of a run folder or adapter folder ({} when absent)."""
     path = Path(folder) / "manifest.json"
@@ -88,10 +76,10 @@ def resolve_lora(source: str | Path) -> Path:
 def resolve_model(model: str) -> str:
     """``tiny`` -> the tiny SD3 folder (built on first use); a run folder with ``merged/`` -> that folder."""
     if model == TINY:
-        from trainer.tiny import default_tiny_dir, save_tiny_sd3
+        from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
 
         return str(save_tiny_sd3(default_tiny_dir()))
-    from trainer.models import BUILTIN_MODELS
+    from flowmodels.models import BUILTIN_MODELS
 
     if model in BUILTIN_MODELS and not Path(model).exists():
         return str(BUILTIN_MODELS[model])
@@ -325,7 +313,7 @@ def weight_dtype(rcfg: RunConfig) -> torch.dtype:
 
 def load_base(run: Run, model: str, t5_length: int = 128) -> FlowModel:
     """Load the base model on this process's device (the main process builds the tiny model first)."""
-    from trainer.models import load_model
+    from flowmodels.models import load_model
 
     with run.acc.main_process_first():
         return load_model(

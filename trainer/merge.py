@@ -1,6 +1,6 @@
 """Cold start by merging teacher LoRAs in weight-delta space, stored as a LoRA (SVD re-factoring) or a full model.
 
-Flow-OPD, https://arxiv.org/abs/2605.08063 (METHOD.md section 4, "Merge"). Teacher ``k`` is a LoRA with delta
+Flow-OPD, https://arxiv.org/abs/2605.08063 (docs/method.md section 4, "Merge"). Teacher ``k`` is a LoRA with delta
 ``dW_k = (alpha / r) B_k A_k`` on each target module. Methods, named:
 - ``linear``: ``sum_k w_k dW_k`` with weights normalised to sum 1 (default ``1/K``);
 - ``task_arithmetic``: ``scale * sum_k w_k dW_k`` (weights as given, default 1);
@@ -28,6 +28,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from flowbase.code import git_sha
 from harness import splits
 from trainer import config, loop, rehearse
 from trainer.config import ConfigError
@@ -333,7 +334,7 @@ def main(cfg: Config) -> Path:
     manifest: dict[str, Any] = {
         "run_id": f"merge-{out.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}",
         "recipe": "merge",
-        "git_sha": loop.git_sha(),
+        "git_sha": git_sha(),
         "base_model": base,
         "parent": {n: str(cfg.teachers[n]) for n in names},
         # a merge of teachers trained on evaluation prompts is too (harness.splits)
@@ -391,7 +392,7 @@ def main(cfg: Config) -> Path:
 
 def _merge_into_base(model_name: str, deltas: dict[str, Tensor], folder: Path) -> None:
     """Add the merged deltas into the base weights and save a full diffusers folder."""
-    from trainer.models import load_model
+    from flowmodels.models import load_model
 
     model = load_model(loop.resolve_model(model_name), dtype="float32", device="cpu")
     net = model.denoiser

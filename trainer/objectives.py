@@ -1,11 +1,11 @@
 """The recipes' pure math: group advantages, the PPO-clipped policy loss, the Gaussian KL, the OPD losses, MAR.
 
-METHOD.md sections 3 and 5 (Flow-GRPO, arXiv 2505.05470; Flow-OPD, arXiv 2605.08063, Eqs. 11-15). Tensors in,
+docs/method.md sections 3 and 5 (Flow-GRPO, arXiv 2505.05470; Flow-OPD, arXiv 2605.08063, Eqs. 11-15). Tensors in,
 tensors out: nothing here touches a device, a file or a model. Shapes are in the comments; ``B`` is the batch,
 ``D`` the number of latent elements (``C * h * w``).
 
 One KL serves GRPO's reference penalty, the OPD distillation term and MAR. Two SDE transitions from the same state
-share the covariance ``sigma_t^2 |dt| I``, so (METHOD.md 3, 5.4) with ``c = 1 + sigma_t^2 (1 - t) / (2 t)``:
+share the covariance ``sigma_t^2 |dt| I``, so (docs/method.md 3, 5.4) with ``c = 1 + sigma_t^2 (1 - t) / (2 t)``:
 
     mu_theta - mu_T = c dt (v_theta - v_T)
     KL_exact        = sum_d (mu_theta - mu_T)^2 / (2 sigma_t^2 |dt|) = w(t) ||v_theta - v_T||^2
@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from trainer.sampling import sigma_t_of
+from flowmodels.sampling import sigma_t_of
 
 AdvantageStd = Literal["global", "group"]
 RewardNorm = Literal["sum", "decoupled"]
@@ -35,7 +35,7 @@ OPDMode = Literal["direct", "pg", "mixed"]
 Reduce = Literal["mean", "sum"]
 
 
-# -- Flow-GRPO (METHOD.md 3) -------------------------------------------------------------------------------------
+# -- Flow-GRPO (docs/method.md 3) -------------------------------------------------------------------------------------
 def group_advantages(
     rewards: Tensor,
     group_size: int,
@@ -194,7 +194,7 @@ def gaussian_kl(
     raise ValueError(f"KL normaliser must be exact, exact_mean or flow_grpo, got {normaliser!r}")
 
 
-# -- Flow-OPD (METHOD.md 5) --------------------------------------------------------------------------------------
+# -- Flow-OPD (docs/method.md 5) --------------------------------------------------------------------------------------
 def opd_weight(
     sigma: float | Tensor,
     sigma_next: float | Tensor,
@@ -332,7 +332,7 @@ def opd_loss(
     clip_range: float = 1e-4,
     adv_clip: float | None = 5.0,
 ) -> OPDTerms:
-    """Flow-OPD on the student's own states (METHOD.md 5.5-5.6). v, v_teacher, v_anchor: [B, C, H, W].
+    """Flow-OPD on the student's own states (docs/method.md 5.5-5.6). v, v_teacher, v_anchor: [B, C, H, W].
 
     - ``direct`` (the paper's final form, Eq. 15): ``E[w ||v_theta - sg(v_T)||^2]``; gradients through v only.
     - ``pg``: the detached dense reward ``-w ||sg(v_theta) - v_T||^2`` is the per-step advantage of the
@@ -366,7 +366,7 @@ def opd_loss(
     return OPDTerms(distill + mar, distill, mar, gap.mean(), anchor_gap)
 
 
-# -- cold start (METHOD.md 4) ------------------------------------------------------------------------------------
+# -- cold start (docs/method.md 4) ------------------------------------------------------------------------------------
 def flow_matching_loss(v: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
     """SFT's rectified-flow loss: regress ``v_theta(x_s)`` to ``eps - x0``. [B, C, H, W] -> scalar."""
     if not (v.shape == x0.shape == noise.shape):

@@ -1,6 +1,6 @@
 """Flow-OPD: multi-teacher on-policy distillation with Manifold Anchor Regularization (MAR).
 
-Flow-OPD, Fang et al. 2026, https://arxiv.org/abs/2605.08063 (METHOD.md section 5). Each epoch the student draws
+Flow-OPD, Fang et al. 2026, https://arxiv.org/abs/2605.08063 (docs/method.md section 5). Each epoch the student draws
 SDE trajectories for prompts from several tagged tasks; on its own visited states ``x_t`` every sample is routed
 by its task tag to that task's teacher (hard routing, or optional soft weights ``alpha_k``), which labels the state
 with its velocity (same CFG, no gradient). The default loss is the paper's final form (Eq. 15):
@@ -25,9 +25,10 @@ from typing import Literal
 
 import torch
 
+from flowmodels.adapters import LoraSpec, using
+from flowmodels.backend import FlowModel
+from flowmodels.sampling import Rollout, recompute_step, velocity_at
 from trainer import loop, rehearse
-from trainer.adapters import LoraSpec, using
-from trainer.backend import FlowModel
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig, SampleConfig
 from trainer.data import audit_split, load_datasets
 from trainer.objectives import (
@@ -41,7 +42,6 @@ from trainer.objectives import (
     routing_weights,
     velocity_weight,
 )
-from trainer.sampling import Rollout, recompute_step, velocity_at
 
 log = logging.getLogger(__name__)
 

@@ -139,7 +139,7 @@ def _scaled_steps(stage: Stage, scale: float) -> int:
 def eval_command(name: str, lora: Path | None, store: Path, limit: int | None) -> tuple[str, ...]:
     """``harness eval`` of the base (lora None) or a stage's LoRA on the mini suite into the store, as run id
     ``name`` (10 Euler steps, 32 x 32, the protocol's seed 42: every model is evaluated on the same images' noise)."""
-    cmd = [sys.executable, "-m", "harness.cli", "eval", "--model", "mini", "--benchmark", "mini"]
+    cmd = [sys.executable, "-m", "flow_opd", "eval", "--model", "mini", "--benchmark", "mini"]
     cmd += ["--run-id", name, "--steps", "10", "--size", "32", "--batch-size", "64"]
     cmd += ["--store", str(store), "--no-progress"]
     if lora is not None:

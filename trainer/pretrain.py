@@ -1,6 +1,6 @@
 """Pretrain the mini model on the mini world by flow matching (the base model every mini experiment starts from).
 
-Rectified-flow / flow-matching objective in the diffusers convention (METHOD.md 1): ``x_s = (1 - s) x0 + s eps``,
+Rectified-flow / flow-matching objective in the diffusers convention (docs/method.md 1): ``x_s = (1 - s) x0 + s eps``,
 regress ``v_theta(x_s, s, c)`` onto ``eps - x0``, with ``s`` drawn logit-normal (SD3's choice) and the prompt
 dropped to "" 10% of the time so classifier-free guidance works. An EMA of the weights is what gets saved.
 
@@ -9,7 +9,7 @@ first with smaller batches and a cosine decay, and each stage's record, the firs
 ``model_index.json``)::
 
     python -m trainer.pretrain --out /tmp/mini-stage1 --max-steps 2651 --minutes 60 --seed 0
-    python -m trainer.pretrain --out trainer/assets/mini-base --init /tmp/mini-stage1 --batch 64 \
+    python -m trainer.pretrain --out flowmodels/assets/mini-base --init /tmp/mini-stage1 --batch 64 \
         --lr 1e-3 --schedule cosine --max-steps 6900 --minutes 60
 
 The checkpoint is deliberately decent but imperfect (it should leave room for GRPO to learn).
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def world_batch(stream, batch: int) -> tuple[list[str], torch.Tensor]:  # noqa: ANN001
-    """(prompts, images in [-1, 1] as [B, 3, 32, 32]) from a ``harness.world.sample_pairs`` stream."""
+    """(prompts, images in [-1, 1] as [B, 3, 32, 32]) from a ``mini_world.world.sample_pairs`` stream."""
     prompts, arrays = [], []
     for _ in range(batch):
         meta, img = next(stream)
@@ -101,8 +101,8 @@ def _save(model, ema, args, argv, step, losses, start, previous=None) -> Path:  
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from harness import world
-    from trainer.mini import MiniConfig, MiniFlow
+    from flowmodels.mini import MiniConfig, MiniFlow
+    from mini_world import world
 
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> Path:
         "--faded",
         type=float,
         default=0.0,
-        help="share of training images on the faded background (harness.world.fade), unmentioned by prompts",
+        help="share of training images on the faded background (mini_world.world.fade), unmentioned by prompts",
     )
     ap.add_argument("--dim", type=int, default=MiniConfig.dim)
     ap.add_argument("--layers", type=int, default=MiniConfig.layers)

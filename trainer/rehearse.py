@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import yaml
 
+from flowmodels.adapters import LoraSpec
 from trainer import config, loop
-from trainer.adapters import LoraSpec
 from trainer.config import ConfigError
 from trainer.data import audit_split, load_datasets, mix_counts, partition_cycle, plan_epoch
 
@@ -90,8 +90,8 @@ class StandIns:
     """The tiny model and the LoRAs that stand in for hub adapters, in one temporary folder."""
 
     def __init__(self, root: Path) -> None:
-        from trainer.models import load_model
-        from trainer.tiny import default_tiny_dir, save_tiny_sd3
+        from flowmodels.models import load_model
+        from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
 
         self.root = root
         self.model = load_model(save_tiny_sd3(default_tiny_dir()))
@@ -102,7 +102,7 @@ class StandIns:
 
     def lora(self, role: str, spec: LoraSpec) -> Path:
         """A LoRA of ``spec``'s shape on the tiny model, with a random delta (teachers must differ from the base)."""
-        from trainer.adapters import add_lora, save_adapter
+        from flowmodels.adapters import add_lora, save_adapter
 
         name = f"standin{len(self.made)}"
         torch.manual_seed(len(self.made))

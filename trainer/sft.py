@@ -1,7 +1,7 @@
 """Cold start by SFT: each teacher samples images for its own task's prompts, and the student LoRA learns them with
 the flow-matching loss.
 
-Flow-OPD, https://arxiv.org/abs/2605.08063 (METHOD.md section 4, "SFT"). Teachers are frozen LoRA adapters on the
+Flow-OPD, https://arxiv.org/abs/2605.08063 (docs/method.md section 4, "SFT"). Teachers are frozen LoRA adapters on the
 student's base. For every task, the teacher generates ``images_per_prompt`` images per prompt with the evaluation
 sampler (Euler ODE, CFG); the clean latents ``x0`` are kept (no VAE round trip) and saved in the run folder, so a
 resumed run does not sample again. Training draws ``x_s = (1 - s) x0 + s eps`` with SD3's logit-normal ``s`` (and
@@ -19,13 +19,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from flowmodels.adapters import LoraSpec, using
+from flowmodels.backend import Conditioning
+from flowmodels.sampling import rollout
 from trainer import loop, rehearse
-from trainer.adapters import LoraSpec, using
-from trainer.backend import Conditioning
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig
 from trainer.data import PromptItem, audit_split, load_datasets
 from trainer.objectives import flow_matching_loss, noisy_latents, train_sigmas
-from trainer.sampling import rollout
 
 log = logging.getLogger(__name__)
 

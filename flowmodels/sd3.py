@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainer.backend import Conditioning, guided_velocity
+from flowmodels.backend import Conditioning, guided_velocity
 
 log = logging.getLogger(__name__)
 

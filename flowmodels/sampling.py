@@ -1,6 +1,6 @@
 """The Flow-GRPO SDE step with its log-probability, and the rollout that records trajectories.
 
-METHOD.md section 2 (Flow-GRPO, Liu et al. 2025, arXiv 2505.05470, eqs. 8-9; Flow-OPD, arXiv 2605.08063, eq. 5).
+docs/method.md section 2 (Flow-GRPO, Liu et al. 2025, arXiv 2505.05470, eqs. 8-9; Flow-OPD, arXiv 2605.08063, eq. 5).
 Diffusers convention: noise level ``s`` in [0, 1], ``s = 1`` is pure noise, ``x_s = (1 - s) x0 + s eps`` and the
 model predicts ``v ~ eps - x0``. One step goes from ``s`` to ``s' < s`` (``dt = s' - s < 0``):
 
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from trainer.backend import Conditioning
+from flowmodels.backend import Conditioning
 
 if TYPE_CHECKING:
-    from trainer.backend import FlowModel
+    from flowmodels.backend import FlowModel
 
 LogProbReduce = Literal["mean", "sum"]
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -54,7 +54,7 @@ def _per_sample(value: float | Tensor, batch: int, ndim: int) -> Tensor:
 def sigma_t_of(
     sigma: Tensor, noise_level: float, sigma_cap: float | Tensor | None = None
 ) -> Tensor:
-    """Flow-GRPO's ``std_dev_t = a sqrt(s / (1 - s~))`` (METHOD.md 2); ``sigma_cap`` replaces ``s`` at ``s = 1``."""
+    """Flow-GRPO's ``std_dev_t = a sqrt(s / (1 - s~))`` (docs/method.md 2); ``sigma_cap`` replaces ``s`` at ``s = 1``."""
     at_one = sigma >= 1.0
     if bool(at_one.any()):
         if sigma_cap is None:
@@ -95,7 +95,7 @@ def sde_step(
     generator: torch.Generator | list[torch.Generator] | None = None,
     logprob: LogProbReduce = "mean",
 ) -> SDEStep:
-    """One SDE step from ``sigma`` to ``sigma_next`` (METHOD.md 2).
+    """One SDE step from ``sigma`` to ``sigma_next`` (docs/method.md 2).
 
     x, v: [B, C, H, W]; sigma, sigma_next: scalars or [B]. ``prev_sample`` (the recorded next state) is scored
     instead of drawing a new one, which is how log-probs are recomputed in training. ``noise`` or ``generator``

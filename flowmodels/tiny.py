@@ -2,7 +2,7 @@
 
 Hub weights cannot exist here, so tests (and the README's first command) build a randomly initialised SD3
 pipeline with the real classes (MMDiT transformer, VAE, two CLIP text encoders with projection, optionally T5),
-save it with ``save_pretrained``, and load it back through ``trainer.models.load_model``: the same loader users
+save it with ``save_pretrained``, and load it back through ``flowmodels.models.load_model``: the same loader users
 call with a hub id. ``install_in_hub_cache`` lays the folder out as a Hugging Face cache snapshot so the hub-id
 path is exercised offline too. Tokenizers are character-level CLIP BPE vocabularies generated here (no merges).
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from trainer.backend import FlowModel
+from flowmodels.backend import FlowModel
 
 log = logging.getLogger(__name__)
 
 # pipeline class in model_index.json -> backend class ("module:Class")
 BACKENDS = {
-    "StableDiffusion3Pipeline": "trainer.sd3:SD3",
-    "MiniFlowPipeline": "trainer.mini:MiniFlow",
+    "StableDiffusion3Pipeline": "flowmodels.sd3:SD3",
+    "MiniFlowPipeline": "flowmodels.mini:MiniFlow",
 }
 
 

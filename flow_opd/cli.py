@@ -6,7 +6,6 @@ printed as one line on stderr with exit code 2, never as a stack trace.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,8 +30,8 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "bad input or missing files", not "bug"."""
-    from trainer.adapters import AdapterNotFoundError
-    from trainer.models import ModelNotFoundError
+    from flowmodels.adapters import AdapterNotFoundError
+    from flowmodels.models import ModelNotFoundError
 
     errs: list[type[BaseException]] = [
         UserError,
@@ -155,7 +154,7 @@ def tiny_model(
     """Build the offline tiny SD3 model (random weights, for plumbing tests) and print its folder."""
 
     def go() -> None:
-        from trainer.tiny import default_tiny_dir, save_tiny_sd3
+        from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
 
         typer.echo(str(save_tiny_sd3(out or default_tiny_dir(), seed, with_t5=t5)))
 
@@ -344,7 +343,7 @@ def eval_(
     """Generate, score and store a benchmark run, then print its tables.
 
     Re-running the same command resumes: only missing images and scores are computed. Launch with
-    `accelerate launch --num_processes N -m harness.cli eval ...` (or torchrun) to shard over processes.
+    `accelerate launch --num_processes N -m flow_opd eval ...` (or torchrun) to shard over processes.
     """
 
     def go() -> None:
@@ -601,7 +600,3 @@ def serve(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

@@ -6,7 +6,7 @@ self-attention, and the noise level plus the pooled text modulate every block (a
 are named ``to_q/to_k/to_v/to_out`` so the same PEFT LoRA adapters (student, teachers, anchor) attach as on SD3.
 ``decode`` maps [-1, 1] pixels to [0, 1]; the noise schedule comes from diffusers' FlowMatchEulerDiscreteScheduler
 like SD3's. Saved as a folder (``model_index.json`` naming ``MiniFlowPipeline``, ``config.json``,
-``model.safetensors``) so ``trainer.models.load_model(path)`` dispatches to it like any other backend.
+``model.safetensors``) so ``flowmodels.models.load_model(path)`` dispatches to it like any other backend.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.backend import Conditioning, guided_velocity
+from flowmodels.backend import Conditioning, guided_velocity
 
 MINI_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out")
 PIPELINE_CLASS = "MiniFlowPipeline"
@@ -30,7 +30,7 @@ PIPELINE_CLASS = "MiniFlowPipeline"
 
 def default_vocab() -> list[str]:
     """Every word and glyph the mini world's prompts use, after the specials."""
-    from harness import world
+    from mini_world import world
 
     words = {"a", "an", "and", "the", "text", '"', "of", "left", "right", "above", "below"}
     words |= set(world.SHAPES) | {s + "s" for s in world.SHAPES} | set(world.COLORS)
@@ -249,7 +249,7 @@ class MiniFlow:
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        index = {"_class_name": PIPELINE_CLASS, "backend": "trainer.mini", **(extra or {})}
+        index = {"_class_name": PIPELINE_CLASS, "backend": "flowmodels.mini", **(extra or {})}
         (out / "model_index.json").write_text(json.dumps(index, indent=2))
         cfg = asdict(self.cfg)
         cfg["vocab"] = list(self.cfg.vocab)

@@ -590,12 +590,3 @@ def write_prompt_files(folder: str | Path) -> list[Path]:
         path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         written.append(path)
     return written
-
-
-if __name__ == "__main__":  # pragma: no cover - regenerates harness/prompts/mini
-    import sys
-
-    for p in write_prompt_files(
-        sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "prompts" / "mini"
-    ):
-        print(p)

@@ -1,7 +1,7 @@
-"""The small model interface that the trainer and the harness talk to (DESIGN.md decision 1).
+"""The small model interface that the trainer and the harness talk to.
 
 A backend encodes prompts, predicts the velocity under classifier-free guidance with whichever LoRA adapter is
-active, decodes latents and knows its latent shape and noise schedule. SD3/SD3.5 (``trainer.sd3``) is the first
+active, decodes latents and knows its latent shape and noise schedule. SD3/SD3.5 (``flowmodels.sd3``) is the first
 backend; recipes never reach past this interface, so FLUX, SANA or a CPU-sized backend slot in without forks.
 Only the Protocol, its conditioning dataclass and the guidance rule every backend shares live here.
 """

@@ -1,4 +1,4 @@
-"""Named PEFT LoRA adapters on one frozen base network (DESIGN.md decision 2, METHOD.md 5.8).
+"""Named PEFT LoRA adapters on one frozen base network (docs/method.md 5.8).
 
 Student, teachers and the MAR anchor are adapters on the same denoiser: memory is base + K adapters, not K models.
 PEFT's own switching marks whichever adapter is active as trainable; here trainability is a property of the adapter
