@@ -61,9 +61,9 @@ def main() -> None:
 
     import scorers
     from flowmodels.adapters import LoraSpec, add_lora
+    from flowmodels.images import to_pil
     from flowmodels.models import load_model
     from flowmodels.sampling import recompute_step, rollout
-    from trainer.loop import to_pil
     from trainer.objectives import group_advantages
 
     window = None if args.window == "none" else tuple(int(v) for v in args.window.split(","))

@@ -39,7 +39,7 @@ def main() -> None:
     from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
     from trainer import grpo, opd
     from trainer.config import load
-    from trainer.loop import read_metrics
+    from trainer.metrics import read_metrics
 
     work = Path(tempfile.mkdtemp(prefix="flow_opd_curves_"))
     save_tiny_sd3(default_tiny_dir())

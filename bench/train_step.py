@@ -106,7 +106,7 @@ def time_ratio(args: argparse.Namespace, work: Path) -> dict[str, float]:
     """GRPO (brightness reward, KL to the base) and OPD (4 routed teachers + MAR anchor), same batch."""
     from trainer import grpo, opd
     from trainer.config import load
-    from trainer.loop import read_metrics
+    from trainer.metrics import read_metrics
 
     teachers = {f"t{k}": str(args.teachers[k]) for k in range(4)}
     grpo.main(
@@ -179,12 +179,12 @@ def memory_child(args: argparse.Namespace, k: int, work: Path) -> dict[str, floa
     """Runs in a fresh process: one OPD step with ``k`` teacher adapters; reports peak memory."""
     import torch
 
-    from trainer import loop, opd
+    from trainer import opd, optim
     from trainer.config import load
 
     base_rss = rss_mib()
     marks: dict[str, float] = {}
-    prepare = loop.prepare
+    prepare = optim.prepare
 
     def prepare_then_mark(
         *a, **kw
@@ -196,7 +196,7 @@ def memory_child(args: argparse.Namespace, k: int, work: Path) -> dict[str, floa
             torch.cuda.reset_peak_memory_stats()
         return tr
 
-    loop.prepare = prepare_then_mark
+    optim.prepare = prepare_then_mark
     teachers = {
         f"t{i}": str(args.teachers[i % k]) for i in range(4)
     }  # k distinct folders -> k adapters

@@ -1,6 +1,6 @@
 """Which code ran: the project's git commit and whether its tracked files were changed.
 
-Evaluations (``harness.evaluate``) and training manifests (``trainer.loop``) both record ``git_sha()``, asked of the
+Evaluations (``harness.evaluate``) and training manifests (``trainer.runs``) both record ``git_sha()``, asked of the
 project's own checkout wherever the command was started, so a trainer and its in-loop evaluations agree.
 """
 

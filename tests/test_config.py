@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from trainer import grpo, merge, opd, sft
 from trainer.config import ConfigError, SampleConfig, dump, load, parse, to_dict
-from trainer.loop import epoch_layout
+from trainer.epoch import epoch_layout
 
 CONFIGS = Path(__file__).resolve().parent.parent / "trainer" / "configs"
 RECIPES = {"grpo": grpo.Config, "sft": sft.Config, "merge": merge.Config, "opd": opd.Config}

@@ -21,7 +21,7 @@ from flowmodels.adapters import disabled
 from flowmodels.sampling import recompute_step
 from tests import fakes
 from tests.test_recipes import QUIET, tiny_home  # noqa: F401 (fixture)
-from trainer import grpo, loop
+from trainer import epoch, grpo, metrics, optim, student
 from trainer.config import load
 
 BETA = 0.04
@@ -32,7 +32,7 @@ def _capture(monkeypatch) -> dict:
     """Record the model, the rolled-out batches and, at the first optimizer step, the accumulated gradient and
     the reference gradient computed on the same weights."""
     seen: dict = {}
-    real_load, real_sample, real_step = loop.load_base, loop.sample_epoch, loop.optimizer_step
+    real_load, real_sample, real_step = student.load_base, epoch.sample_epoch, optim.optimizer_step
 
     def load_base(*a, **k):
         seen["model"] = real_load(*a, **k)
@@ -53,9 +53,9 @@ def _capture(monkeypatch) -> dict:
                 p.grad = g.clone()
         return real_step(run, tr, ocfg)
 
-    monkeypatch.setattr(loop, "load_base", load_base)
-    monkeypatch.setattr(loop, "sample_epoch", sample_epoch)
-    monkeypatch.setattr(loop, "optimizer_step", optimizer_step)
+    monkeypatch.setattr(student, "load_base", load_base)
+    monkeypatch.setattr(epoch, "sample_epoch", sample_epoch)
+    monkeypatch.setattr(optim, "optimizer_step", optimizer_step)
     return seen
 
 
@@ -72,7 +72,7 @@ def _reference_backward(model, tr, batches, cfg) -> None:
     a = torch.as_tensor(adv[keep], dtype=torch.float32)
     steps = cfg.sample.trained_steps(None)
     total = 0.0
-    with loop.student_forward(model, tr):
+    with optim.student_forward(model, tr):
         for j in steps:
             st = recompute_step(model, ro, j)
             ratio = torch.exp(st.log_prob - ro.log_probs[:, j])
@@ -118,7 +118,7 @@ def test_policy_gradient_with_tied_groups(tiny_home, tmp_path, monkeypatch, drop
     assert tied.sum() == 2, "the epoch must hold two tied groups (prompts that say 'tied')"
     for ours, ref in zip(seen["ours"], seen["ref"], strict=True):  # float32 sums in another order
         assert (ours - ref).norm() <= 1e-4 * ref.norm()
-    kept = loop.read_metrics(tmp_path / "run")[0]["train/kept_fraction"]
+    kept = metrics.read_metrics(tmp_path / "run")[0]["train/kept_fraction"]
     assert kept == (0.5 if drop else 1.0)
 
 

@@ -22,7 +22,7 @@ from flowmodels.sampling import rollout, velocity_at
 from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
 from trainer import grpo, merge, opd, sft
 from trainer.config import ConfigError, load
-from trainer.loop import read_metrics
+from trainer.metrics import read_metrics
 from trainer.objectives import routing_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,7 +277,7 @@ def test_each_prompt_is_routed_to_its_task_teacher(tiny_home, tmp_path):
 
 def test_merge_into_the_base_equals_the_merged_lora(tiny_home, tmp_path):
     """output=merged (deltas added into the weights) and output=lora (SVD factors) give the same model."""
-    from trainer.loop import resolve_model
+    from trainer.folders import resolve_model
 
     a = synthetic_lora(tmp_path / "a", seed=8, scale=0.3)
     b = synthetic_lora(tmp_path / "b", seed=9, scale=0.3)
@@ -623,16 +623,16 @@ def test_grpo_raises_a_weightless_reward(tiny_home, tmp_path):
 def test_grpo_and_opd_with_an_sde_window_train_only_the_window(chain, tmp_path, monkeypatch):
     """Flow-GRPO-Fast: rollouts are the SDE on a 1-step window and the ODE elsewhere; training recomputes only that
     step (recomputing an ODE step raises), on policy (first ratio exactly 1), and the adapters move."""
-    from trainer import loop
+    from trainer import epoch
 
     windows: list = []
-    real = loop.rollout
+    real = epoch.rollout
 
     def recording(*args, **kwargs):  # the real rollout, noting the window each epoch asked for
         windows.append(kwargs.get("sde_window"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "rollout", recording)
+    monkeypatch.setattr(epoch, "rollout", recording)
     window = ["sample.sde_window_size=1", "sample.sde_window_range=[1, 3]"]
     out = tmp_path / "fast"
     with _cwd(chain):

@@ -26,8 +26,20 @@ from dataclasses import dataclass, field
 import torch
 
 from flowmodels.adapters import LoraSpec, disabled
+from flowmodels.images import to_pil
 from flowmodels.sampling import recompute_step
-from trainer import loop, rehearse
+from trainer import (
+    checkpoints,
+    epoch,
+    evalhook,
+    folders,
+    metrics,
+    optim,
+    rehearse,
+    rewards,
+    runs,
+    student,
+)
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig, SampleConfig
 from trainer.data import PromptItem, audit_split, load_datasets
 from trainer.objectives import (
@@ -75,7 +87,7 @@ class Config:
     adv_clip: float = 5.0
     adv_std: AdvantageStd = "global"
     # Flow-GRPO's filter: each process drops its samples whose advantage is exactly 0 (their group's rewards all
-    # equal: no policy gradient) from the loss, the KL term included, before re-batching (loop.regroup). False keeps
+    # equal: no policy gradient) from the loss, the KL term included, before re-batching (epoch.regroup). False keeps
     # them: with half the groups tied the policy gradient halves while the KL term still covers every sample.
     drop_tied_groups: bool = True
     # "sum": Flow-GRPO, the group advantage of the weighted sum of the rewards; "decoupled": GDPO, each reward
@@ -128,7 +140,7 @@ class Config:
 
 
 def reward_matrix(
-    cfg: Config, got: loop.Rewards, items: list[PromptItem], names: list[str]
+    cfg: Config, got: rewards.Rewards, items: list[PromptItem], names: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sample's reward from each scorer in ``names`` and its weight for the sample's task: [n, K] each
     (NaN and 0 where the task does not use the scorer), the input of ``decoupled_advantages``."""
@@ -143,21 +155,21 @@ def reward_matrix(
 
 def main(cfg: Config) -> None:
     """Train, checkpoint, evaluate in the loop, and leave ``run.out/{lora/, manifest.json}``."""
-    loop.setup_logging()
+    runs.setup_logging()
     # fail before any work: names, files, layout
-    loop.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
+    rewards.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
-    layout = loop.epoch_layout(cfg.sample, loop.launched_world())
-    init = loop.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
+    layout = epoch.epoch_layout(cfg.sample, runs.launched_world())
+    init = folders.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
     audit = audit_split(pools, cfg.data.allow_eval_prompts, {"init": init})
-    run = loop.start("grpo", cfg, cfg.run, audit)
-    scorers = loop.load_scorers(cfg.scorer_names(), cfg.reward_servers)
+    run = runs.start("grpo", cfg, cfg.run, audit)
+    scorers = rewards.load_scorers(cfg.scorer_names(), cfg.reward_servers)
 
-    model = loop.load_base(run, cfg.model, cfg.sample.t5_length)
+    model = student.load_base(run, cfg.model, cfg.sample.t5_length)
     net = model.denoiser
-    loop.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
-    tr = loop.prepare(run, net, cfg.optim)
-    loop.resume(run, tr)
+    student.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
+    tr = optim.prepare(run, net, cfg.optim)
+    checkpoints.resume(run, tr)
     s = cfg.sample
     T = s.train_timesteps
     micro_per_step = layout.accum_batches * T
@@ -173,7 +185,7 @@ def main(cfg: Config) -> None:
         step_before = run.step
         t_epoch = time.perf_counter()
         # 1. sample this process's share of the epoch's groups
-        mine, batches, window = loop.sample_epoch(
+        mine, batches, window = epoch.sample_epoch(
             run, model, pools, s, partitions=cfg.partitions or None
         )
 
@@ -183,10 +195,10 @@ def main(cfg: Config) -> None:
         names = sorted(cfg.scorer_names())
         per_reward, weights = [], []  # [n, K] each: the decoupled advantages' input
         for b in batches:
-            got = loop.score(
+            got = rewards.score(
                 scorers,
                 cfg.weights_for,
-                loop.to_pil(b.ro.images),
+                to_pil(b.ro.images),
                 b.items,
                 use_values=set(cfg.value_rewards),
             )
@@ -198,11 +210,11 @@ def main(cfg: Config) -> None:
                 per_reward.append(r)
                 weights.append(w)
         local = torch.cat([b.rewards for b in batches])
-        everyone = loop.gather_cat(run, local)
+        everyone = epoch.gather_cat(run, local)
         if decoupled:
             adv = decoupled_advantages(
-                loop.gather_cat(run, torch.cat(per_reward)),
-                loop.gather_cat(run, torch.cat(weights)),
+                epoch.gather_cat(run, torch.cat(per_reward)),
+                epoch.gather_cat(run, torch.cat(weights)),
                 s.group_size,
                 clip=cfg.adv_clip,
             )
@@ -218,17 +230,17 @@ def main(cfg: Config) -> None:
             "reward/zero_std_ratio": float((groups.std(dim=1, correction=0) == 0).float().mean()),
         }
         for name, chunks in parts.items():
-            vals = loop.gather_cat(run, torch.cat(chunks))
+            vals = epoch.gather_cat(run, torch.cat(chunks))
             epoch_stats[f"reward/{name}"] = float(vals.nanmean())
 
         epoch_stats["time/sample_s"] = time.perf_counter() - t_epoch  # rollouts + rewards
         t_train = time.perf_counter()
         # 3. Flow-GRPO's re-batching: tied groups' samples dropped (drop_tied_groups), the rest shuffled sample by
         # sample into as many batches as were sampled
-        todo = loop.regroup(run, batches, drop_tied=cfg.drop_tied_groups, shuffle=s.shuffle)
+        todo = epoch.regroup(run, batches, drop_tied=cfg.drop_tied_groups, shuffle=s.shuffle)
         epoch_stats["train/kept_fraction"] = (
             todo.kept / todo.total
-        )  # this process's (Flow-GRPO: rank 0's)
+        )  # this process's (Flow-GRPO logs rank 0's)
         # 4. train: every batch x its T SDE steps, one optimizer step per `accum_batches` batches (at a batch's end)
         tr.ddp.train()
         sums: dict[str, float] = {}
@@ -237,8 +249,8 @@ def main(cfg: Config) -> None:
             for j in s.trained_steps(window):
                 micro += 1
                 sync = micro % micro_per_step == 0
-                with loop.no_sync(run, tr, sync), run.acc.autocast():
-                    with loop.student_forward(model, tr):
+                with optim.no_sync(run, tr, sync), run.acc.autocast():
+                    with optim.student_forward(model, tr):
                         st = recompute_step(model, b.ro, j, logprob=s.logprob)
                     pol = ppo_clip_loss(
                         st.log_prob, b.ro.log_probs[:, j], b.advantages, cfg.clip_range
@@ -263,20 +275,25 @@ def main(cfg: Config) -> None:
                     ("train/ratio", pol.ratio.mean()),
                 ):
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
-            if micro % micro_per_step:  # mid-accumulation: only the EMA's batch cadence
-                loop.after_batch(run, tr)
+            stepping = micro % micro_per_step == 0  # this batch ends an optimizer step
+            if stepping:
+                norm = optim.optimizer_step(run, tr, cfg.optim)  # clip, step, schedule, zero, count
+            optim.after_batch(run, tr)  # the EMA, Flow-GRPO's cadence
+            if not stepping:
                 continue
             sums["time/train_s"] = time.perf_counter() - t_train
-            loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
+            metrics.log_step(run, tr, {**sums, **epoch_stats, "train/grad_norm": norm})
+            # every run.eval_every steps, on the EMA weights as a run stopped here would save them
+            evalhook.maybe_evaluate(run, model, tr)
             t_train = time.perf_counter()
             sums = {}
             if run.step >= run.rcfg.max_steps:
                 break
         run.epoch += 1
-        if loop.checkpoint_due(run, step_before):
-            loop.save_checkpoint(run, tr)
+        if checkpoints.checkpoint_due(run, step_before):
+            checkpoints.save_checkpoint(run, tr)
 
-    loop.finish(run, tr, cfg.model)
+    runs.finish(run, tr, cfg.model)
 
 
 if __name__ == "__main__":

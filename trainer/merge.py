@@ -30,7 +30,7 @@ from torch import Tensor
 
 from flowbase.code import git_sha
 from harness import splits
-from trainer import config, loop, rehearse
+from trainer import config, folders, rehearse, runs
 from trainer.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -297,13 +297,13 @@ def write_lora(lora: Lora, folder: Path, manifest: dict[str, Any]) -> Path:
     return folder
 
 
-def _base_of(cfg: Config, folders: dict[str, Path]) -> str | None:
+def _base_of(cfg: Config, dirs: dict[str, Path]) -> str | None:
     """The one base model the teachers share (fails on a mix) and that ``cfg.model`` names, if given."""
-    bases = {name: loop.recorded_base(f) for name, f in folders.items()}
+    bases = {name: folders.recorded_base(f) for name, f in dirs.items()}
     known = {name: b for name, b in bases.items() if b is not None}
     ref = cfg.model or next(iter(known.values()), None)
     for name, b in known.items():
-        if ref is not None and not loop.same_base(b, ref):
+        if ref is not None and not folders.same_base(b, ref):
             raise ConfigError(
                 f"teacher {name!r} is a LoRA for {b!r} but the merge base is {ref!r}: merge teachers of one base"
             )
@@ -312,20 +312,20 @@ def _base_of(cfg: Config, folders: dict[str, Path]) -> str | None:
 
 def main(cfg: Config) -> Path:
     """Merge the teachers and write ``out/{config.yaml, manifest.json, lora/ | merged/}``."""
-    loop.setup_logging()
+    runs.setup_logging()
     if (
         int(os.environ.get("RANK", "0")) != 0
     ):  # launched with several processes: one merge is enough
         return Path(cfg.out)
-    folders: dict[str, Path] = {}
+    dirs: dict[str, Path] = {}
     for name, src in cfg.teachers.items():
         try:
-            folders[name] = loop.resolve_lora(src)
+            dirs[name] = folders.resolve_lora(src)
         except FileNotFoundError as e:
             raise ConfigError(f"teachers.{name}: {e}") from None
-    base = _base_of(cfg, folders)
-    names = sorted(folders)
-    loras = [read_lora(folders[n]) for n in names]
+    base = _base_of(cfg, dirs)
+    names = sorted(dirs)
+    loras = [read_lora(dirs[n]) for n in names]
     default = 1.0 / len(names) if cfg.method in ("linear", "ab_mean") else 1.0
     weights = [cfg.weights.get(n, default) for n in names]
     out = Path(cfg.out)
@@ -341,7 +341,7 @@ def main(cfg: Config) -> Path:
         "contaminated": [
             f"teachers.{n} {cfg.teachers[n]}: {reason}"
             for n in names
-            for reason in splits.recorded_contamination(folders[n])
+            for reason in splits.recorded_contamination(dirs[n])
         ],
         "method": cfg.method,
         "weights": dict(zip(names, weights, strict=True)),
@@ -394,7 +394,7 @@ def _merge_into_base(model_name: str, deltas: dict[str, Tensor], folder: Path) -
     """Add the merged deltas into the base weights and save a full diffusers folder."""
     from flowmodels.models import load_model
 
-    model = load_model(loop.resolve_model(model_name), dtype="float32", device="cpu")
+    model = load_model(folders.resolve_model(model_name), dtype="float32", device="cpu")
     net = model.denoiser
     with torch.no_grad():
         for path, delta in deltas.items():

@@ -27,8 +27,20 @@ import torch
 
 from flowmodels.adapters import LoraSpec, using
 from flowmodels.backend import FlowModel
+from flowmodels.images import to_pil
 from flowmodels.sampling import Rollout, recompute_step, velocity_at
-from trainer import loop, rehearse
+from trainer import (
+    checkpoints,
+    epoch,
+    evalhook,
+    folders,
+    metrics,
+    optim,
+    rehearse,
+    rewards,
+    runs,
+    student,
+)
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig, SampleConfig
 from trainer.data import audit_split, load_datasets
 from trainer.objectives import (
@@ -168,32 +180,32 @@ class Config:
 
 def main(cfg: Config) -> None:
     """Distil the routed teachers into the student on its own rollouts; leave ``run.out/{lora/, manifest.json}``."""
-    loop.setup_logging()
+    runs.setup_logging()
     # fail before any work: teachers and anchor exist and share the student's base; reward names; prompt files
-    folders = {
-        task: loop.check_adapter_base(f"teachers.{task}", src, cfg.model)
+    teacher_dirs = {
+        task: folders.check_adapter_base(f"teachers.{task}", src, cfg.model)
         for task, src in cfg.teachers.items()
     }
-    anchor_dir = loop.check_adapter_base("anchor", cfg.anchor, cfg.model) if cfg.anchor else None
-    init = loop.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
-    loop.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
+    anchor_dir = folders.check_adapter_base("anchor", cfg.anchor, cfg.model) if cfg.anchor else None
+    init = folders.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
+    rewards.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
-    layout = loop.epoch_layout(cfg.sample, loop.launched_world())
+    layout = epoch.epoch_layout(cfg.sample, runs.launched_world())
     parents = {"init": init, "anchor": anchor_dir}
-    parents.update({f"teachers.{task}": folder for task, folder in folders.items()})
+    parents.update({f"teachers.{task}": folder for task, folder in teacher_dirs.items()})
     audit = audit_split(pools, cfg.data.allow_eval_prompts, parents)
-    run = loop.start("opd", cfg, cfg.run, audit)
-    scorers = loop.load_scorers(cfg.scorer_names(), cfg.reward_servers)
+    run = runs.start("opd", cfg, cfg.run, audit)
+    scorers = rewards.load_scorers(cfg.scorer_names(), cfg.reward_servers)
 
-    model = loop.load_base(run, cfg.model, cfg.sample.t5_length)
+    model = student.load_base(run, cfg.model, cfg.sample.t5_length)
     net = model.denoiser
-    loop.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
-    adapter_of = _attach_teachers(net, folders)  # task -> adapter (one per distinct folder)
+    student.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
+    adapter_of = _attach_teachers(net, teacher_dirs)  # task -> adapter (one per distinct folder)
     names = sorted(set(adapter_of.values()))
     if anchor_dir is not None:
-        loop.attach_frozen(net, ANCHOR, anchor_dir)
-    tr = loop.prepare(run, net, cfg.optim)
-    loop.resume(run, tr)
+        student.attach_frozen(net, ANCHOR, anchor_dir)
+    tr = optim.prepare(run, net, cfg.optim)
+    checkpoints.resume(run, tr)
     s = cfg.sample
     T = s.train_timesteps
     micro_per_step = layout.accum_batches * T
@@ -214,7 +226,7 @@ def main(cfg: Config) -> None:
     while run.step < run.rcfg.max_steps:
         step_before = run.step
         t_epoch = time.perf_counter()
-        mine, batches, window = loop.sample_epoch(
+        mine, batches, window = epoch.sample_epoch(
             run, model, pools, s, task_mix=cfg.task_mix or None
         )
         epoch_stats = _rewards(run, cfg, scorers, batches, mine)
@@ -223,7 +235,7 @@ def main(cfg: Config) -> None:
         )  # rollouts (+ optional rewards)
         t_train = time.perf_counter()
 
-        todo = loop.regroup(run, batches, shuffle=s.shuffle)  # Flow-GRPO's per-sample shuffle
+        todo = epoch.regroup(run, batches, shuffle=s.shuffle)  # Flow-GRPO's per-sample shuffle
         tr.ddp.train()
         sums: dict[str, float] = {}
         anchored: list[float] = []  # the anchor's gap on this optimizer step's anchored micro-steps
@@ -245,14 +257,14 @@ def main(cfg: Config) -> None:
                         cfg.kl_normaliser,
                     )
                 )
-                with loop.no_sync(run, tr, sync), run.acc.autocast():
+                with optim.no_sync(run, tr, sync), run.acc.autocast():
                     # teacher labels on the student's states, each teacher only on its routed samples
                     v_teacher = teacher_targets(model, net, b.ro, j, names, alpha)
                     v_anchor = None
                     if anchor_dir is not None and mar_on(cfg, float(b.ro.sigmas[j])):
                         with torch.no_grad(), using(net, ANCHOR):
                             v_anchor = velocity_at(model, b.ro, j)
-                    with loop.student_forward(model, tr):
+                    with optim.student_forward(model, tr):
                         v = velocity_at(model, b.ro, j)
                     logp_new = logp_old = None
                     if cfg.loss != "direct":
@@ -281,24 +293,29 @@ def main(cfg: Config) -> None:
                     sums[key] = sums.get(key, 0.0) + float(val.detach()) / micro_per_step
                 if v_anchor is not None:
                     anchored.append(float(terms.anchor_gap))
-            if micro % micro_per_step:  # mid-accumulation: only the EMA's batch cadence
-                loop.after_batch(run, tr)
+            stepping = micro % micro_per_step == 0  # this batch ends an optimizer step
+            if stepping:
+                norm = optim.optimizer_step(run, tr, cfg.optim)  # clip, step, schedule, zero, count
+            optim.after_batch(run, tr)  # the EMA, Flow-GRPO's cadence
+            if not stepping:
                 continue
             # the anchor's gap: a mean over the anchored steps only (mar_sigma_max < 1 skips others)
             if anchored:
                 sums["opd/anchor_gap"] = sum(anchored) / len(anchored)
                 anchored = []
             sums["time/train_s"] = time.perf_counter() - t_train
-            loop.finish_step(run, tr, model, cfg.optim, {**sums, **epoch_stats})
+            metrics.log_step(run, tr, {**sums, **epoch_stats, "train/grad_norm": norm})
+            # every run.eval_every steps, on the EMA weights as a run stopped here would save them
+            evalhook.maybe_evaluate(run, model, tr)
             t_train = time.perf_counter()
             sums = {}
             if run.step >= run.rcfg.max_steps:
                 break
         run.epoch += 1
-        if loop.checkpoint_due(run, step_before):
-            loop.save_checkpoint(run, tr)
+        if checkpoints.checkpoint_due(run, step_before):
+            checkpoints.save_checkpoint(run, tr)
 
-    loop.finish(
+    runs.finish(
         run,
         tr,
         cfg.model,
@@ -339,36 +356,36 @@ def teacher_targets(
     return mix_targets(v_k, alpha, rows)
 
 
-def _attach_teachers(net: torch.nn.Module, folders: dict[str, Path]) -> dict[str, str]:
+def _attach_teachers(net: torch.nn.Module, dirs: dict[str, Path]) -> dict[str, str]:
     """Load each distinct teacher folder once as a frozen adapter; returns task -> adapter name."""
     by_folder: dict[Path, str] = {}
     adapter_of: dict[str, str] = {}
-    for task in sorted(folders):
-        folder = folders[task].resolve()
+    for task in sorted(dirs):
+        folder = dirs[task].resolve()
         if folder not in by_folder:
             name = f"teacher_{task}"
-            loop.attach_frozen(net, name, folder)
+            student.attach_frozen(net, name, folder)
             by_folder[folder] = name
         adapter_of[task] = by_folder[folder]
     return adapter_of
 
 
 def _rewards(
-    run: loop.Run, cfg: Config, scorers: dict, batches: list[loop.Batch], mine: slice
+    run: runs.Run, cfg: Config, scorers: dict, batches: list[epoch.Batch], mine: slice
 ) -> dict[str, float]:
     """Optional task rewards: logged, and turned into GRPO advantages for ``loss=mixed``."""
     if not scorers:
         return {}
     parts: dict[str, list[torch.Tensor]] = {}
     for b in batches:
-        got = loop.score(scorers, cfg.weights_for, loop.to_pil(b.ro.images), b.items)
+        got = rewards.score(scorers, cfg.weights_for, to_pil(b.ro.images), b.items)
         b.rewards = got.total
         for name, part in got.parts.items():
             parts.setdefault(name, []).append(part)
-    everyone = loop.gather_cat(run, torch.cat([b.rewards for b in batches]))
+    everyone = epoch.gather_cat(run, torch.cat([b.rewards for b in batches]))
     stats = {"reward/total": float(everyone.mean())}
     for name, chunks in parts.items():
-        stats[f"reward/{name}"] = float(loop.gather_cat(run, torch.cat(chunks)).nanmean())
+        stats[f"reward/{name}"] = float(epoch.gather_cat(run, torch.cat(chunks)).nanmean())
     if cfg.loss == "mixed":
         adv = group_advantages(everyone, cfg.sample.group_size, std=cfg.adv_std, clip=cfg.adv_clip)
         for b, a in zip(batches, adv[mine].split(cfg.sample.batch_size), strict=True):

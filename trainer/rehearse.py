@@ -4,7 +4,7 @@
     python -m trainer.grpo trainer/configs/grpo_geneval.yaml --rehearse --world-size 1,8,32
 
 What it prints, from the preset's own config and the recipe's own functions: at each world size the per-process
-images, prompt groups, batches and gradient accumulation (``loop.epoch_layout``, which refuses a layout that does not
+images, prompt groups, batches and gradient accumulation (``epoch.epoch_layout``, which refuses a layout that does not
 divide); each task's share of the epochs (``data.plan_epoch``); every adapter with its rank and alpha; the split audit
 of the training prompts (``data.audit_split``, the real one); and the loss terms of one optimizer step with their
 weights. The step runs through the recipe's ``main``, with what cannot exist on a CPU machine replaced by named
@@ -34,9 +34,12 @@ import torch
 import yaml
 
 from flowmodels.adapters import LoraSpec
-from trainer import config, loop
+from trainer import config, rewards, runs
 from trainer.config import ConfigError
 from trainer.data import audit_split, load_datasets, mix_counts, partition_cycle, plan_epoch
+from trainer.epoch import epoch_layout
+from trainer.folders import TINY
+from trainer.metrics import read_metrics
 
 CONFIGS = Path(__file__).parent / "configs"
 SIZE = 32  # the step's images: the tiny model at the preset's size would cost minutes for nothing
@@ -112,9 +115,7 @@ class StandIns:
             for key, p in self.model.denoiser.named_parameters():
                 if "lora_B" in key and f".{name}." in key:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-        folder = save_adapter(
-            self.model.denoiser, name, self.root / name, {"base_model": loop.TINY}
-        )
+        folder = save_adapter(self.model.denoiser, name, self.root / name, {"base_model": TINY})
         self.made[role] = folder
         return folder
 
@@ -177,7 +178,7 @@ def _rehearse_merge(kit: StandIns, mcfg: Any, notes: list[str]) -> Path:
 
 # -- what the preset says at a world size ------------------------------------------------------------------------------
 def layout_lines(recipe: str, cfg: Any, world: int) -> list[str]:
-    """Per-process numbers at ``world`` processes; ``loop.epoch_layout`` raises when they do not divide."""
+    """Per-process numbers at ``world`` processes; ``epoch_layout`` raises when they do not divide."""
     if recipe == "merge":
         return ["one process merges (nothing to split)"]
     if recipe == "sft":
@@ -190,7 +191,7 @@ def layout_lines(recipe: str, cfg: Any, world: int) -> list[str]:
             f"({cfg.grad_accum * cfg.batch_size * world} images over the world)",
         ]
     s = cfg.sample
-    lay = loop.epoch_layout(s, world)
+    lay = epoch_layout(s, world)
     total = s.groups_per_epoch * s.group_size
     groups = lay.images_per_rank / s.group_size
     spans = "" if lay.images_per_rank % s.group_size == 0 else ": groups span processes"
@@ -277,7 +278,7 @@ def rehearse(
     warnings.filterwarnings(
         "ignore", category=FutureWarning
     )  # library deprecations, not the preset's
-    loop.setup_logging()  # third-party progress bars and chatter off (the level stays WARNING)
+    runs.setup_logging()  # third-party progress bars and chatter off (the level stays WARNING)
     say(f"rehearsal of {source} (trainer.{recipe})")
     pools = (
         load_datasets(cfg.datasets, getattr(cfg, "prompt_limit", None)) if recipe != "merge" else {}
@@ -310,12 +311,12 @@ def rehearse(
         if scorers:
             kinds = [f"{n} ({'stand-in' if needs_weights(n) else 'real'})" for n in scorers]
             say(f"  scorers: {', '.join(kinds)}")
-        previous = loop.stand_in_scorers
-        loop.stand_in_scorers = rehearsal_scorer
+        previous = rewards.stand_in_scorers
+        rewards.stand_in_scorers = rehearsal_scorer
         try:
             main(run_cfg)
         finally:
-            loop.stand_in_scorers = previous
+            rewards.stand_in_scorers = previous
         _report(recipe, cfg, run_cfg, kit, say)
     ran = "merged" if recipe == "merge" else "ran one optimizer step"
     sizes = ", ".join(map(str, worlds))
@@ -330,7 +331,7 @@ def _stand_in_config(recipe: str, cfg: Any, kit: StandIns, notes: list[str]) -> 
             for n, s in cfg.teachers.items()
         }
         return dataclasses.replace(cfg, teachers=teachers, model=None, out=str(kit.root / "run"))
-    changes: dict[str, Any] = {"model": loop.TINY}
+    changes: dict[str, Any] = {"model": TINY}
     if getattr(cfg, "teachers", None):
         changes["teachers"] = {
             task: str(stand_in_adapter(kit, f"teachers.{task}", src, notes))
@@ -382,7 +383,7 @@ def _report(recipe: str, cfg: Any, run_cfg: Any, kit: StandIns, say: Callable[[s
             f"{manifest.get('alpha')}{errors} (of the stand-ins; the real teachers' error goes to the run's manifest)"
         )
         return
-    metrics = loop.read_metrics(out)[0]
+    metrics = read_metrics(out)[0]
     s = getattr(run_cfg, "sample", None)
     what = (
         f"{s.groups_per_epoch} groups x {s.group_size} images in {s.groups_per_epoch * s.group_size // s.batch_size} "

@@ -22,7 +22,7 @@ import torch
 from flowmodels.adapters import LoraSpec, using
 from flowmodels.backend import Conditioning
 from flowmodels.sampling import rollout
-from trainer import loop, rehearse
+from trainer import checkpoints, evalhook, folders, metrics, optim, rehearse, runs, student
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig
 from trainer.data import PromptItem, audit_split, load_datasets
 from trainer.objectives import flow_matching_loss, noisy_latents, train_sigmas
@@ -101,28 +101,28 @@ def plan_samples(pools: dict[str, list[PromptItem]], cfg: Config) -> list[tuple[
 
 def main(cfg: Config) -> None:
     """Sample from the teachers, then train the student with flow matching; leave ``lora/`` + manifest."""
-    loop.setup_logging()
-    folders = {
-        task: loop.check_adapter_base(f"teachers.{task}", src, cfg.model)
+    runs.setup_logging()
+    teacher_dirs = {
+        task: folders.check_adapter_base(f"teachers.{task}", src, cfg.model)
         for task, src in cfg.teachers.items()
     }
-    init = loop.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
+    init = folders.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
     pools = load_datasets(cfg.datasets)
-    parents = {"init": init, **{f"teachers.{task}": f for task, f in folders.items()}}
+    parents = {"init": init, **{f"teachers.{task}": f for task, f in teacher_dirs.items()}}
     audit = audit_split(pools, cfg.data.allow_eval_prompts, parents)
-    run = loop.start("sft", cfg, cfg.run, audit)
+    run = runs.start("sft", cfg, cfg.run, audit)
     todo = plan_samples(pools, cfg)[run.rank :: run.world]
     if not todo:
         raise ConfigError(f"{run.world} processes but too few teacher samples to give each one")
 
-    model = loop.load_base(run, cfg.model, cfg.t5_length)
+    model = student.load_base(run, cfg.model, cfg.t5_length)
     net = model.denoiser
-    loop.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
-    for task, folder in sorted(folders.items()):
-        loop.attach_frozen(net, f"teacher_{task}", folder)
+    student.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
+    for task, folder in sorted(teacher_dirs.items()):
+        student.attach_frozen(net, f"teacher_{task}", folder)
     x0, cond = _teacher_samples(run, model, net, todo, cfg)
-    tr = loop.prepare(run, net, cfg.optim)
-    loop.resume(run, tr)
+    tr = optim.prepare(run, net, cfg.optim)
+    checkpoints.resume(run, tr)
 
     n = x0.shape[0]
     tr.ddp.train()
@@ -138,7 +138,7 @@ def main(cfg: Config) -> None:
             sigma = train_sigmas(len(idx), g, scheme=cfg.timesteps, shift=cfg.shift)
             x_s = noisy_latents(x0[idx], noise, sigma)
             sync = micro == cfg.grad_accum - 1
-            with loop.no_sync(run, tr, sync), run.acc.autocast(), loop.student_forward(model, tr):
+            with optim.no_sync(run, tr, sync), run.acc.autocast(), optim.student_forward(model, tr):
                 dev = run.acc.device
                 v = model.velocity(x_s.to(dev), sigma.to(dev), cond.select(idx).to(dev))
                 loss = flow_matching_loss(v, x0[idx].to(dev), noise.to(dev))
@@ -146,17 +146,19 @@ def main(cfg: Config) -> None:
             sums["loss/flow_matching"] = (
                 sums.get("loss/flow_matching", 0.0) + float(loss.detach()) / cfg.grad_accum
             )
-        loop.finish_step(run, tr, model, cfg.optim, sums)
-        loop.after_batch(
+        norm = optim.optimizer_step(run, tr, cfg.optim)  # clip, step, schedule, zero, count
+        optim.after_batch(
             run, tr
-        )  # an SFT step's micro-batches are one batch for the EMA's batch cadence
-        if loop.checkpoint_due(run, run.step - 1):
-            loop.save_checkpoint(run, tr)
-    loop.finish(run, tr, cfg.model, {"teachers": dict(cfg.teachers)})
+        )  # the EMA: an SFT step's micro-batches are one batch to its cadence
+        metrics.log_step(run, tr, {**sums, "train/grad_norm": norm})
+        evalhook.maybe_evaluate(run, model, tr)
+        if checkpoints.checkpoint_due(run, run.step - 1):
+            checkpoints.save_checkpoint(run, tr)
+    runs.finish(run, tr, cfg.model, {"teachers": dict(cfg.teachers)})
 
 
 def _teacher_samples(
-    run: loop.Run, model, net: torch.nn.Module, todo: list[tuple[PromptItem, int]], cfg: Config
+    run: runs.Run, model, net: torch.nn.Module, todo: list[tuple[PromptItem, int]], cfg: Config
 ) -> tuple[torch.Tensor, Conditioning]:
     """Clean latents and prompt conditioning from each task's teacher (cached per rank in the run folder)."""
     cache = run.out / "teacher_samples" / f"rank{run.rank}_of{run.world}.pt"

@@ -1,0 +1,214 @@
+"""A training run on one process: accelerate, seeds, the run folder and its trackers at the start; the adapter,
+manifest and contamination verdict at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowbase.code import git_sha
+from flowmodels import adapters
+from harness.evaluate import shutdown_distributed
+from trainer import config
+from trainer.checkpoints import find_checkpoint
+from trainer.config import ConfigError, RunConfig
+from trainer.data import SplitAudit
+from trainer.evalhook import best_dir, check_eval_hook, read_best, save_best
+from trainer.optim import Training, replicas_identical
+from trainer.student import STUDENT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """One process's view of a training run."""
+
+    recipe: str
+    cfg: Any  # the recipe's whole config
+    rcfg: RunConfig
+    acc: Any  # accelerate.Accelerator
+    out: Path
+    run_id: str
+    step: int = 0
+    epoch: int = 0
+    parent: dict[str, Any] = field(default_factory=dict)
+    audit: SplitAudit | None = None  # the training prompts' split audit (trainer.data.audit_split)
+    _metrics: Any = None
+
+    @property
+    def world(self) -> int:
+        return int(self.acc.num_processes)
+
+    @property
+    def rank(self) -> int:
+        return int(self.acc.process_index)
+
+    @property
+    def main(self) -> bool:
+        return bool(self.acc.is_main_process)
+
+
+def _check_tracker(log_with: str) -> None:
+    if log_with == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "run.log_with=tensorboard needs the tensorboard package: pip install 'flow-opd[train]' "
+                "(or set run.log_with=none)"
+            ) from None
+    elif log_with == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "run.log_with=wandb needs wandb: pip install 'flow-opd[wandb]' (or set run.log_with=tensorboard)"
+            ) from None
+
+
+def launched_world() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 for a plain ``python -m``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = None) -> Run:
+    """Set up accelerate, seeds, the run folder (config.yaml), trackers; all checks before any heavy work.
+
+    ``audit``: the recipe's split audit of its training prompts, recorded in the manifest."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
+
+    if rcfg.mixed_precision == "fp16" and (rcfg.cpu or not torch.cuda.is_available()):
+        raise ConfigError(
+            "run.mixed_precision=fp16 needs a CUDA GPU; on CPU set run.mixed_precision=no (or bf16)"
+        )
+    _check_tracker(rcfg.log_with)
+    check_eval_hook(rcfg)
+    out = Path(rcfg.out)
+    launched = launched_world()
+    # Without CUDA, Accelerator(cpu=False) under a multi-process launch gives every process world size 1 (each
+    # would train alone and overwrite the others' files); cpu=True makes it a gloo MULTI_CPU run.
+    use_cpu = rcfg.cpu or (launched > 1 and not torch.cuda.is_available())
+    acc = Accelerator(
+        cpu=use_cpu,
+        mixed_precision=rcfg.mixed_precision,
+        log_with=None if rcfg.log_with == "none" else rcfg.log_with,
+        project_dir=str(out),
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    if acc.num_processes != launched:
+        raise RuntimeError(
+            f"launched {launched} processes but accelerate formed a world of {acc.num_processes}; "
+            "check the accelerate config (on CPU: accelerate launch --multi_gpu --num_processes N)"
+        )
+    set_seed(rcfg.seed)  # identical on every rank: adapters start identical
+    ckpt = find_checkpoint(out, rcfg.resume)
+    run_id = [json.loads((ckpt / "state.json").read_text())["run_id"] if ckpt else None]
+    if run_id[0] is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        run_id = [f"{recipe}-{out.name}-{stamp}-{random.Random().randrange(16**4):04x}"]
+    if acc.num_processes > 1:
+        broadcast_object_list(run_id)
+    run = Run(
+        recipe=recipe, cfg=cfg, rcfg=rcfg, acc=acc, out=out, run_id=str(run_id[0]), audit=audit
+    )
+    if run.main:
+        out.mkdir(parents=True, exist_ok=True)
+        config.dump(cfg, out / "config.yaml")
+        run._metrics = (out / "metrics.jsonl").open(
+            "a" if ckpt else "w"
+        )  # a fresh run starts a fresh log
+        if rcfg.log_with != "none":
+            acc.init_trackers("logs", config=_flat_scalars(config.to_dict(cfg)))
+    acc.wait_for_everyone()
+    log.info("%s: run %s, %d process(es) on %s", recipe, run.run_id, acc.num_processes, acc.device)
+    if audit is not None and audit.contaminated:
+        for reason in audit.contaminated:
+            log.warning("trained on evaluation prompts: %s", reason)
+    elif audit is not None:
+        log.info("split audit: no training prompt is a prompt of %s", ", ".join(audit.audited))
+    return run
+
+
+def _flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat_scalars(v, f"{prefix}{k}."))
+        elif isinstance(v, bool | int | float | str):
+            out[f"{prefix}{k}"] = v
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v)
+    return out
+
+
+def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = None) -> Path:
+    """Save ``lora/`` (EMA weights when on) and ``manifest.json``; close trackers. Returns the run folder."""
+    same = replicas_identical(run, tr)
+    if not same:
+        log.error("DDP replicas diverged: the ranks hold different student weights")
+    manifest = {
+        "run_id": run.run_id,
+        "recipe": run.recipe,
+        "git_sha": git_sha(),
+        "base_model": base,
+        "parent": run.parent or None,
+        "step": run.step,
+        "epoch": run.epoch,
+        "world_size": run.world,
+        "replicas_identical": same,
+        "output": "lora",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(run.audit.manifest() if run.audit is not None else {}),
+        **(extra or {}),
+    }
+    if run.main:
+        best = read_best(run) if run.rcfg.keep_best else None
+        if run.rcfg.keep_best and best is None:
+            raise RuntimeError(
+                f"run.keep_best is set but {best_dir(run)} holds no evaluation of this run; nothing to save"
+            )
+        if best is not None:
+            manifest["selected"] = {**best, "last_step": run.step}
+            save_best(run, manifest)
+        else:
+            with tr.eval_weights():
+                adapters.save_adapter(tr.net, STUDENT, run.out / "lora", manifest)
+        (run.out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    run.acc.wait_for_everyone()
+    if run.rcfg.log_with != "none":
+        run.acc.end_training()
+    if run._metrics is not None:
+        run._metrics.close()
+    if run.world > 1:
+        shutdown_distributed()  # gloo's threads must not outlive the interpreter (an abort at exit)
+    log.info("%s done: %s (step %d)", run.recipe, run.out, run.step)
+    return run.out
+
+
+def setup_logging() -> None:
+    """INFO for our modules when run as a script; third-party chatter quiet."""
+    level = logging.DEBUG if os.environ.get("FLOW_OPD_VERBOSE") == "1" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if os.environ.get("FLOW_OPD_VERBOSE") == "1":
+        return
+    for noisy in ("accelerate", "peft", "PIL", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # prompt truncation at 77 CLIP tokens and pipeline progress bars are expected; keep real errors
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
