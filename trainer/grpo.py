@@ -238,9 +238,8 @@ def main(cfg: Config) -> None:
         # 3. Flow-GRPO's re-batching: tied groups' samples dropped (drop_tied_groups), the rest shuffled sample by
         # sample into as many batches as were sampled
         todo = epoch.regroup(run, batches, drop_tied=cfg.drop_tied_groups, shuffle=s.shuffle)
-        epoch_stats["train/kept_fraction"] = (
-            todo.kept / todo.total
-        )  # this process's (Flow-GRPO logs rank 0's)
+        # the share of this process's samples trained on (Flow-GRPO logs rank 0's)
+        epoch_stats["train/kept_fraction"] = todo.kept / todo.total
         # 4. train: every batch x its T SDE steps, one optimizer step per `accum_batches` batches (at a batch's end)
         tr.ddp.train()
         sums: dict[str, float] = {}
