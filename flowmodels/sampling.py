@@ -41,14 +41,23 @@ class SDEStep(NamedTuple):
     sigma_t: Tensor  # a * sqrt(s / (1 - s~)), Flow-GRPO's std_dev_t   [B, 1, 1, 1]
 
 
-def _per_sample(value: float | Tensor, batch: int, ndim: int) -> Tensor:
-    """A scalar or [B] noise level as a float32 [B, 1, ..., 1] tensor."""
-    t = torch.as_tensor(value, dtype=torch.float32)
+def per_sample(
+    value: float | Tensor, batch: int, device: torch.device | str | None = None
+) -> Tensor:
+    """A per-sample quantity (a scalar, [B], or [B, 1, ..., 1]) as a float32 [B] tensor; anything else is an error."""
+    t = torch.as_tensor(value, dtype=torch.float32, device=device)
     if t.ndim == 0:
-        t = t.expand(batch)
-    if t.shape != (batch,):
-        raise ValueError(f"noise level must be a scalar or shape [{batch}], got {tuple(t.shape)}")
-    return t.reshape(batch, *([1] * (ndim - 1)))
+        return t.expand(batch)
+    if t.shape[0] != batch or t.numel() != batch:
+        raise ValueError(
+            f"expected a scalar or one value per sample ({batch}), got shape {tuple(t.shape)}"
+        )
+    return t.reshape(batch)
+
+
+def _column(value: float | Tensor, batch: int, ndim: int, device: torch.device) -> Tensor:
+    """``per_sample`` shaped [B, 1, ..., 1] to broadcast over a batch of ``ndim``-dimensional tensors."""
+    return per_sample(value, batch, device).reshape(batch, *([1] * (ndim - 1)))
 
 
 def sigma_t_of(
@@ -105,8 +114,8 @@ def sde_step(
         raise ValueError(f"noise_level must be >= 0, got {noise_level}")
     x32, v32 = x.float(), v.float()
     batch = x32.shape[0]
-    s = _per_sample(sigma, batch, x32.ndim).to(x32.device)
-    s_next = _per_sample(sigma_next, batch, x32.ndim).to(x32.device)
+    s = _column(sigma, batch, x32.ndim, x32.device)
+    s_next = _column(sigma_next, batch, x32.ndim, x32.device)
     dt = s_next - s
     if bool((dt >= 0).any()):
         raise ValueError("sigma_next must be smaller than sigma (the sampler moves toward data)")

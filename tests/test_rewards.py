@@ -103,3 +103,26 @@ def test_grpo_reward_matrix_lines_up_each_scorer_and_its_task_weight():
     assert torch.isnan(parts[0, 1]) and torch.isnan(parts[2, 0])
     # constant scorers: every group tied on every reward, so no signal at all
     assert decoupled_advantages(parts, weights, 2).tolist() == [0.0] * 4
+
+
+def test_grpo_and_opd_load_only_the_scorers_a_task_uses():
+    """One home for the reward spec (trainer.rewards.TaskRewards): a `rewards` entry no task falls back on loads
+    nothing, in GRPO and OPD alike (OPD used to load it anyway)."""
+    from trainer import grpo, opd
+
+    spec = {
+        "datasets": {"geneval": "g.jsonl", "ocr": "o.txt"},
+        "rewards": {"pickscore": 1.0},
+        "task_rewards": {"geneval": {"geneval": 1.0}, "ocr": {"ocr": 1.0, "deqa": 0.5}},
+    }
+    g = grpo.Config(**spec, partitions={"geneval": 1, "ocr": 1})
+    o = opd.Config(**spec, teachers={"geneval": "a", "ocr": "b"})
+    assert g.scorer_names() == o.scorer_names() == {"geneval", "ocr", "deqa"}
+    assert o.weights_for("ocr") == {"ocr": 1.0, "deqa": 0.5}
+    fallback = opd.Config(
+        **{**spec, "task_rewards": {"geneval": {"geneval": 1.0}}},
+        teachers={"geneval": "a", "ocr": "b"},
+    )
+    assert fallback.scorer_names() == {"geneval", "pickscore"} and fallback.weights_for("ocr") == {
+        "pickscore": 1.0
+    }

@@ -45,28 +45,27 @@ def check_eval_hook(rcfg: RunConfig) -> None:
             )
 
 
-def maybe_evaluate(run: Run, model: FlowModel, tr: Training, *, final: bool = False) -> None:
-    """Every ``run.eval_every`` steps: ``harness.evaluate`` with the EMA weights, rows tagged with the run id
-    and step, written to the same store the CLI uses; the headline numbers are logged as ``eval/<bench>/<scorer>``.
+def protocol(rcfg: RunConfig, cfg: float, size: int, t5_length: int) -> EvalProtocol:
+    """The in-loop evaluation's protocol: the paper's (Euler ODE, ``run.eval_steps`` steps; ``EvalProtocol``'s
+    defaults for the rest) at the recipe's own CFG, image size and T5 length."""
+    return EvalProtocol(
+        steps=rcfg.eval_steps, cfg=cfg, height=size, width=size, t5_length=t5_length
+    )
 
-    Every rank calls it (the harness shards the prompts over the processes accelerate launched). The protocol is
-    the paper's (Euler ODE, ``run.eval_steps`` steps) at the recipe's CFG, size and T5 length. With
+
+def maybe_evaluate(run: Run, model: FlowModel, tr: Training, protocol: EvalProtocol) -> None:
+    """Every ``run.eval_every`` steps: ``harness.evaluate`` with the EMA weights under ``protocol``, rows tagged
+    with the run id and step, written to the same store the CLI uses; the headline numbers are logged as
+    ``eval/<bench>/<scorer>``.
+
+    Every rank calls it (the harness shards the prompts over the processes accelerate launched). With
     ``run.keep_best`` the last step is evaluated too and ``keep_if_best`` decides whether these weights are kept.
     """
     every = run.rcfg.eval_every
     # the checkpoint choice must see the last weights too, whatever eval_every
     last = bool(run.rcfg.keep_best) and run.step == run.rcfg.max_steps
-    if not every or (run.step % every and not final and not last):
+    if not every or (run.step % every and not last):
         return
-
-    sample = getattr(run.cfg, "sample", None)
-    protocol = EvalProtocol(
-        steps=run.rcfg.eval_steps,
-        cfg=getattr(sample, "cfg", 4.5),
-        height=getattr(sample, "size", 512),
-        width=getattr(sample, "size", 512),
-        t5_length=getattr(sample, "t5_length", 128),
-    )
     with tr.eval_weights():
         result = evaluate(
             model,

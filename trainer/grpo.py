@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(rewards.TaskRewards):
     """Flow-GRPO on SD3.5-M (Flow-GRPO's 32-GPU recipe; per-GPU numbers follow from the world size)."""
 
     model: str = "stabilityai/stable-diffusion-3.5-medium"
@@ -128,16 +128,6 @@ class Config:
                 f"{sorted(self.scorer_names())}): name a scorer the recipe trains on"
             )
 
-    def weights_for(self, task: str) -> dict[str, float]:
-        """The reward weights a sample of ``task`` is scored with."""
-        return self.task_rewards.get(task, self.rewards)
-
-    def scorer_names(self) -> set[str]:
-        used = set(self.rewards) if set(self.datasets) - set(self.task_rewards) else set()
-        for weights in self.task_rewards.values():
-            used |= set(weights)
-        return used
-
 
 def reward_matrix(
     cfg: Config, got: rewards.Rewards, items: list[PromptItem], names: list[str]
@@ -171,6 +161,7 @@ def main(cfg: Config) -> None:
     tr = optim.prepare(run, net, cfg.optim)
     checkpoints.resume(run, tr)
     s = cfg.sample
+    eval_protocol = evalhook.protocol(cfg.run, s.cfg, s.size, s.t5_length)  # run.eval_every
     T = s.train_timesteps
     micro_per_step = layout.accum_batches * T
     log.info(
@@ -283,7 +274,7 @@ def main(cfg: Config) -> None:
             sums["time/train_s"] = time.perf_counter() - t_train
             metrics.log_step(run, tr, {**sums, **epoch_stats, "train/grad_norm": norm})
             # every run.eval_every steps, on the EMA weights as a run stopped here would save them
-            evalhook.maybe_evaluate(run, model, tr)
+            evalhook.maybe_evaluate(run, model, tr, eval_protocol)
             t_train = time.perf_counter()
             sums = {}
             if run.step >= run.rcfg.max_steps:

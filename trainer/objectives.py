@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from flowmodels.sampling import sigma_t_of
+from flowmodels.sampling import per_sample, sigma_t_of
 
 AdvantageStd = Literal["global", "group"]
 RewardNorm = Literal["sum", "decoupled"]
@@ -151,14 +151,6 @@ def ppo_clip_loss(
     return PolicyLoss(loss, ratio, clipfrac, approx_kl)
 
 
-def _per_sample(value: float | Tensor, like: Tensor) -> Tensor:
-    """A scalar, [B] or [B, 1, ...] quantity as float32 [B] on ``like``'s device."""
-    t = torch.as_tensor(value, dtype=torch.float32, device=like.device)
-    if t.ndim == 0:
-        return t.expand(like.shape[0])
-    return t.reshape(like.shape[0], -1)[:, 0]
-
-
 def _reduce(sq: Tensor, reduce: Reduce) -> Tensor:
     """[B, ...] -> [B], summing or averaging over every element of a sample."""
     dims = tuple(range(1, sq.ndim))
@@ -183,8 +175,8 @@ def gaussian_kl(
     if mean.shape != mean_ref.shape:
         raise ValueError(f"means differ in shape: {tuple(mean.shape)} vs {tuple(mean_ref.shape)}")
     sq = (mean.float() - mean_ref.float()) ** 2
-    sig2 = _per_sample(sigma_t, sq) ** 2
-    step = _per_sample(dt, sq).abs()
+    sig2 = per_sample(sigma_t, sq.shape[0], sq.device) ** 2
+    step = per_sample(dt, sq.shape[0], sq.device).abs()
     if normaliser == "exact":
         return _reduce(sq, "sum") / (2 * sig2 * step)
     if normaliser == "exact_mean":
@@ -243,7 +235,7 @@ def velocity_gap(v: Tensor, v_target: Tensor, vw: VelocityWeight) -> Tensor:
     if v.shape != v_target.shape:
         raise ValueError(f"velocities differ in shape: {tuple(v.shape)} vs {tuple(v_target.shape)}")
     sq = (v.float() - v_target.float()) ** 2
-    return _per_sample(vw.weight, sq) * _reduce(sq, vw.reduce)
+    return per_sample(vw.weight, sq.shape[0], sq.device) * _reduce(sq, vw.reduce)
 
 
 def dense_reward(v: Tensor, v_target: Tensor, vw: VelocityWeight) -> Tensor:

@@ -65,7 +65,7 @@ _PROMPTS = "harness/prompts"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(rewards.TaskRewards):
     """Flow-OPD on SD3.5-M: GenEval, OCR and PickScore teachers (official Flow-GRPO LoRAs), direct loss."""
 
     model: str = "stabilityai/stable-diffusion-3.5-medium"
@@ -168,15 +168,6 @@ class Config:
             if not self.rewards and not self.task_rewards:
                 raise ConfigError("loss=mixed needs task rewards (rewards or task_rewards)")
 
-    def weights_for(self, task: str) -> dict[str, float]:
-        return self.task_rewards.get(task, self.rewards)
-
-    def scorer_names(self) -> set[str]:
-        used = set(self.rewards)
-        for weights in self.task_rewards.values():
-            used |= set(weights)
-        return used
-
 
 def main(cfg: Config) -> None:
     """Distil the routed teachers into the student on its own rollouts; leave ``run.out/{lora/, manifest.json}``."""
@@ -207,6 +198,7 @@ def main(cfg: Config) -> None:
     tr = optim.prepare(run, net, cfg.optim)
     checkpoints.resume(run, tr)
     s = cfg.sample
+    eval_protocol = evalhook.protocol(cfg.run, s.cfg, s.size, s.t5_length)  # run.eval_every
     T = s.train_timesteps
     micro_per_step = layout.accum_batches * T
     soft: dict[str, dict[str, float]] = {}
@@ -306,7 +298,7 @@ def main(cfg: Config) -> None:
             sums["time/train_s"] = time.perf_counter() - t_train
             metrics.log_step(run, tr, {**sums, **epoch_stats, "train/grad_norm": norm})
             # every run.eval_every steps, on the EMA weights as a run stopped here would save them
-            evalhook.maybe_evaluate(run, model, tr)
+            evalhook.maybe_evaluate(run, model, tr, eval_protocol)
             t_train = time.perf_counter()
             sums = {}
             if run.step >= run.rcfg.max_steps:

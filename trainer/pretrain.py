@@ -28,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from flowmodels.mini import MiniConfig, MiniFlow
+from mini_world import world
+from trainer.objectives import flow_matching_loss, noisy_latents, train_sigmas
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +55,17 @@ def lr_at(step: int, peak: float, total: int, schedule: str, warmup: int = 200) 
     return lr
 
 
-def flow_matching_loss(
-    model, prompts: list[str], x0: torch.Tensor, drop: float, gen: torch.Generator
-):  # noqa: ANN001, ANN201
-    """One flow-matching loss on a batch, training text encoder and denoiser together."""
+def batch_loss(model, prompts: list[str], x0: torch.Tensor, drop: float, gen: torch.Generator):  # noqa: ANN001, ANN201
+    """One flow-matching loss on a batch, training text encoder and denoiser together (``drop``: the share of
+    prompts replaced by the empty one, for classifier-free guidance)."""
     b = x0.shape[0]
     keep = torch.rand(b, generator=gen) >= drop
     prompts = [p if k else "" for p, k in zip(prompts, keep.tolist(), strict=True)]
     tokens, pooled = model.text_encoder(model.encode_ids(prompts))
-    s = torch.sigmoid(torch.randn(b, generator=gen))  # logit-normal noise levels
+    s = train_sigmas(b, gen, scheme="logit_normal", shift=1.0)
     eps = torch.randn(x0.shape, generator=gen)
-    sv = s[:, None, None, None]
-    x_s = (1 - sv) * x0 + sv * eps
-    v = model.denoiser(x_s, s * 1000, tokens, pooled)
-    return F.mse_loss(v, eps - x0)
+    v = model.denoiser(noisy_latents(x0, eps, s), s * 1000, tokens, pooled)
+    return flow_matching_loss(v, x0, eps)
 
 
 def _save(model, ema, args, argv, step, losses, start, previous=None) -> Path:  # noqa: ANN001
@@ -101,9 +101,6 @@ def _save(model, ema, args, argv, step, losses, start, previous=None) -> Path:  
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from flowmodels.mini import MiniConfig, MiniFlow
-    from mini_world import world
-
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -158,7 +155,7 @@ def main(argv: list[str] | None = None) -> Path:
         lr = lr_at(step, args.lr, args.max_steps, args.schedule)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = flow_matching_loss(model, prompts, x0, 0.1, gen)
+        loss = batch_loss(model, prompts, x0, 0.1, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

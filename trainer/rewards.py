@@ -16,6 +16,27 @@ from scorers.remote import RemoteScorer
 from trainer.config import ConfigError
 from trainer.data import PromptItem
 
+
+class TaskRewards:
+    """What a recipe config with ``datasets``, ``rewards`` and ``task_rewards`` says about rewards (GRPO, OPD):
+    each task's weights and the scorers any task uses (mixed into the recipes' Config dataclasses)."""
+
+    datasets: dict[str, str]
+    rewards: dict[str, float]
+    task_rewards: dict[str, dict[str, float]]
+
+    def weights_for(self, task: str) -> dict[str, float]:
+        """The reward weights a sample of ``task`` is scored with: its ``task_rewards`` entry, else ``rewards``."""
+        return self.task_rewards.get(task, self.rewards)
+
+    def scorer_names(self) -> set[str]:
+        """Every scorer some task uses (``rewards`` only if a task falls back on it)."""
+        used = set(self.rewards) if set(self.datasets) - set(self.task_rewards) else set()
+        for weights in self.task_rewards.values():
+            used |= set(weights)
+        return used
+
+
 # The rehearsal (trainer.rehearse) sets this to stand in for scorers whose weights cannot be on a CPU machine; it is
 # None in every real run.
 stand_in_scorers: Callable[[str], Any] | None = None

@@ -123,6 +123,7 @@ def main(cfg: Config) -> None:
     x0, cond = _teacher_samples(run, model, net, todo, cfg)
     tr = optim.prepare(run, net, cfg.optim)
     checkpoints.resume(run, tr)
+    eval_protocol = evalhook.protocol(cfg.run, cfg.cfg, cfg.size, cfg.t5_length)  # run.eval_every
 
     n = x0.shape[0]
     tr.ddp.train()
@@ -151,7 +152,7 @@ def main(cfg: Config) -> None:
             run, tr
         )  # the EMA: an SFT step's micro-batches are one batch to its cadence
         metrics.log_step(run, tr, {**sums, "train/grad_norm": norm})
-        evalhook.maybe_evaluate(run, model, tr)
+        evalhook.maybe_evaluate(run, model, tr, eval_protocol)
         if checkpoints.checkpoint_due(run, run.step - 1):
             checkpoints.save_checkpoint(run, tr)
     runs.finish(run, tr, cfg.model, {"teachers": dict(cfg.teachers)})
