@@ -1,7 +1,9 @@
 """The ``harness`` command line: thin commands that parse arguments and call one library function each.
 
-Imports are lazy (inside the commands), so ``harness --help`` does not import torch. Errors a user can fix are
-printed as one line on stderr with exit code 2, never as a stack trace.
+Imports are lazy (inside the commands), so ``harness --help`` does not import torch. Errors a user can fix (the
+``flowbase.errors.UserError`` family: bad input, missing weights or files, bad config, a missing extra) are printed
+as one line on stderr with exit code 2, never as a stack trace; any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+
+from flowbase.errors import MissingExtraError, UserError, one_line
 
 app = typer.Typer(
     name="harness",
@@ -24,37 +28,20 @@ ls_app = typer.Typer(help="List scorers, benchmarks or runs.", no_args_is_help=T
 app.add_typer(ls_app, name="ls")
 
 
-class UserError(Exception):
-    """An error the user can fix; printed as one line."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "bad input or missing files", not "bug"."""
-    from flowmodels.adapters import AdapterNotFoundError
-    from flowmodels.models import ModelNotFoundError
-
-    errs: list[type[BaseException]] = [
-        UserError,
-        ModelNotFoundError,
-        AdapterNotFoundError,
-        ValueError,
-    ]
-    errs += [FileNotFoundError, KeyError, ImportError]
-    from results.store import StoreError
-
-    errs.append(StoreError)
-    return tuple(errs)
+def _report(error: UserError) -> NoReturn:
+    typer.echo(f"error: {one_line(error)}", err=True)
+    raise typer.Exit(2)
 
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn user-fixable exceptions into one line on stderr and exit code 2."""
+    """Turn the ``UserError`` family (bad input, missing weights or files, bad config, a missing extra) into one
+    line on stderr and exit code 2. Anything else is a bug and keeps its traceback; typer's and click's own
+    exceptions (``typer.Exit``, usage errors) pass through to click, which handles them."""
     try:
         yield
-    except _user_errors() as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2) from None
+    except UserError as e:
+        _report(e)
 
 
 def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -168,10 +155,11 @@ def ls_scorers(
     ] = True,
 ) -> None:
     """Registered scorers: name, version, weights here or not, pip extra, and what they run on."""
-    # no run(): its error set imports torch, and listing must stay light (it only reads scorer classes)
+    # run_light, not run(): run's quiet_third_party() imports torch, and listing must stay light (it only reads
+    # scorer classes)
     from scorers.catalog import scorer_infos
 
-    infos = scorer_infos(check_local=check)
+    infos = run_light(lambda: scorer_infos(check_local=check))
     header = ("scorer", "version", "weights", "extra", "runs on")
     rows = [
         (
@@ -218,13 +206,8 @@ def score(
 
     def go() -> None:
         from harness.score import score_folder
-        from scorers.fetch import HubUnavailableError
-        from scorers.remote import RemoteScorerError
 
-        try:
-            report = score_folder(scorer, images, prompts, manifest, out, batch_size, url, option)
-        except (RemoteScorerError, HubUnavailableError) as e:
-            raise UserError(str(e)) from None
+        report = score_folder(scorer, images, prompts, manifest, out, batch_size, url, option)
         typer.echo(f"{'value':>10}  {'reward':>8}  image")
         for row in report.rows:
             typer.echo(f"{row['value']:10.4f}  {row['reward']:8.4f}  {Path(row['image']).name}")
@@ -248,16 +231,10 @@ FormatOpt = Annotated[str, typer.Option("--format", help="text, markdown, csv or
 
 
 def run_light(fn: Callable[[], Any]) -> Any:
-    """``run`` for commands that only read the store: no torch/diffusers import (``run`` and its error list pull
-    them in, ~10 s on a small CPU), same one-line errors."""
-    from results.store import StoreError
-
-    try:
+    """``run`` for commands that only read the store: no ``quiet_third_party()``, which imports torch, diffusers
+    and transformers (~10 s on a small CPU); the same one-line errors."""
+    with friendly_errors():
         return fn()
-    except (UserError, StoreError, ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _store_path(store: Path | None) -> Path:
@@ -350,9 +327,10 @@ def eval_(
         from harness.benchmarks import sampling_settings
         from harness.evaluate import evaluate
         from harness.protocol import EvalProtocol
-        from harness.tables import benchmark_tables, render
+        from harness.tables import benchmark_tables, check_format, render
         from results.store import Store
 
+        check_format(fmt)  # before generating anything: a typo in --format fails at once
         names = _split(benchmark) or ([] if prompts else ["main"])
         sizes = sampling_settings(names, steps=steps, size=size, batch_size=batch_size)
         protocol = EvalProtocol(
@@ -408,13 +386,9 @@ def fetch(
     """Download scorers' weights into the Hugging Face cache (needs the hub)."""
 
     def go() -> None:
-        from scorers.fetch import HubUnavailableError
         from scorers.fetch import fetch as fetch_weights
 
-        try:
-            done = fetch_weights(names)
-        except HubUnavailableError as e:
-            raise UserError(str(e)) from None
+        done = fetch_weights(names)
         for item in done:
             typer.echo(f"{item.scorer}: {item.note or ', '.join(str(p) for p in item.paths)}")
 
@@ -426,9 +400,10 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
     """List the runs in the store: model, benchmarks, images, score rows, git sha."""
 
     def go() -> None:
-        from harness.tables import Table, marked, render
+        from harness.tables import Table, check_format, marked, render
         from results.store import Store
 
+        check_format(fmt)
         rows = Store(_store_path(store), read_only=True).runs()
         t = Table(
             "Runs",
@@ -487,9 +462,10 @@ def leaderboard(
     """Every run's last step, best first: the main table and the per-benchmark tables."""
 
     def go() -> None:
-        from harness.tables import benchmark_tables, render
+        from harness.tables import benchmark_tables, check_format, render
         from results.store import Store
 
+        check_format(fmt)
         tables = benchmark_tables(Store(_store_path(store), read_only=True), benchmark)
         if not tables:
             raise UserError(f"no scores{' for ' + benchmark if benchmark else ''} in the store yet")
@@ -512,9 +488,10 @@ def compare(
 
     def go() -> None:
         from harness.compare import compare_runs, deltas_table
-        from harness.tables import render
+        from harness.tables import check_format, render
         from results.store import Store
 
+        check_format(fmt)
         st = Store(_store_path(store), read_only=True)
         deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
         table = deltas_table(deltas, run_a, run_b, st.contaminated_runs([run_a, run_b]))
@@ -549,6 +526,19 @@ def report(
     run_light(go)
 
 
+# the modules of the `serve` extra (pyproject), as imported
+_SERVE_EXTRA = {
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "multipart",
+    "python_multipart",
+    "pydantic_settings",
+    "jinja2",
+}
+
+
 @app.command()
 def serve(
     scorers: Annotated[
@@ -576,8 +566,15 @@ def serve(
     """
 
     def go() -> None:
-        from service.app import serve as serve_app
-        from service.settings import load_settings
+        try:
+            from service.app import serve as serve_app
+            from service.settings import load_settings
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in _SERVE_EXTRA:
+                raise
+            raise MissingExtraError(
+                f"harness serve needs {e.name}: pip install 'flow-opd[serve]'"
+            ) from None
 
         given = {
             "scorers": _split(scorers) or None,

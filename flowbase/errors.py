@@ -24,3 +24,19 @@ class MissingError(UserError, FileNotFoundError):
 
 class MissingExtraError(UserError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name the user gave (a benchmark, scorer, run, training set) that is not known; the message lists what is.
+
+    Unlike a plain ``KeyError`` its ``str()`` is the message itself, not the message in quotes.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (a multi-line message, e.g. a YAML parser's, joined with "; ")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__

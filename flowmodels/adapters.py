@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from flowbase.errors import InputError, MissingError
+
 log = logging.getLogger(__name__)
 
 # Flow-GRPO's SD3 targets (train_sd3.py): the joint attention's projections, named from "attn." so that PEFT's
@@ -51,7 +53,7 @@ class LoraSpec:
 
     def __post_init__(self) -> None:
         if self.rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+            raise InputError(f"LoRA rank must be >= 1, got {self.rank}")
 
     def peft_config(self) -> Any:
         from peft import LoraConfig
@@ -80,7 +82,7 @@ class AdapterInfo:
         return self.manifest.get("base_model") or self.config.get("base_model_name_or_path")
 
 
-class AdapterNotFoundError(FileNotFoundError):
+class AdapterNotFoundError(MissingError):
     """An adapter path or hub id that cannot be found (offline, or a typo)."""
 
 
@@ -207,14 +209,14 @@ def load_adapter_state(module: nn.Module, name: str, state: dict[str, torch.Tens
     result = set_peft_model_state_dict(module, stripped, adapter_name=name)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
-        raise ValueError(
+        raise InputError(
             f"adapter {name!r}: {len(unexpected)} weights do not fit this model, e.g. {unexpected[:3]} "
             "(is it a LoRA for another base model?)"
         )
     expected = {k for k in adapter_state(module, name)}
     missing = expected - {_PEFT_PREFIX + k for k in stripped}
     if missing:
-        raise ValueError(
+        raise InputError(
             f"adapter {name!r}: {len(missing)} LoRA weights missing from the checkpoint, e.g. "
             f"{sorted(missing)[:3]}"
         )
@@ -278,7 +280,10 @@ def load_adapter(
     from safetensors.torch import load_file
 
     folder = resolve_adapter_dir(source)
-    config = json.loads((folder / "adapter_config.json").read_text())
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{folder / 'adapter_config.json'} is not valid JSON ({e})") from None
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     known = set(LoraConfig.__dataclass_fields__)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowbase.errors import InputError
 from flowmodels.backend import Conditioning, guided_velocity
 
 MINI_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out")
@@ -304,7 +305,7 @@ class MiniFlow:
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         n = self.cfg.image_size
         if (height, width) != (n, n):
-            raise ValueError(
+            raise InputError(
                 f"the mini model makes {n} x {n} images only (asked for {height} x {width})"
             )
         return (3, n, n)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from flowbase.errors import InputError, MissingError
 from flowmodels.backend import FlowModel
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,41 @@ BUILTIN_MODELS = {
 }
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(MissingError):
     """The model is neither a local folder nor available from the hub (cache)."""
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else CPU."""
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else CPU; a device this machine does not have is an ``InputError``."""
+    if isinstance(device, torch.device):
+        return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use one of {DEVICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch is a CPU build"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible"
+            )
+            raise InputError(f"device {device!r} is not available here ({why}); use cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA GPUs: "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r} is not available here (no Apple MPS); use cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} is not supported; use one of {DEVICES}")
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -60,7 +87,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         "bf16": torch.bfloat16,
     }
     if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(table)}")
+        raise InputError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(table)}")
     return table[dtype]
 
 
@@ -122,10 +149,13 @@ def load_model(
 ) -> FlowModel:
     """Load any supported model by hub id or local folder."""
     folder = resolve_model_dir(model)
-    spec = json.loads((folder / "model_index.json").read_text())
-    cls_name = spec.get("_class_name", "")
+    try:
+        spec = json.loads((folder / "model_index.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{folder / 'model_index.json'} is not valid JSON ({e})") from None
+    cls_name = spec.get("_class_name", "") if isinstance(spec, dict) else ""
     if cls_name not in BACKENDS:
-        raise ValueError(
+        raise InputError(
             f"{model}: pipeline {cls_name!r} has no backend yet; supported: {sorted(BACKENDS)}"
         )
     module, attr = BACKENDS[cls_name].split(":")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowbase.errors import InputError
 from flowmodels.backend import Conditioning, guided_velocity
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,13 @@ class SD3:
         unit = vsf * patch
         for name, size in (("height", height), ("width", width)):
             if size <= 0 or size % unit:
-                raise ValueError(
+                raise InputError(
                     f"{name} {size} must be a positive multiple of {unit} "
                     f"(VAE factor {vsf} x patch size {patch})"
                 )
         limit = self.denoiser.config.pos_embed_max_size * unit
         if max(height, width) > limit:
-            raise ValueError(f"size {height}x{width} exceeds this model's maximum of {limit} px")
+            raise InputError(f"size {height}x{width} exceeds this model's maximum of {limit} px")
         return (self.denoiser.config.in_channels, height // vsf, width // vsf)
 
     def sigmas(self, steps: int) -> Tensor:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from flowbase.errors import InputError, MissingError, UnknownNameError
+
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
 
@@ -201,7 +203,7 @@ def protocol_defaults(names: list[str]) -> dict[str, Any]:
         for b in benches:
             for key, value in get(b).protocol:
                 if out.setdefault(key, value) != value:
-                    raise ValueError(
+                    raise InputError(
                         f"benchmarks {', '.join(names)} need different {key} ({out[key]} vs {value}); "
                         "evaluate them in separate runs"
                     )
@@ -230,11 +232,8 @@ def sampling_settings(
     }
 
 
-class UnknownBenchmarkError(KeyError):
+class UnknownBenchmarkError(UnknownNameError):
     """A benchmark name that is not in BENCHMARKS."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def get(name: str) -> Benchmark:
@@ -271,9 +270,20 @@ def read_prompt_file(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"prompt file {p} does not exist")
+        raise MissingError(f"prompt file {p} does not exist")
+    if p.is_dir():
+        raise InputError(
+            f"prompt file {p} is a folder; pass a .txt (one prompt per line) or .jsonl file"
+        )
     out: list[tuple[str, dict[str, Any]]] = []
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"prompt file {p} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    except OSError as e:
+        raise InputError(f"prompt file {p} cannot be read ({e.strerror})") from None
     if p.suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -281,15 +291,15 @@ def read_prompt_file(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+                raise InputError(f"{p}:{n}: not valid JSON ({e.msg})") from None
             prompt = row.pop("prompt", None) if isinstance(row, dict) else None
             if not isinstance(prompt, str) or not prompt.strip():
-                raise ValueError(f'{p}:{n}: every line needs a non-empty "prompt" string')
+                raise InputError(f'{p}:{n}: every line needs a non-empty "prompt" string')
             out.append((prompt, row))
     else:
         out = [(line.strip(), {}) for line in text.splitlines() if line.strip()]
     if not out:
-        raise ValueError(f"prompt file {p} holds no prompts")
+        raise InputError(f"prompt file {p} holds no prompts")
     return out
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowbase.errors import InputError, UnknownNameError
 from results.store import Store
 
 MAIN = (
@@ -94,7 +95,7 @@ def paired_delta(
             "paired_delta needs the two runs' prompts aligned (same prompts, same groups)"
         )
     if len(a.n) == 0:
-        raise ValueError(f"no prompts in common for {benchmark}/{scorer}")
+        raise InputError(f"no prompts in common for {benchmark}/{scorer}")
     rng = np.random.default_rng(seed)
     w = bootstrap_weights(a.groups, resamples, rng)
     draws = metric(a, w) - metric(b, w)
@@ -124,13 +125,15 @@ def compare_runs(
     seed: int = 0,
 ) -> list[Delta]:
     """Deltas for every (benchmark, scorer) both runs hold (at their last steps unless given), then Avg."""
+    if resamples < 1:
+        raise InputError(f"--resamples must be >= 1, got {resamples}")
     for rid in (run_a, run_b):
         if store.get_run(rid) is None:
             import difflib
 
             hint = difflib.get_close_matches(rid, store.run_ids(), n=3)
             maybe = f" (did you mean {', '.join(hint)}?)" if hint else ""
-            raise KeyError(f"no run {rid!r} in {store.path}{maybe}; see `harness runs`")
+            raise UnknownNameError(f"no run {rid!r} in {store.path}{maybe}; see `harness runs`")
     sa = step_a if step_a is not None else store.last_step(run_a)
     sb = step_b if step_b is not None else store.last_step(run_b)
     have_a = {(r["benchmark"], r["scorer"]) for r in store.history(run_a) if r["step"] == sa}
@@ -139,7 +142,7 @@ def compare_runs(
     if benchmark is not None:
         pairs = [p for p in pairs if p[0] == benchmark]
     if not pairs:
-        raise ValueError(f"runs {run_a} and {run_b} share no scored benchmark to compare")
+        raise InputError(f"runs {run_a} and {run_b} share no scored benchmark to compare")
     out = []
     for i, (bench, scorer) in enumerate(pairs):
         ra = store.prompt_values(run_a, sa, bench, scorer)  # type: ignore[arg-type]

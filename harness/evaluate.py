@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from flowbase.code import git_dirty, git_sha
+from flowbase.errors import InputError, UserError
+from flowmodels.images import to_pil
 from harness.benchmarks import (
     BENCHMARKS,
     SUITES,
@@ -162,7 +164,7 @@ def plan_benchmarks(
 ) -> list[BenchmarkPlan]:
     """Resolve benchmark and suite names (and a user prompt file) into plans; unknown names raise with hints."""
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise InputError(f"--limit must be >= 1, got {limit}")
     wanted: dict[str, list[str]] = {}
     for name in benchmarks:
         if name in SUITES:
@@ -193,13 +195,13 @@ def plan_benchmarks(
     if prompts is not None:
         path = Path(prompts)
         if not scorers:
-            raise ValueError(
+            raise InputError(
                 "a --prompts file needs --scorers NAME[,NAME] (which metrics to compute)"
             )
         items = load_prompt_file(path)
         name = path.stem
         if name in BENCHMARKS or name in SUITES or name in wanted:
-            raise ValueError(
+            raise InputError(
                 f"prompt file {path.name} would be stored as benchmark {name!r}, which is a built-in name; "
                 "rename the file"
             )
@@ -217,7 +219,7 @@ def plan_benchmarks(
             )
         )
     if not plans:
-        raise ValueError("nothing to evaluate: give --benchmark NAME or --prompts FILE")
+        raise InputError("nothing to evaluate: give --benchmark NAME or --prompts FILE")
     return plans
 
 
@@ -311,7 +313,7 @@ def _check_run(
     """Compare a stored run with this call; returns the merged protocol if benchmarks or scorers were added."""
     run_id = run.run_id
     if (run.model, run.lora) != (model, lora):
-        raise ValueError(
+        raise InputError(
             f"run {run_id!r} was made with model {run.model!r} lora {run.lora!r}, not {model!r} lora {lora!r}; "
             "pass another --run"
         )
@@ -323,7 +325,7 @@ def _check_run(
     }
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"run {run_id!r} used another protocol ({shown}); pass another --run")
+        raise InputError(f"run {run_id!r} used another protocol ({shown}); pass another --run")
     merged = {**have, "benchmarks": dict(have.get("benchmarks", {}))}
     changed = False
     for name, spec in want["benchmarks"].items():
@@ -334,7 +336,7 @@ def _check_run(
             continue
         for k in ("version", "images_per_prompt", "group_by"):
             if old.get(k) != spec[k]:
-                raise ValueError(
+                raise InputError(
                     f"run {run_id!r} holds {name} with {k}={old.get(k)!r}, this call has {spec[k]!r}; "
                     "pass another --run"
                 )
@@ -360,7 +362,7 @@ def plan_jobs(
         samples, scores = store.existing(run_id, step, plan.name)
         stale = {s["benchmark_version"] for s in samples} - {plan.version}
         if stale:
-            raise ValueError(
+            raise InputError(
                 f"run {run_id!r} holds {plan.name} images of benchmark version {sorted(stale)}, the installed "
                 f"benchmark is version {plan.version}; pass another --run"
             )
@@ -369,7 +371,7 @@ def plan_jobs(
         for c in scores:
             want_v = versions.get(c["scorer"])
             if c["scorer"] in plan.scorers and want_v is not None and c["scorer_version"] != want_v:
-                raise ValueError(
+                raise InputError(
                     f"run {run_id!r} holds {plan.name} scores of scorer {c['scorer']} version "
                     f"{c['scorer_version']}; the installed scorer is version {want_v}. Pass another --run"
                 )
@@ -396,7 +398,7 @@ def plan_jobs(
 def make_batches(jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
     """Consecutive jobs of the same kind (benchmark, needs an image, scorers) in chunks of ``batch_size``."""
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     batches: list[list[Job]] = []
     key = None
     for job in jobs:
@@ -559,7 +561,6 @@ class _Worker:
                 width=p.width,
                 negative_prompt=p.negative_prompt,
             )
-            from harness.generate import to_pil
 
             t1 = time.perf_counter()
             # PNG encoding and decoding release the GIL: one thread per image keeps them off the critical path
@@ -736,7 +737,7 @@ def evaluate(
                 "evaluating a loaded model needs run_id (and step): its weights are not on disk"
             )
     if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+        raise InputError(f"step must be >= 0, got {step}")
     if contaminated is None:
         contaminated = source_contamination(model_id, model_dir, lora)
     elif isinstance(contaminated, str):
@@ -744,6 +745,12 @@ def evaluate(
     dist = _dist()
     if device == "auto" and dist.device is not None:
         device = dist.device
+    if (
+        model_dir is not None
+    ):  # a device or dtype this machine lacks fails here, before the store is touched
+        from flowmodels.models import resolve_device, resolve_dtype
+
+        resolve_dtype(dtype, resolve_device(device))
 
     versions: dict[str, str | None] = {
         s: (str(lent[s].version) if s in lent else scorer_class_version(s)) for s in all_scorers
@@ -774,12 +781,14 @@ def evaluate(
             payload["batches"] = make_batches(payload.pop("jobs"), batch_size)
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
             failure = e
-            payload = {"error": f"{type(e).__name__}: {e}"}  # a string: any exception, picklable
+            # strings: any exception, picklable; a user's error stays one line on every rank
+            payload = {"error": f"{type(e).__name__}: {e}", "user_error": isinstance(e, UserError)}
     payload = _broadcast(payload, dist)
     if "error" in payload:
         if failure is not None:
             raise failure
-        raise RuntimeError(f"rank 0 could not start the evaluation: {payload['error']}")
+        kind = UserError if payload.get("user_error") else RuntimeError
+        raise kind(f"rank 0 could not start the evaluation: {payload['error']}")
 
     batches: list[list[Job]] = payload["batches"]
     result = EvalResult(run_id, step, payload["store"], [p.name for p in plans], dist.world)

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flowbase.errors import InputError
+from flowmodels.images import to_pil
 from harness.benchmarks import PromptItem, load_benchmark_prompts, load_prompt_file
 
 log = logging.getLogger(__name__)
@@ -49,15 +51,15 @@ class GenerateSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+            raise InputError(f"--steps must be >= 1, got {self.steps}")
         if self.images_per_prompt < 1:
-            raise ValueError(f"--images-per-prompt must be >= 1, got {self.images_per_prompt}")
+            raise InputError(f"--images-per-prompt must be >= 1, got {self.images_per_prompt}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"--size must be positive, got {self.height}x{self.width}")
+            raise InputError(f"--size must be positive, got {self.height}x{self.width}")
         if self.cfg < 0:
-            raise ValueError(f"--cfg must be >= 0, got {self.cfg}")
+            raise InputError(f"--cfg must be >= 0, got {self.cfg}")
 
     def seed_for(self, prompt_index: int, image_index: int) -> int:
         """The seed of image ``image_index`` of the prompt at ``prompt_index``."""
@@ -98,11 +100,11 @@ def load_prompt_items(
 ) -> list[PromptItem]:
     """Prompts from a file or a benchmark (exactly one), optionally only the first ``limit``."""
     if (prompts is None) == (benchmark is None):
-        raise ValueError("give exactly one of --prompts FILE or --benchmark NAME")
+        raise InputError("give exactly one of --prompts FILE or --benchmark NAME")
     items = load_benchmark_prompts(benchmark) if benchmark else load_prompt_file(prompts)  # type: ignore[arg-type]
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {limit}")
+            raise InputError(f"--limit must be >= 1, got {limit}")
         items = items[:limit]
     return items
 
@@ -138,7 +140,7 @@ def _check_settings(out: Path, settings: GenerateSettings) -> None:
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(
+            raise InputError(
                 f"{out} holds images made with other settings ({shown}); use another --out"
             )
     else:
@@ -156,6 +158,10 @@ def generate_images(
 ) -> GenerateResult:
     """Generate every (prompt, image) pair not already in ``out``'s manifest; returns what was done."""
     out = Path(out)
+    if model is None:  # a device or dtype this machine lacks fails before anything is written
+        from flowmodels.models import resolve_device, resolve_dtype
+
+        resolve_dtype(settings.dtype, resolve_device(settings.device))
     _check_settings(out, settings)
     (out / "images").mkdir(exist_ok=True)
     manifest = out / "manifest.jsonl"
@@ -253,12 +259,3 @@ def _generate_batch(
             )
         )
     return records
-
-
-def to_pil(images: Any) -> list[Any]:
-    """[B, 3, H, W] floats in [0, 1] -> RGB PIL images (rounded the way diffusers' numpy_to_pil does)."""
-    import numpy as np
-    from PIL import Image
-
-    arr = (images.detach().float().cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    return [Image.fromarray(a, mode="RGB") for a in arr]

@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from flowbase.errors import InputError
+
 PROTOCOL_VERSION = "1"
 SEEDS_RULE = "seed + prompt_index * images_per_prompt + image_index"
 IMAGE_ENCODINGS = ("png", "jpeg75")
@@ -43,19 +45,19 @@ class EvalProtocol:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.cfg < 0:
-            raise ValueError(f"cfg must be >= 0, got {self.cfg}")
+            raise InputError(f"cfg must be >= 0, got {self.cfg}")
         if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"size must be positive, got {self.height}x{self.width}")
+            raise InputError(f"size must be positive, got {self.height}x{self.width}")
         if self.images_per_prompt is not None and self.images_per_prompt < 1:
-            raise ValueError(f"images per prompt must be >= 1, got {self.images_per_prompt}")
+            raise InputError(f"images per prompt must be >= 1, got {self.images_per_prompt}")
         if self.image_encoding not in IMAGE_ENCODINGS:
-            raise ValueError(
+            raise InputError(
                 f"unknown image encoding {self.image_encoding!r}; use one of {', '.join(IMAGE_ENCODINGS)}"
             )
         if not 0.0 <= self.noise_level:
-            raise ValueError(f"noise level must be >= 0, got {self.noise_level}")
+            raise InputError(f"noise level must be >= 0, got {self.noise_level}")
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form (with the seeds rule spelled out)."""

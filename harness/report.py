@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flowbase.errors import UnknownNameError
 from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK, Table, benchmark_tables
 from results.store import Store
 
@@ -113,7 +114,7 @@ def write_report(
 
         hint = difflib.get_close_matches(run_id, store.run_ids(), n=3)
         maybe = f" (did you mean {', '.join(hint)}?)" if hint else ""
-        raise KeyError(f"no run {run_id!r} in {store.path}{maybe}; see `harness runs`")
+        raise UnknownNameError(f"no run {run_id!r} in {store.path}{maybe}; see `harness runs`")
     step = store.last_step(run_id) if step is None else step
     if out is None:
         base = store.path.parent if not store.memory else Path(".")

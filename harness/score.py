@@ -9,6 +9,7 @@ GenEval needs. Without prompts, prompt-free scorers (jpeg, deqa, judge) still ru
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from flowbase.errors import InputError, MissingError
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +63,56 @@ def _natural_key(path: Path) -> list[Any]:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, in natural order."""
+    if folder.is_file():
+        raise InputError(f"image folder {folder} is a file; pass the folder that holds the images")
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
+        raise MissingError(f"image folder {folder} does not exist")
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise MissingError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return sorted(files, key=_natural_key)
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+def _read_text(path: Path, what: str) -> str:
+    """A user's text file, or one line saying why it cannot be read."""
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; pass a file")
+    if not path.is_file():
+        raise MissingError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    except OSError as e:
+        raise InputError(f"{what} {path} cannot be read ({e.strerror})") from None
+
+
+def _jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as e:
-            raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
+            raise InputError(f"{path}:{number}: not valid JSON ({e})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
+            raise InputError(f"{path}:{number}: expected a JSON object")
         yield number, row
 
 
 def read_prompts(path: Path) -> list[str]:
     """Prompts from a .txt file (one per non-empty line) or a .jsonl file (field ``prompt``)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist")
+    text = _read_text(path, "prompt file")
     if path.suffix == ".jsonl":
         prompts = []
-        for number, row in _jsonl(path):
+        for number, row in _jsonl(path, text):
             if not isinstance(row.get("prompt"), str):
-                raise ValueError(f"{path}:{number}: no string field 'prompt'")
+                raise InputError(f"{path}:{number}: no string field 'prompt'")
             prompts.append(row["prompt"])
         return prompts
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _resolve(name: str, manifest: Path, images: Path | None) -> Path:
@@ -102,20 +122,18 @@ def _resolve(name: str, manifest: Path, images: Path | None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingError(
         f"{manifest}: image {name!r} not found (looked in {', '.join(map(str, candidates))})"
     )
 
 
 def read_manifest(manifest: Path, images: Path | None = None) -> list[ScoreItem]:
     """Items from a JSONL manifest: an image path field, ``prompt``, optional ``metadata``/``meta`` object."""
-    if not manifest.is_file():
-        raise FileNotFoundError(f"manifest {manifest} does not exist")
     items = []
-    for number, row in _jsonl(manifest):
+    for number, row in _jsonl(manifest, _read_text(manifest, "manifest")):
         key = next((k for k in IMAGE_KEYS if isinstance(row.get(k), str)), None)
         if key is None:
-            raise ValueError(
+            raise InputError(
                 f"{manifest}:{number}: no image path field (one of {', '.join(IMAGE_KEYS)})"
             )
         meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else row.get("meta")
@@ -127,7 +145,7 @@ def read_manifest(manifest: Path, images: Path | None = None) -> list[ScoreItem]
             )
         )
     if not items:
-        raise ValueError(f"manifest {manifest} has no rows")
+        raise InputError(f"manifest {manifest} has no rows")
     return items
 
 
@@ -136,17 +154,17 @@ def collect_items(
 ) -> list[ScoreItem]:
     """Pair images with prompts (by order) or read them from a manifest."""
     if prompts is not None and manifest is not None:
-        raise ValueError("give --prompts or --manifest, not both")
+        raise InputError("give --prompts or --manifest, not both")
     if manifest is not None:
         return read_manifest(manifest, images)
     if images is None:
-        raise ValueError("give --images (a folder) or --manifest")
+        raise InputError("give --images (a folder) or --manifest")
     files = list_images(images)
     if prompts is None:
         return [ScoreItem(f, "") for f in files]
     texts = read_prompts(prompts)
     if len(texts) != len(files):
-        raise ValueError(
+        raise InputError(
             f"{len(files)} images in {images} but {len(texts)} prompts in {prompts}; they pair by order, "
             "so the counts must match (or use --manifest)"
         )
@@ -159,7 +177,7 @@ def open_image(path: Path) -> Image.Image:
         image = Image.open(path)
         image.load()
     except Exception as e:  # UnidentifiedImageError, truncated data, decompression bombs
-        raise ValueError(f"cannot read image {path}: {e}") from None
+        raise InputError(f"cannot read image {path}: {e}") from None
     return image
 
 
@@ -169,12 +187,39 @@ def parse_options(options: list[str] | None) -> dict[str, Any]:
     for option in options or []:
         key, sep, value = option.partition("=")
         if not sep or not key.isidentifier():
-            raise ValueError(f"scorer option {option!r} is not KEY=VALUE")
+            raise InputError(f"scorer option {option!r} is not KEY=VALUE")
         try:
             kwargs[key] = json.loads(value)
         except ValueError:
             kwargs[key] = value
     return kwargs
+
+
+def check_options(
+    cls: type, kwargs: dict[str, Any], what: str, given: tuple[str, ...] = ()
+) -> None:
+    """An ``InputError`` naming ``cls``'s options when ``kwargs`` holds one it does not take (``given``: the
+    arguments the command passes itself, not options)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no introspectable signature: let the call decide
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [
+        n
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and n not in given
+    ]
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        raise InputError(
+            f"{what} takes no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(names) or 'none'}"
+        )
 
 
 def score_folder(
@@ -192,16 +237,27 @@ def score_folder(
     from scorers.catalog import scorer_class
 
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        raise InputError(f"batch_size={batch_size}: must be >= 1")
     items = collect_items(images, prompts, manifest)
     if url:
         from scorers.remote import RemoteScorer
 
         if scorer not in SCORERS:
             scorer_class(scorer)  # raises the unknown-name error with suggestions
-        model: Any = RemoteScorer(url, scorer, **parse_options(options))
+        kwargs = parse_options(options)
+        if {"url", "name"} & set(kwargs):
+            raise InputError(
+                "give the remote scorer's url and name with --url and --scorer, not -o"
+            )
+        if kwargs:
+            check_options(RemoteScorer, kwargs, "a remote scorer", given=("url", "name"))
+        model: Any = RemoteScorer(url, scorer, **kwargs)
     else:
-        model = load(scorer, **parse_options(options))
+        kwargs = parse_options(options)
+        if kwargs and scorer in SCORERS:
+            module, cls = SCORERS[scorer].split(":")
+            check_options(getattr(importlib.import_module(module), cls), kwargs, f"scorer {scorer}")
+        model = load(scorer, **kwargs)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from flowbase.errors import InputError
 from results.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -412,11 +413,17 @@ def _aligned(row: Sequence[str], widths: Sequence[int], decimals: Sequence[int |
     ).rstrip()
 
 
+def check_format(fmt: str) -> str:
+    """``fmt`` when ``render`` knows it, else an ``InputError`` listing the formats (``--format``)."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
 def render(tables: Table | Sequence[Table], fmt: str = "text") -> str:
     """Tables as ``text`` (aligned), ``markdown``, ``csv`` (raw numbers) or ``json``."""
     ts = [tables] if isinstance(tables, Table) else list(tables)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_format(fmt)
     if fmt == "json":
         return json.dumps([_json_table(t) for t in ts], indent=2, default=str)
     parts = []

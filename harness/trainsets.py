@@ -34,6 +34,7 @@ from pathlib import Path
 from random import Random
 from typing import Any, NamedTuple, TypeVar
 
+from flowbase.errors import InputError, UnknownNameError
 from harness import trainsets_words as words
 from harness.benchmarks import PROMPTS_DIR, load_benchmark_prompts
 from harness.splits import is_evaluation_prompt, normalise
@@ -381,7 +382,7 @@ TRAINSETS: dict[str, TrainSet] = {
 
 def get(name: str) -> TrainSet:
     if name not in TRAINSETS:
-        raise KeyError(f"unknown training set {name!r}; known: {', '.join(TRAINSETS)}")
+        raise UnknownNameError(f"unknown training set {name!r}; known: {', '.join(TRAINSETS)}")
     return TRAINSETS[name]
 
 
@@ -426,7 +427,7 @@ def ensure(name: str) -> Path:
         build(name)
     digest = _file_sha256(path)
     if digest != ts.sha256:
-        raise ValueError(
+        raise InputError(
             f"{path}: sha256 {digest[:16]}... is not the recorded {ts.sha256[:16]}...; rebuild it with "
             f"`python -m harness.trainsets build {name}` (if it still differs, run `python -m harness.trainsets check`)"
         )

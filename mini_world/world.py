@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from flowbase.errors import InputError
+
 SIZE = 32
 BACKGROUND = (24, 24, 24)
 TEXT_COLOR = (240, 240, 240)
@@ -148,7 +150,7 @@ def make_prompt(task: str, rng: random.Random) -> dict[str, Any]:
     if task == "ocr":
         text = "".join(rng.choice(list(GLYPHS)) for _ in range(rng.choice((1, 2, 3))))
         return {"tag": task, "prompt": f'the text "{text}"', "text": text}
-    raise ValueError(f"unknown mini-world task {task!r}; known: {', '.join(TASKS)}")
+    raise InputError(f"unknown mini-world task {task!r}; known: {', '.join(TASKS)}")
 
 
 @functools.cache

@@ -35,6 +35,8 @@ from typing import Any
 
 import duckdb
 
+from flowbase.errors import UserError
+
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
@@ -44,7 +46,7 @@ DEFAULT_STORE = Path("results") / "flow-opd.duckdb"
 _MAGIC = b"DUCK"  # DuckDB's file header carries this at byte 8
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """The store cannot be opened or written as asked; the message says why and what to do."""
 
 
@@ -61,11 +63,13 @@ def migrations() -> list[Migration]:
     for p in sorted(MIGRATIONS.glob("*.sql")):
         m = re.fullmatch(r"(\d{3})_(\w+)\.sql", p.name)
         if not m:
-            raise StoreError(f"migration file {p.name} is not named NNN_<what>.sql")
+            raise RuntimeError(
+                f"migration file {p.name} is not named NNN_<what>.sql"
+            )  # a packaging bug
         out.append(Migration(int(m.group(1)), m.group(2), p.read_text(encoding="utf-8")))
     ids = [m.id for m in out]
     if ids != list(range(1, len(ids) + 1)):
-        raise StoreError(f"migrations must be numbered 001, 002, ... without gaps; found {ids}")
+        raise RuntimeError(f"migrations must be numbered 001, 002, ... without gaps; found {ids}")
     return out
 
 
@@ -221,7 +225,18 @@ class Store:
             with self.session() as con:
                 self._check_schema(con, write=False)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                why = (
+                    "part of the path is a file"
+                    if isinstance(e, FileExistsError | NotADirectoryError)
+                    else e.strerror
+                )
+                raise StoreError(
+                    f"cannot create the folder of store {self.path} ({why}); pass --store with a path "
+                    "you can write"
+                ) from None
             with self.session() as con:
                 self._migrate(con)
 

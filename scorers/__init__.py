@@ -9,6 +9,7 @@ import difflib
 import importlib
 from typing import Any
 
+from flowbase.errors import UnknownNameError
 from scorers.base import Requirements, Scorer, Scores
 
 # registry name -> "module:Class"
@@ -43,11 +44,8 @@ __all__ = [
 ]
 
 
-class UnknownScorerError(KeyError):
+class UnknownScorerError(UnknownNameError):
     """A scorer name that is not in SCORERS."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def load(name: str, **kwargs: Any) -> Scorer:

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowbase.errors import InputError
+
 VIT_HEAD_DIM = 64  # BLIP's ViT-B (768/12) and ViT-L (1024/16) both use 64-d heads
 
 
@@ -202,7 +204,7 @@ class _BertIntermediate(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         if cfg.hidden_act != "gelu":
-            raise ValueError(
+            raise InputError(
                 f"med_config hidden_act {cfg.hidden_act!r}: only 'gelu' (exact) is supported"
             )
 
@@ -322,7 +324,7 @@ class BlipImageReward(nn.Module):
             patch = int(sd["blip.visual_encoder.patch_embed.proj.weight"].shape[-1])
             n_pos = int(sd["blip.visual_encoder.pos_embed"].shape[1])
         except KeyError as e:
-            raise ValueError(f"not an ImageReward checkpoint (no {e.args[0]!r})") from None
+            raise InputError(f"not an ImageReward checkpoint (no {e.args[0]!r})") from None
         depth = len({k.split(".")[3] for k in sd if k.startswith("blip.visual_encoder.blocks.")})
         grid = round((n_pos - 1) ** 0.5)
         model = cls(cfg, width, depth, grid * patch, patch)
@@ -332,7 +334,7 @@ class BlipImageReward(nn.Module):
         }
         result = model.load_state_dict(picked, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
+            raise InputError(
                 f"checkpoint does not fit ImageReward: missing {result.missing_keys[:5]}, "
                 f"unexpected {result.unexpected_keys[:5]}"
             )

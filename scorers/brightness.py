@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from flowbase.errors import InputError
 from scorers.base import Requirements, Scores
 
 # Rec. 709 luma weights on the (gamma-encoded) RGB values
@@ -20,13 +21,13 @@ _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float64)
 def _pixels(images: list[Image.Image], prompts: list[str]) -> list[np.ndarray]:
     """Each image as float RGB in [0, 1], shape [H, W, 3]; checks the inputs line up."""
     if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        raise InputError(f"{len(images)} images but {len(prompts)} prompts")
     out = []
     for i, im in enumerate(images):
         if not isinstance(im, Image.Image):
             raise TypeError(f"image {i} is a {type(im).__name__}, not a PIL image")
         if im.width == 0 or im.height == 0:
-            raise ValueError(f"image {i} is empty ({im.width}x{im.height})")
+            raise InputError(f"image {i} is empty ({im.width}x{im.height})")
         out.append(np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0)
     return out
 
@@ -58,7 +59,7 @@ class ColourCloseness:
     def __init__(self, target: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> None:
         t = np.asarray(target, dtype=np.float64)
         if t.shape != (3,) or (t < 0).any() or (t > 1).any():
-            raise ValueError(f"target colour must be 3 values in [0, 1], got {target}")
+            raise InputError(f"target colour must be 3 values in [0, 1], got {target}")
         self.target = t
 
     def __call__(

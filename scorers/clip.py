@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from flowbase.errors import InputError
+
 log = logging.getLogger(__name__)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -245,7 +247,7 @@ _IGNORED = {
 }  # open_clip's causal mask buffer (non-persistent in new versions)
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(InputError):
     """A checkpoint whose keys do not fit the architecture we map it onto."""
 
 

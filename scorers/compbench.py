@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from flowbase.errors import InputError, MissingExtraError
 from scorers.base import Requirements, Scores
 from scorers.geneval import (
     CLIP_MEAN,
@@ -408,7 +409,7 @@ class SpacyParser:
 
             self.nlp = spacy.load(model)
         except (ImportError, OSError):
-            raise ImportError(
+            raise MissingExtraError(
                 f"compbench parses prompts with spaCy {model}: pip install 'flow-opd[compbench]' && "
                 f"python -m spacy download {model}; or pass the parse in meta (questions, objects, "
                 "text_without_adjectives)"
@@ -572,7 +573,7 @@ class CompBench:
             try:
                 import scipy  # noqa: F401
             except ImportError:
-                raise ImportError(
+                raise MissingExtraError(
                     "compbench's Mask2Former needs scipy: pip install 'flow-opd[compbench]'"
                 ) from None
             det = Mask2FormerDetector(detector, device=device, scorer="compbench")
@@ -596,11 +597,11 @@ class CompBench:
     @staticmethod
     def _check_category(c: str) -> None:
         if c == "3d_spatial":
-            raise ValueError(
+            raise InputError(
                 "compbench category '3d_spatial' needs a DPT depth model and is not implemented"
             )
         if c not in CATEGORIES:
-            raise ValueError(f"unknown compbench category {c!r}; known: {', '.join(CATEGORIES)}")
+            raise InputError(f"unknown compbench category {c!r}; known: {', '.join(CATEGORIES)}")
 
     def __call__(
         self,
@@ -610,7 +611,7 @@ class CompBench:
     ) -> Scores:
         """Score each image with its category's T2I-CompBench formula."""
         if meta is None:
-            raise ValueError(
+            raise InputError(
                 "compbench needs meta: one dict per image with 'category' (one of "
                 + ", ".join(CATEGORIES)
                 + ")"
@@ -621,10 +622,10 @@ class CompBench:
         for i, (im, prompt, m) in enumerate(zip(rgb, prompts, meta, strict=True)):
             cat = m.get("category") if isinstance(m, dict) else None
             if not isinstance(cat, str):
-                raise ValueError(f"meta {i}: needs 'category' (one of {', '.join(CATEGORIES)})")
+                raise InputError(f"meta {i}: needs 'category' (one of {', '.join(CATEGORIES)})")
             self._check_category(cat)
             if cat not in self.categories:
-                raise ValueError(
+                raise InputError(
                     f"meta {i}: category {cat!r} was not loaded (categories={self.categories})"
                 )
             value, info = self._score_one(im, prompt, cat, m, i)
@@ -668,7 +669,7 @@ class CompBench:
 
     def _require_parser(self, i: int, field: str) -> TextParser:
         if self.parser is None:
-            raise ValueError(
+            raise InputError(
                 f"meta {i}: no '{field}' given and spaCy en_core_web_sm is not installed "
                 "(pip install 'flow-opd[compbench]' && python -m spacy download en_core_web_sm)"
             )

@@ -6,7 +6,8 @@ So, as in Flow-GRPO (yifan123/reward-server), it runs in its **own environment**
 a thin ``RemoteScorer`` client:
 
 1. In a separate venv: ``pip install torch "transformers==4.36.1" accelerate sentencepiece pillow numpy``, put this
-   repository on ``PYTHONPATH`` (the worker imports only ``scorers.{base,images,remote,deqa}``: stdlib, numpy, PIL),
+   repository on ``PYTHONPATH`` (the worker imports only ``scorers.{base,images,remote,deqa}`` and
+   ``flowbase.errors``: stdlib, numpy, PIL),
    get the weights with ``harness fetch deqa`` (same ``HF_HOME``), then run
    ``python -m scorers.deqa_worker --port 18086 --device cuda``.
 2. Here: ``load("deqa", url="http://127.0.0.1:18086")`` or ``FLOW_OPD_DEQA_URL=http://127.0.0.1:18086``.
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from flowbase.errors import InputError
 from scorers.base import Requirements, Scores
 from scorers.remote import RemoteScorer, RemoteScorerError
 
@@ -47,7 +49,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 REWARD_DIVISOR = 5.0
 
 
-class WorkerNotConfiguredError(ValueError):
+class WorkerNotConfiguredError(InputError):
     """DeQA was asked for without a worker URL."""
 
 

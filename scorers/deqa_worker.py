@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from flowbase.errors import InputError, MissingError
 from scorers.base import Requirements, Scores
 from scorers.deqa import (
     LEVELS,
@@ -51,7 +52,7 @@ class DeQAModel:
         self, model: str = MODEL_ID, device: str = "cuda", method: str = "hf", batch_size: int = 16
     ) -> None:
         if method not in METHODS:
-            raise ValueError(f"unknown DeQA method {method!r}; choose one of {', '.join(METHODS)}")
+            raise InputError(f"unknown DeQA method {method!r}; choose one of {', '.join(METHODS)}")
         import torch
         import transformers
         from transformers import AutoModelForCausalLM
@@ -69,7 +70,7 @@ class DeQAModel:
                 model, trust_remote_code=True, attn_implementation="eager", torch_dtype=dtype
             )
         except OSError as e:
-            raise FileNotFoundError(
+            raise MissingError(
                 f"DeQA weights {model!r} not found ({str(e).splitlines()[0]}); "
                 f"run `harness fetch deqa` on a machine with hub access, or pass --model with a local copy of {MODEL_ID}"
             ) from None

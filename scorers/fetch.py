@@ -15,12 +15,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowbase.errors import MissingError, UserError
 from scorers.base import Requirements
 
 log = logging.getLogger(__name__)
 
 
-class HubUnavailableError(RuntimeError):
+class HubUnavailableError(UserError, RuntimeError):
     """The Hugging Face hub cannot be reached from this machine."""
 
 
@@ -84,7 +85,7 @@ def download(spec: str) -> Path:
     if parsed.is_local_path:
         path = Path(parsed.repo).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"local weights folder {path} does not exist")
+            raise MissingError(f"local weights folder {path} does not exist")
         return path
     from huggingface_hub import snapshot_download
 

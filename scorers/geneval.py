@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from flowbase.errors import InputError, MissingError, MissingExtraError
 from scorers.base import Requirements, Scores
 from scorers.geneval_rules import (
     COLORS,
@@ -93,7 +94,7 @@ COLOR_TEMPLATES = (
 )
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(MissingError):
     """Model weights are neither a local folder nor in the Hugging Face cache."""
 
 
@@ -429,7 +430,7 @@ class GenEval:
             try:
                 import scipy  # noqa: F401  (transformers' Mask2Former needs it)
             except ImportError:
-                raise ImportError(
+                raise MissingExtraError(
                     "geneval needs scipy for Mask2Former: pip install 'flow-opd[geneval]'"
                 ) from None
             self.detector: Detector = Mask2FormerDetector(
@@ -461,7 +462,7 @@ class GenEval:
     ) -> Scores:
         """Score each image against its GenEval metadata."""
         if meta is None:
-            raise ValueError(
+            raise InputError(
                 "geneval needs meta: one GenEval metadata dict per image (a line of "
                 "harness/prompts/geneval_official/evaluation_metadata.jsonl)"
             )
@@ -470,7 +471,7 @@ class GenEval:
             try:
                 check_metadata(m)
             except ValueError as e:
-                raise ValueError(f"meta {i}: {e}") from None
+                raise InputError(f"meta {i}: {e}") from None
         if self.flowgrpo_transport:
             rgb = [jpeg_roundtrip(im) for im in rgb]
         raw = self.detector(rgb)

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowbase.errors import InputError
+
 COLORS: tuple[str, ...] = (
     "red",
     "orange",
@@ -84,7 +86,7 @@ class Options:
     position_threshold: float = 0.1  # margin factor in the position rule
 
 
-class MetadataError(ValueError):
+class MetadataError(InputError):
     """A GenEval metadata line that the rules cannot evaluate."""
 
 

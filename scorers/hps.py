@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from flowbase.errors import MissingError
 from scorers.base import Requirements, Scores
 from scorers.clip import (
     image_embeds,
@@ -70,7 +71,7 @@ class HPS:
             files = [ckpt / CHECKPOINT] if (ckpt / CHECKPOINT).exists() else []
             files = files or sorted(ckpt.glob("*.pt")) + sorted(ckpt.glob("*.safetensors"))
             if len(files) != 1:
-                raise FileNotFoundError(
+                raise MissingError(
                     f"hps: {ckpt} should hold exactly one .pt/.safetensors checkpoint, found {len(files)}"
                 )
             ckpt = files[0]

@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowbase.errors import InputError, MissingError
+
 log = logging.getLogger(__name__)
 
 # what a whole-repo snapshot needs for transformers models (not TF/Flax/ONNX copies)
@@ -21,7 +23,7 @@ MODEL_FILES = ("*.json", "*.txt", "*.safetensors", "*.model")
 _GLOB_CHARS = set("*?[")
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(MissingError):
     """A scorer's weights are neither a local path nor in the hub cache (and could not be downloaded)."""
 
     def __str__(self) -> str:
@@ -54,7 +56,7 @@ def parse_spec(spec: str) -> WeightSpec:
     head, _, files = spec.partition(":")
     repo, _, revision = head.partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")) or repo.startswith((".", "/", "~")):
-        raise ValueError(f"{spec!r} is not a hub spec of the form org/repo@revision[:file]")
+        raise InputError(f"{spec!r} is not a hub spec of the form org/repo@revision[:file]")
     names = tuple(f.strip() for f in files.split(",") if f.strip())
     return WeightSpec(repo=repo, revision=revision or None, files=names)
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from flowbase.errors import MissingError
 from scorers.base import Requirements, Scores
 from scorers.blip import BlipImageReward, MedConfig
 from scorers.clip import center_crop_batch, read_checkpoint
@@ -82,7 +83,7 @@ class ImageReward:
         ckpt, med = folder / "ImageReward.pt", folder / "med_config.json"
         for f in (ckpt, med):
             if not f.exists():
-                raise FileNotFoundError(
+                raise MissingError(
                     f"imagereward: {f} is missing; a weights folder must hold ImageReward.pt and "
                     "med_config.json (run `harness fetch imagereward`)"
                 )

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from flowbase.errors import InputError
+
 log = logging.getLogger(__name__)
 
 # Pillow's own decompression-bomb limit (about 89.5 MP); above it we refuse rather than run out of memory.
@@ -32,9 +34,9 @@ def check_lengths(
     """Raise ValueError unless images, prompts and meta (when given) have the same length."""
     n = len(images)
     if prompts is not None and len(prompts) != n:
-        raise ValueError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image")
+        raise InputError(f"got {n} images but {len(prompts)} prompts; pass one prompt per image")
     if meta is not None and len(meta) != n:
-        raise ValueError(f"got {n} images but {len(meta)} metadata entries; pass one per image")
+        raise InputError(f"got {n} images but {len(meta)} metadata entries; pass one per image")
 
 
 def _rescale_to_uint8(a: np.ndarray, top: float) -> Image.Image:
@@ -49,7 +51,7 @@ def from_array(a: np.ndarray, index: int = 0) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise ValueError(f"image {index}: array of shape {a.shape}; expected HxW, HxWx3 or HxWx4")
+        raise InputError(f"image {index}: array of shape {a.shape}; expected HxW, HxWx3 or HxWx4")
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype == np.uint16:
@@ -60,10 +62,10 @@ def from_array(a: np.ndarray, index: int = 0) -> Image.Image:
         )
     elif np.issubdtype(a.dtype, np.floating):
         if a.size and (not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0):
-            raise ValueError(f"image {index}: float pixels must be finite and lie in [0, 1]")
+            raise InputError(f"image {index}: float pixels must be finite and lie in [0, 1]")
         a = np.round(a * 255.0).astype(np.uint8)
     elif a.dtype != np.uint8:
-        raise ValueError(
+        raise InputError(
             f"image {index}: pixel type {a.dtype} is not supported (use uint8 or uint16)"
         )
     return Image.fromarray(np.ascontiguousarray(a))
@@ -80,12 +82,12 @@ def to_rgb(image: Image.Image | np.ndarray, index: int = 0) -> Image.Image:
     try:
         image.load()  # PIL decodes lazily: a truncated or corrupt file fails here, not at open()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
-        raise ValueError(f"image {index}: cannot be decoded ({type(e).__name__}: {e})") from None
+        raise InputError(f"image {index}: cannot be decoded ({type(e).__name__}: {e})") from None
     w, h = image.size
     if w < 1 or h < 1:
-        raise ValueError(f"image {index}: has zero size ({w} x {h})")
+        raise InputError(f"image {index}: has zero size ({w} x {h})")
     if w * h > MAX_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"image {index}: {w} x {h} is over {MAX_PIXELS} pixels; downscale it before scoring"
         )
     mode = image.mode
@@ -96,21 +98,21 @@ def to_rgb(image: Image.Image | np.ndarray, index: int = 0) -> Image.Image:
     elif mode == "I":  # 32-bit ints: what Pillow gives for many 16-bit grayscale PNGs
         a = np.asarray(image)
         if a.min() < 0 or a.max() > 65535:
-            raise ValueError(
+            raise InputError(
                 f"image {index}: 32-bit integer values span [{a.min()}, {a.max()}], outside 16-bit range"
             )
         image = _rescale_to_uint8(a, 65535.0)
     elif mode == "F":
         a = np.asarray(image)
         if not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0:
-            raise ValueError(f"image {index}: float image must hold finite values in [0, 1]")
+            raise InputError(f"image {index}: float image must hold finite values in [0, 1]")
         image = _rescale_to_uint8(a, 1.0)
     if mode == "La":  # premultiplied grey+alpha has no direct path to RGB in Pillow
         image = image.convert("LA")
     try:
         return image.convert("RGB")
     except ValueError as e:
-        raise ValueError(f"image {index}: mode {mode!r} cannot be converted to RGB ({e})") from None
+        raise InputError(f"image {index}: mode {mode!r} cannot be converted to RGB ({e})") from None
 
 
 def to_rgb_batch(

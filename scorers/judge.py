@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from flowbase.errors import InputError, MissingError
 from scorers.base import Requirements, Scores
 from scorers.images import check_lengths, to_rgb_batch
 from scorers.remote import RemoteScorerError, post_json
@@ -137,7 +138,7 @@ def smart_resize(
 ) -> tuple[int, int]:
     """qwen-vl-utils' target size: sides multiples of ``factor``, area within [min_pixels, max_pixels]."""
     if max(height, width) / min(height, width) > MAX_RATIO:
-        raise ValueError(
+        raise InputError(
             f"aspect ratio of {width}x{height} is over {MAX_RATIO}; Qwen2.5-VL cannot take it"
         )
     h = max(factor, round(height / factor) * factor)
@@ -221,7 +222,7 @@ def _chat_template(model_dir: str, tokenizer: Any) -> str:
         return (folder / "chat_template.jinja").read_text()
     if (folder / "chat_template.json").is_file():
         return str(json.loads((folder / "chat_template.json").read_text())["chat_template"])
-    raise FileNotFoundError(f"no chat template found for {model_dir}")
+    raise MissingError(f"no chat template found for {model_dir}")
 
 
 class LocalQwenVL:
@@ -251,7 +252,7 @@ class LocalQwenVL:
         except OSError as e:
             from scorers.fetch import missing_weights_message
 
-            raise FileNotFoundError(missing_weights_message("judge", model, e)) from None
+            raise MissingError(missing_weights_message("judge", model, e)) from None
         self.model.to(device).eval().requires_grad_(False)
         self.template = _chat_template(model, self.tokenizer)
         self.torch, self.device, self.batch_size = torch, device, batch_size

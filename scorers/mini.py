@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from flowbase.errors import InputError
 from scorers.base import Requirements, Scores
 from scorers.images import check_lengths, to_rgb_batch
 
@@ -52,7 +53,7 @@ class MiniGenEval:
         from scorers import geneval_rules as rules
 
         if meta is None:
-            raise ValueError(
+            raise InputError(
                 "mini_geneval needs per-image metadata (the prompt's include/exclude clauses)"
             )
         imgs = _world_images(images, prompts, meta)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from flowbase.errors import InputError, MissingExtraError
 from scorers.base import Requirements, Scores
 from scorers.images import check_lengths, to_rgb_batch
 
@@ -39,7 +40,7 @@ VERSION = "1"
 ENGINES = ("rapidocr", "paddleocr")
 
 
-class NoQuotedTextError(ValueError):
+class NoQuotedTextError(InputError):
     """A prompt with no double-quoted target text."""
 
 
@@ -101,7 +102,7 @@ class RapidOcrEngine:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as e:
-            raise ImportError(
+            raise MissingExtraError(
                 f"the rapidocr OCR engine needs rapidocr_onnxruntime ({e}): pip install 'flow-opd[ocr]'"
             ) from None
         # PaddleOCR 2.x settings Flow-GRPO ran with: no angle classifier; detector input only shrunk when its
@@ -133,12 +134,12 @@ class PaddleOcrEngine:
             import paddleocr
             from paddleocr import PaddleOCR
         except ImportError as e:
-            raise ImportError(
+            raise MissingExtraError(
                 f"the paddleocr OCR engine needs PaddleOCR 2.x ({e}): pip install 'flow-opd[paddleocr]'"
             ) from None
         version = str(getattr(paddleocr, "__version__", "?"))
         if not version.startswith("2."):
-            raise ImportError(
+            raise MissingExtraError(
                 f"paddleocr {version} is installed; only 2.x (Flow-GRPO uses 2.9.1) is supported: "
                 "pip install 'paddleocr>=2.7,<3'"
             )
@@ -157,7 +158,7 @@ def make_engine(engine: str) -> OcrEngine:
         return RapidOcrEngine()
     if engine == "paddleocr":
         return PaddleOcrEngine()
-    raise ValueError(f"unknown OCR engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    raise InputError(f"unknown OCR engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
 class OCR:

@@ -59,6 +59,7 @@ from typing import Any
 
 from PIL import Image
 
+from flowbase.errors import InputError, UserError
 from scorers.base import Requirements, Scorer, Scores
 from scorers.images import check_lengths, to_rgb_batch
 
@@ -68,7 +69,7 @@ SCORE_PATH = "/v1/score"
 MAX_RETRIES = 3
 
 
-class RemoteScorerError(RuntimeError):
+class RemoteScorerError(UserError, RuntimeError):
     """A remote scorer could not be reached or answered with an error."""
 
 
@@ -85,17 +86,17 @@ def encode_png(image: Image.Image) -> str:
 def decode_image(data: Any, index: int = 0) -> Image.Image:
     """The wire form of one image back to a loaded PIL image; ValueError when it is not an image."""
     if not isinstance(data, str):
-        raise ValueError(f"image {index}: expected a base64 string, got {type(data).__name__}")
+        raise InputError(f"image {index}: expected a base64 string, got {type(data).__name__}")
     try:
         raw = base64.b64decode(data, validate=True)
         image = Image.open(io.BytesIO(raw))
         image.load()
     except (binascii.Error, ValueError) as e:
-        raise ValueError(f"image {index}: not valid base64 ({e})") from None
+        raise InputError(f"image {index}: not valid base64 ({e})") from None
     except (
         Exception
     ) as e:  # PIL raises UnidentifiedImageError, OSError, DecompressionBombError, ...
-        raise ValueError(f"image {index}: cannot be decoded as an image ({e})") from None
+        raise InputError(f"image {index}: cannot be decoded as an image ({e})") from None
     return image
 
 
@@ -194,7 +195,7 @@ def post_json(
 ) -> Any:
     """POST a JSON body and return the decoded JSON answer, retrying connection errors and 5xx."""
     if not 0 <= retries <= MAX_RETRIES:
-        raise ValueError(f"retries={retries}: must be between 0 and {MAX_RETRIES}")
+        raise InputError(f"retries={retries}: must be between 0 and {MAX_RETRIES}")
     try:
         data = json.dumps(body, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
@@ -256,11 +257,11 @@ class RemoteScorer:
         jpeg_quality: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+            raise InputError(f"batch_size={batch_size}: must be >= 1")
         if not 0 <= retries <= MAX_RETRIES:
-            raise ValueError(f"retries={retries}: must be between 0 and {MAX_RETRIES}")
+            raise InputError(f"retries={retries}: must be between 0 and {MAX_RETRIES}")
         if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality={jpeg_quality}: must be between 1 and 100")
+            raise InputError(f"jpeg_quality={jpeg_quality}: must be between 1 and 100")
         self.name = name
         self.url = score_url(url)
         self.version = "remote"  # replaced by the server's scorer version after the first call
@@ -305,7 +306,7 @@ class RemoteScorer:
 # ---------------------------------------------------------------------------------------------------- server
 
 
-class RequestError(Exception):
+class RequestError(UserError):
     """A request the server refuses, with its HTTP status."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from flowbase.errors import InputError, UnknownNameError, UserError, one_line
 from results.store import Store, StoreError
 from scorers.base import Scorer
 from service.batching import Batcher
@@ -159,3 +160,16 @@ def _add_error_handlers(app: FastAPI) -> None:
             return answer(503, msg, {"Retry-After": "5"})
         log.error("store error on %s: %s", request.url.path, msg)
         return answer(500, msg)
+
+    # The rest of the UserError family (the handlers above are its more specific members): a bad value in the
+    # request is the client's (400), an unknown name too (404); missing weights, an extra or a file on this
+    # server are the operator's (500, logged as one line). Any other exception is a bug: Starlette answers 500
+    # and logs its traceback.
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError) -> JSONResponse:
+        if isinstance(exc, InputError):
+            return answer(400, one_line(exc))
+        if isinstance(exc, UnknownNameError):
+            return answer(404, one_line(exc))
+        log.error("%s on %s: %s", type(exc).__name__, request.url.path, one_line(exc))
+        return answer(500, one_line(exc))

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from flowbase.errors import UnknownNameError
 from results.store import Store
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def run_chunks(
     """``POST /v1/runs`` bodies for every sample and score of ``run_id``, each under ``max_bytes`` of base64 PNG."""
     run = store.get_run(run_id)
     if run is None:
-        raise KeyError(f"no run {run_id!r} in {store.path}")
+        raise UnknownNameError(f"no run {run_id!r} in {store.path}")
     record = {
         "run_id": run.run_id,
         "model": run.model,

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from flowbase.errors import InputError
 from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK
 from service import queries
 from service.deps import CacheDep, StoreDep
@@ -171,7 +172,7 @@ def compare_page(
             try:
                 deltas = compare_runs(store, a, b, benchmark=benchmark, resamples=1000)
                 problem = None
-            except ValueError as e:
+            except InputError as e:  # nothing to compare; a bug in compare_runs stays a 500
                 deltas, problem = [], str(e)
             pa, pages_a = _prompt_page(store, a, benchmark, page, PROMPTS_PER_PAGE)
             pb, pages_b = _prompt_page(store, b, benchmark, page, PROMPTS_PER_PAGE)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from flowbase.errors import InputError, UserError
 from harness.benchmarks import BENCHMARKS
 from harness.tables import Table, benchmark_tables, main_table
 from results.store import RunRecord, SampleRow, ScoreRow, Store
@@ -37,12 +38,12 @@ from service.wire import WireError, sniff
 MAIN = "main"
 
 
-class NotFound(LookupError):
-    """A run, benchmark or image that is not in the store; the message lists what is."""
+class NotFound(UserError, LookupError):
+    """A run, benchmark or image that is not in the store; the message lists what is (HTTP 404)."""
 
 
-class Conflict(Exception):
-    """An import that contradicts what the store holds."""
+class Conflict(UserError):
+    """An import that contradicts what the store holds (HTTP 409)."""
 
 
 def _aware(t: Any) -> Any:
@@ -196,7 +197,7 @@ def sort_and_filter(
     if sort is not None:
         have = {c.name for t in tables for c in t.columns} | set(SORT_FIXED)
         if sort not in have:
-            raise ValueError(f"cannot sort by {sort!r}; columns: {', '.join(sorted(have))}")
+            raise InputError(f"cannot sort by {sort!r}; columns: {', '.join(sorted(have))}")
     out = []
     for t in tables:
         rows = [

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from flowbase.errors import InputError, UserError, one_line
 from results.store import to_json
 from service import queries
 from service.batching import ScorerBug
@@ -138,7 +139,14 @@ async def score(body: ScoreRequest, batchers: BatchersDep, settings: SettingsDep
     except ScorerBug as e:
         log.error("%s", e)
         raise HTTPException(500, str(e)) from None
-    except ValueError as e:  # the scorer refused this input (a prompt it cannot use, missing meta)
+    except InputError as e:  # the scorer refused this input (a prompt it cannot use, missing meta)
+        raise HTTPException(400, f"scorer {body.scorer}: {one_line(e)}") from None
+    except UserError as e:
+        # missing weights, an extra or a remote worker on this server: the operator's to fix, not the client's
+        log.error("scorer %s: %s", body.scorer, one_line(e))
+        raise HTTPException(500, f"scorer {body.scorer}: {one_line(e)}") from None
+    except ValueError as e:
+        # a scorer from outside this package refusing its input the old way, with a plain ValueError
         raise HTTPException(400, f"scorer {body.scorer}: {e}") from None
     except Exception as e:
         log.exception("scorer %s failed", body.scorer)
@@ -186,7 +194,7 @@ def leaderboard(
             protocol=protocol,
             complete=complete,
         )
-    except ValueError as e:
+    except InputError as e:  # an unknown sort column
         raise HTTPException(400, str(e)) from None
     return Leaderboard(benchmark=benchmark, tables=tables)
 

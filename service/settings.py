@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from flowbase.errors import InputError
 from results.store import DEFAULT_STORE
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,10 @@ class Settings(BaseSettings):
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise ValueError(f"cannot read token file {path}: {e.strerror}") from None
+            raise InputError(f"cannot read token file {path}: {e.strerror}") from None
         token = text.strip().splitlines()[0].strip() if text.strip() else ""
         if len(token) < 16:
-            raise ValueError(f"token file {path} must hold a token of at least 16 characters")
+            raise InputError(f"token file {path} must hold a token of at least 16 characters")
         if os.name == "posix" and path.stat().st_mode & 0o077:
             log.warning("token file %s is readable by other users; chmod 600 it", path)
         return token
@@ -117,4 +118,4 @@ def load_settings(**overrides: Any) -> Settings:
             f"{err['msg'].removeprefix('Value error, ')}"
             for err in e.errors()
         )
-        raise ValueError(f"bad service settings: {problems}") from None
+        raise InputError(f"bad service settings: {problems}") from None

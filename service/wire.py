@@ -15,11 +15,13 @@ import warnings
 
 from PIL import Image
 
+from flowbase.errors import UserError
+
 FORMATS = ("PNG", "JPEG")
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 
-class WireError(Exception):
+class WireError(UserError):
     """A request the server refuses, with its HTTP status and a message for the client."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from flowbase.errors import InputError
 from flowmodels.adapters import LoraSpec
 
 T = TypeVar("T")
@@ -42,8 +43,9 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used: unknown key, wrong type, or a value out of range."""
+class ConfigError(InputError):
+    """A config that cannot be used: unknown key, wrong type, or a value out of range (a ``UserError``, still a
+    ``ValueError``)."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class SampleConfig:
     """On-policy SDE rollouts (Flow-GRPO's SD3.5-M recipe, 32 GPUs: 48 groups of 24 images, 2 steps an epoch).
 
     ``groups_per_epoch`` and ``group_size`` are global; the per-GPU share, the number of batches per GPU and the
-    gradient accumulation are derived from the world size (``trainer.loop.epoch_layout``).
+    gradient accumulation are derived from the world size (``trainer.epoch.epoch_layout``).
     """
 
     steps: int = 10  # SDE steps per trajectory (N)
@@ -515,15 +517,18 @@ def parse(cls: type[T], argv: list[str] | None = None) -> T:
 
 
 def _install_user_error_hook() -> None:
-    """Errors a user can fix (bad config, missing model or adapter) print one line instead of a traceback."""
+    """Errors a user can fix (the ``flowbase.errors.UserError`` family: bad config, a missing model, adapter,
+    weights or extra, bad input) print one line instead of a traceback; anything else keeps its traceback.
+
+    The exit status stays 1: ``sys.excepthook`` cannot set it (the recipes' ``trainer.rehearse.cli`` would have to
+    catch ``UserError`` and exit 2, as ``parse`` does for config errors)."""
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        from flowmodels.adapters import AdapterNotFoundError
-        from flowmodels.models import ModelNotFoundError
+        from flowbase.errors import UserError, one_line
 
-        if issubclass(kind, ConfigError | ModelNotFoundError | AdapterNotFoundError):
-            sys.stderr.write(f"error: {value}\n")
+        if issubclass(kind, UserError):
+            sys.stderr.write(f"error: {one_line(value)}\n")
             sys.stderr.flush()
             return
         previous(kind, value, tb)
