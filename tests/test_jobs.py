@@ -152,8 +152,8 @@ def test_bad_job_lists_are_refused_before_anything_runs(tmp_path) -> None:
                 Job("y", a.cmd, a.log, after=("x",)),
             ]
         )
-    with pytest.raises(ValueError, match="slots must be >= 1"):
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
         run_jobs([a], slots=0)
-    with pytest.raises(ValueError, match="threads must be >= 1"):
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
         run_jobs([a], threads=0)
     assert not (tmp_path / "a.start").exists()

@@ -130,7 +130,7 @@ def test_training_on_test_prompts_is_refused_in_one_line_before_any_work(tmp_pat
         f"run.out={tmp_path / 'run'}",
         cwd=tmp_path,
     )
-    assert got.returncode != 0
+    assert got.returncode == 2
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1, got.stderr
     assert lines[0].startswith(

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from flowbase.errors import InputError, MissingError
 from harness.splits import Overlap
 from trainer.config import ConfigError
 
@@ -55,7 +56,7 @@ def resolve_prompt_path(path: str | Path) -> Path:
     shipped = _PACKAGE_ROOT / p
     if not p.is_absolute() and shipped.exists():
         return shipped
-    raise FileNotFoundError(
+    raise MissingError(
         f"prompt file {path} not found (also looked in {_PACKAGE_ROOT}); shipped sets are under harness/prompts/"
     )
 
@@ -73,9 +74,9 @@ def load_prompt_file(path: str | Path, task: str, limit: int | None = None) -> l
                 try:
                     record = json.loads(text)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{lineno + 1}: not valid JSON ({e.msg})") from None
+                    raise InputError(f"{p}:{lineno + 1}: not valid JSON ({e.msg})") from None
                 if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                    raise ValueError(
+                    raise InputError(
                         f"{p}:{lineno + 1}: a JSONL prompt record needs a string 'prompt' field"
                     )
                 items.append(PromptItem(record["prompt"], task, lineno, record))
@@ -84,7 +85,7 @@ def load_prompt_file(path: str | Path, task: str, limit: int | None = None) -> l
             if limit is not None and len(items) >= limit:
                 break
     if not items:
-        raise ValueError(f"prompt file {p} holds no prompts")
+        raise InputError(f"prompt file {p} holds no prompts")
     return items
 
 
@@ -108,10 +109,10 @@ def partition_cycle(partitions: dict[str, int]) -> list[str]:
     cycle: list[str] = []
     for task, n in partitions.items():
         if n < 0:
-            raise ValueError(f"partition ratio for {task!r} must be >= 0, got {n}")
+            raise InputError(f"partition ratio for {task!r} must be >= 0, got {n}")
         cycle += [task] * n
     if not cycle:
-        raise ValueError("partitions give every task 0 epochs")
+        raise InputError("partitions give every task 0 epochs")
     return cycle
 
 
@@ -119,10 +120,10 @@ def mix_counts(task_mix: dict[str, int], groups: int) -> dict[str, int]:
     """Each task's groups in an epoch of ``groups``: proportional to ``task_mix``, rounded by largest remainder
     (ties to the task named first), so the counts always add up to ``groups``."""
     if any(n < 0 for n in task_mix.values()):
-        raise ValueError(f"task_mix shares must be >= 0, got {task_mix}")
+        raise InputError(f"task_mix shares must be >= 0, got {task_mix}")
     total = sum(task_mix.values())
     if total <= 0:
-        raise ValueError("task_mix gives every task 0 groups")
+        raise InputError("task_mix gives every task 0 groups")
     exact = {name: groups * n / total for name, n in task_mix.items()}
     counts = {name: int(x) for name, x in exact.items()}
     by_remainder = sorted(task_mix, key=lambda name: exact[name] - counts[name], reverse=True)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowbase.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -79,10 +81,10 @@ def run_jobs(
     """Run ``jobs`` (see the module doc); returns how each ran, in the order they finished."""
     _check(jobs)
     if slots < 1:
-        raise ValueError(f"slots must be >= 1, got {slots}")
+        raise InputError(f"--jobs must be >= 1, got {slots}")
     total = (os.cpu_count() or 1) if threads is None else threads
     if total < 1:
-        raise ValueError(f"threads must be >= 1, got {total}")
+        raise InputError(f"--threads must be >= 1, got {total}")
     shared = max(1, total // slots)
     base_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     waiting = list(jobs)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from flowbase.code import git_sha
+from flowbase.errors import MissingError
 from harness import splits
 from trainer import config, folders, rehearse, runs
 from trainer.config import ConfigError
@@ -277,7 +278,7 @@ def read_lora(folder: Path) -> Lora:
     elif (folder / "adapter_model.bin").exists():
         state = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
     else:
-        raise FileNotFoundError(f"{folder}: no adapter_model.safetensors")
+        raise MissingError(f"{folder}: no adapter_model.safetensors (a PEFT LoRA folder holds one)")
     return Lora(cfg, state)
 
 

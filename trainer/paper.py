@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from flowbase.errors import InputError, MissingError, UserError, one_line
 from trainer.jobs import Job, run_jobs
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def plan(
     by_name = {s.name: s for s in STAGES}
     unknown = sorted(set(only or ()) - set(by_name))
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; the stages are {list(by_name)}")
+        raise InputError(f"unknown stages {unknown}; the stages are {list(by_name)}")
     picked = set(by_name) if only is None else set(only)
     frontier = list(picked)
     while frontier:  # what an unfinished picked stage needs, unless it is finished
@@ -372,7 +373,7 @@ def resample(
     rows: list[dict[str, dict[tuple[str, str], dict[str, tuple[str | None, int, float]]]]] = []
     for path in stores:
         if not Path(path).exists():
-            raise FileNotFoundError(f"no store at {path}: run trainer.paper there first")
+            raise MissingError(f"no store at {path}: run trainer.paper there first")
         st = Store(path, read_only=True)
         per_model = {}
         for m in models:
@@ -530,6 +531,12 @@ def render_seeds_table(summaries: list[dict[str, Any]]) -> str:
     return _markdown(f"model (seeds {seeds})", cells)
 
 
+def _exit_user_error(e: UserError) -> None:
+    """A user error of the command line: one line, exit status 2 (as every command of the project)."""
+    sys.stderr.write(f"error: {one_line(e)}\n")
+    raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -581,8 +588,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.summarize:
         missing = [str(f) for f in args.summarize if not (f / "summary.json").exists()]
         if missing:
-            raise SystemExit(
-                f"no summary.json in {', '.join(missing)}: run trainer.paper there first"
+            _exit_user_error(
+                MissingError(
+                    f"no summary.json in {', '.join(missing)}: run trainer.paper there first"
+                )
             )
         summaries = [json.loads((f / "summary.json").read_text()) for f in args.summarize]
         print(render_seeds_table(summaries))
@@ -609,13 +618,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             eval_limit=args.eval_limit,
             only=args.only,
         )
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    except UserError as e:
+        _exit_user_error(e)
     start = time.perf_counter()
     try:
         ran = run_jobs(jobs, slots=args.jobs, threads=args.threads)
-    except ValueError as e:  # --jobs / --threads below 1
-        raise SystemExit(str(e)) from None
+    except UserError as e:  # --jobs / --threads below 1
+        _exit_user_error(e)
     except RuntimeError as e:
         raise SystemExit(
             f"{e}\nrun the same command again to continue: finished stages are kept"

@@ -25,7 +25,8 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 import yaml
 
+from flowbase.errors import UserError, one_line
 from flowmodels.adapters import LoraSpec
 from trainer import config, rewards, runs
 from trainer.config import ConfigError
@@ -462,7 +464,8 @@ def cli(cls: type, main: Callable[[Any], Any], argv: list[str] | None = None) ->
     """A recipe's entry point: ``[CONFIG.yaml] [key=value ...]`` trains; with ``--rehearse`` it rehearses."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--rehearse" not in args:
-        main(config.parse(cls, args))
+        with _user_errors():
+            main(config.parse(cls, args))
         return
     module = sys.modules[cls.__module__]
     spec = getattr(
@@ -493,8 +496,15 @@ def cli(cls: type, main: Callable[[Any], Any], argv: list[str] | None = None) ->
         raise SystemExit(2) from None
     cfg = config.parse(cls, rest)
     source = rest[0] if rest and "=" not in rest[0] else "(defaults)"
-    try:
+    with _user_errors():
         rehearse(recipe, main, cfg, source, worlds)
-    except ConfigError as e:
-        sys.stderr.write(f"error: {e}\n")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """The ``UserError`` family as one line on stderr and exit status 2; anything else keeps its traceback."""
+    try:
+        yield
+    except UserError as e:
+        sys.stderr.write(f"error: {one_line(e)}\n")
         raise SystemExit(2) from None
