@@ -58,7 +58,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from flowmodels.models import load_model
     from flowmodels.tiny import save_tiny_sd3
-    from harness.evaluate import evaluate
+    from harness.evaluation import evaluate
     from harness.protocol import EvalProtocol
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -238,11 +238,9 @@ def run_light(fn: Callable[[], Any]) -> Any:
 
 
 def _store_path(store: Path | None) -> Path:
-    import os
+    from results.store import default_store
 
-    from results.store import DEFAULT_STORE
-
-    return store or Path(os.environ.get("FLOW_OPD_STORE", str(DEFAULT_STORE)))
+    return store or default_store()
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -325,7 +323,7 @@ def eval_(
 
     def go() -> None:
         from harness.benchmarks import sampling_settings
-        from harness.evaluate import evaluate
+        from harness.evaluation import evaluate
         from harness.protocol import EvalProtocol
         from harness.tables import benchmark_tables, check_format, render
         from results.store import Store
@@ -362,7 +360,7 @@ def eval_(
         )
         import os
 
-        from harness.evaluate import shutdown_distributed
+        from harness.dist import shutdown_distributed
 
         shutdown_distributed()  # every rank has written its rows; rank 0 prints
         if int(os.environ.get("RANK", "0")) != 0:

@@ -21,12 +21,14 @@ PROMPTS_DIR = Path(__file__).parent / "prompts"
 
 @dataclass(frozen=True)
 class PromptItem:
-    """One prompt: stable id, position in its set, text and per-prompt metadata."""
+    """One prompt: stable id, position in its set, text, per-prompt metadata (GenEval's clauses, T2I-CompBench's
+    category) and, in training, the task it belongs to (which routes it to its reward or teacher)."""
 
     id: str
     index: int
     prompt: str
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,8 +305,11 @@ def read_prompt_file(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def load_prompt_file(path: str | Path) -> list[PromptItem]:
-    """A user prompt file as PromptItems with ids ``<file stem>/<index>``."""
-    pairs = read_prompt_file(path)
+def load_prompt_file(
+    path: str | Path, *, task: str | None = None, limit: int | None = None
+) -> list[PromptItem]:
+    """A prompt file (``read_prompt_file``) as PromptItems with ids ``<file stem>/<index>``: a user's prompt file
+    for evaluation, or a training set tagged with its ``task`` (the first ``limit`` prompts)."""
+    pairs = read_prompt_file(path)[:limit]
     stem = Path(path).stem
-    return [PromptItem(f"{stem}/{i:05d}", i, t, m) for i, (t, m) in enumerate(pairs)]
+    return [PromptItem(f"{stem}/{i:05d}", i, t, m, task) for i, (t, m) in enumerate(pairs)]

@@ -43,6 +43,13 @@ HERE = Path(__file__).parent
 SCHEMA = HERE / "schema.sql"
 MIGRATIONS = HERE / "migrations"
 DEFAULT_STORE = Path("results") / "flow-opd.duckdb"
+
+
+def default_store() -> Path:
+    """The store every command uses when none is named: ``$FLOW_OPD_STORE``, else ``results/flow-opd.duckdb``."""
+    return Path(os.environ.get("FLOW_OPD_STORE", str(DEFAULT_STORE)))
+
+
 _MAGIC = b"DUCK"  # DuckDB's file header carries this at byte 8
 
 

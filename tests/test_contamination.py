@@ -23,7 +23,7 @@ import torch
 from typer.testing import CliRunner
 
 from flow_opd.cli import app
-from harness.evaluate import evaluate
+from harness.evaluation import evaluate
 from harness.protocol import EvalProtocol
 from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK, benchmark_tables, render
 from results.store import Store, contamination

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from trainer.data import load_datasets, load_prompt_file, partition_cycle, plan_epoch, shard
+from harness.benchmarks import load_prompt_file
+from trainer.config import ConfigError
+from trainer.data import load_datasets, partition_cycle, plan_epoch, shard
 
 
 def test_txt_and_jsonl_prompt_files(tmp_path):
@@ -17,26 +19,26 @@ def test_txt_and_jsonl_prompt_files(tmp_path):
         "prompt": "a photo of two cats",
     }
     (tmp_path / "b.jsonl").write_text(json.dumps(rec) + "\n")
-    txt = load_prompt_file(tmp_path / "a.txt", "ocr")
-    assert [(i.prompt, i.task, i.index) for i in txt] == [
-        ("first prompt", "ocr", 0),
-        ("second prompt", "ocr", 2),
+    txt = load_prompt_file(tmp_path / "a.txt", task="ocr")
+    assert [(i.prompt, i.task, i.index, i.id) for i in txt] == [
+        ("first prompt", "ocr", 0, "a/00000"),
+        ("second prompt", "ocr", 1, "a/00001"),  # blank lines are skipped, not counted
     ]
-    (item,) = load_prompt_file(tmp_path / "b.jsonl", "geneval")
+    (item,) = load_prompt_file(tmp_path / "b.jsonl", task="geneval")
     assert item.prompt == "a photo of two cats" and item.meta["tag"] == "counting"
 
 
 def test_bad_prompt_files_are_clear(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "no prompt field"}\n')
     with pytest.raises(
-        ValueError, match="bad.jsonl:1: a JSONL prompt record needs a string 'prompt'"
+        ConfigError, match='datasets.x: .*bad.jsonl:1: every line needs a non-empty "prompt"'
     ):
-        load_prompt_file(tmp_path / "bad.jsonl", "x")
+        load_datasets({"x": str(tmp_path / "bad.jsonl")})
     (tmp_path / "empty.txt").write_text("\n\n")
-    with pytest.raises(ValueError, match="holds no prompts"):
-        load_prompt_file(tmp_path / "empty.txt", "x")
-    with pytest.raises(FileNotFoundError, match="harness/prompts"):
-        load_prompt_file(tmp_path / "missing.txt", "x")
+    with pytest.raises(ConfigError, match="holds no prompts"):
+        load_datasets({"x": str(tmp_path / "empty.txt")})
+    with pytest.raises(ConfigError, match="datasets.x: .*shipped sets are under harness/prompts"):
+        load_datasets({"x": str(tmp_path / "missing.txt")})
 
 
 def test_shipped_prompt_sets_resolve_from_anywhere(tmp_path, monkeypatch):
@@ -63,9 +65,9 @@ def _pools():
 
 
 def _item(prompt, task, i):
-    from trainer.data import PromptItem
+    from harness.benchmarks import PromptItem
 
-    return PromptItem(prompt, task, i)
+    return PromptItem(f"{task}/{i}", i, prompt, task=task)
 
 
 def test_epoch_plan_is_grouped_deterministic_and_seeded_per_image():

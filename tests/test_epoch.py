@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.data import PromptItem
+from harness.benchmarks import PromptItem
 from trainer.epoch import regroup
 
 
@@ -33,7 +33,7 @@ def _epoch(advantages: list[float], batch_size: int):
             noise_level=0.7,
             cfg=4.5,
         )
-        items = [PromptItem(f"p{i}", "t", i) for i in ids]
+        items = [PromptItem(f"p{i}", i, f"p{i}", task="t") for i in ids]
         batches.append(Batch(ro, items, torch.zeros(n), torch.tensor([advantages[i] for i in ids])))
     run = SimpleNamespace(rcfg=SimpleNamespace(seed=3), epoch=5, rank=0)
     return run, batches

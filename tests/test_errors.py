@@ -287,12 +287,12 @@ def test_the_recipes_excepthook_prints_the_family_as_one_line(
 def test_a_bug_in_eval_is_not_reported_as_a_user_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bug: Exception
 ) -> None:
-    import harness.evaluate
+    import harness.evaluation
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise bug
 
-    monkeypatch.setattr(harness.evaluate, "evaluate", broken)
+    monkeypatch.setattr(harness.evaluation, "evaluate", broken)
     res = runner.invoke(app, ["eval", "--model", "mini", "-b", "mini_geneval",
                               "--store", str(tmp_path / "s.duckdb")])  # fmt: skip
     assert res.exit_code == 1 and res.exception is bug  # propagated, not turned into exit 2

@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 import harness
-from harness.evaluate import ScorerOutputError, evaluate, make_batches, plan_benchmarks
+from harness.evaluation import evaluate
+from harness.plan import make_batches, plan_benchmarks
 from harness.protocol import EvalProtocol, scorer_input
+from harness.worker import ScorerOutputError
 from results.store import Store
 from scorers.base import Scores
 from tests.fakes import FakeScorer, pixel_value, register
@@ -197,7 +199,7 @@ def test_plans_and_batches() -> None:
         ("pickscore", ("pickscore",), 1, None),
     ]
     assert all(len(p.items) == 2 for p in plans) and plans[0].total_prompts == 553
-    from harness.evaluate import Job
+    from harness.plan import Job
 
     item = plans[0].items[0]
     jobs = [Job("a", item, j, j, ("x",)) for j in range(5)] + [

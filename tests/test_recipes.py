@@ -307,11 +307,13 @@ def test_merge_into_the_base_equals_the_merged_lora(tiny_home, tmp_path):
 
 def _training_prompts() -> list[str]:
     """Two prompts of each task the OPD tests train on (the student is only asked to match on those tasks)."""
-    from trainer.data import load_prompt_file
+    from harness.benchmarks import load_prompt_file
 
     files = ("geneval_train/train_metadata.jsonl", "ocr_train/train.txt")
     return [
-        it.prompt for f in files for it in load_prompt_file(f"harness/prompts/{f}", "x", limit=2)
+        it.prompt
+        for f in files
+        for it in load_prompt_file(ROOT / "harness" / "prompts" / f, limit=2)
     ]
 
 

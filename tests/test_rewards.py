@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from flowmodels.images import to_pil
+from harness.benchmarks import PromptItem
 from scorers.base import Requirements, Scores
-from trainer.data import PromptItem
 from trainer.rewards import Rewards, score
 
 
@@ -34,7 +34,7 @@ class _TwoScales:
 
 def test_rewards_are_each_tasks_weighted_sum():
     a, b = _Const("a", 1.0), _Const("b", 10.0)
-    items = [PromptItem("g", "geneval", 0), PromptItem("o", "ocr", 0)]
+    items = [PromptItem("g", 0, "g", task="geneval"), PromptItem("o", 0, "o", task="ocr")]
     weights = {"geneval": {"a": 1.0}, "ocr": {"a": 0.5, "b": 2.0}}
     img = Image.new("RGB", (4, 4))
     got = score({"a": a, "b": b}, weights.__getitem__, [img, img], items)
@@ -45,7 +45,7 @@ def test_rewards_are_each_tasks_weighted_sum():
 
 
 def test_a_scorer_named_in_use_values_is_read_on_its_value():
-    items = [PromptItem("x", "geneval", 0), PromptItem("y", "geneval", 1)]
+    items = [PromptItem("x", 0, "x", task="geneval"), PromptItem("y", 1, "y", task="geneval")]
     img = Image.new("RGB", (4, 4))
     weights = {"geneval": {"two": 2.0, "a": 1.0}}
     scorers = {"two": _TwoScales(), "a": _Const("a", 0.25)}
@@ -92,7 +92,9 @@ def test_grpo_reward_matrix_lines_up_each_scorer_and_its_task_weight():
         ],
     )
     a, b, q = _Const("a", 1.0), _Const("b", 0.5), _Const("q", 0.8)
-    items = [PromptItem("g", "geneval", 0)] * 2 + [PromptItem("o", "ocr", 0)] * 2
+    items = [PromptItem("g", 0, "g", task="geneval")] * 2 + [
+        PromptItem("o", 0, "o", task="ocr")
+    ] * 2
     img = Image.new("RGB", (4, 4))
     got = score({"a": a, "b": b, "q": q}, cfg.weights_for, [img] * 4, items)
     names = sorted(cfg.scorer_names())

@@ -13,31 +13,20 @@ rewards. GRPO-Mix alternates whole epochs between task partitions (GenEval : OCR
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from flowbase.errors import InputError, MissingError
+from harness.benchmarks import PromptItem, load_prompt_file
 from harness.splits import Overlap
 from trainer.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    """One prompt, its task tag, its line number in its file, and its metadata (GenEval records)."""
-
-    prompt: str
-    task: str
-    index: int
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def resolve_prompt_path(path: str | Path) -> Path:
@@ -61,34 +50,6 @@ def resolve_prompt_path(path: str | Path) -> Path:
     )
 
 
-def load_prompt_file(path: str | Path, task: str, limit: int | None = None) -> list[PromptItem]:
-    """Read a ``.txt`` (one prompt per line) or ``.jsonl`` (records with a ``prompt`` field) prompt file."""
-    p = resolve_prompt_path(path)
-    items: list[PromptItem] = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f):
-            text = line.strip()
-            if not text:
-                continue
-            if p.suffix == ".jsonl":
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{p}:{lineno + 1}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                    raise InputError(
-                        f"{p}:{lineno + 1}: a JSONL prompt record needs a string 'prompt' field"
-                    )
-                items.append(PromptItem(record["prompt"], task, lineno, record))
-            else:
-                items.append(PromptItem(text, task, lineno))
-            if limit is not None and len(items) >= limit:
-                break
-    if not items:
-        raise InputError(f"prompt file {p} holds no prompts")
-    return items
-
-
 def load_datasets(
     datasets: dict[str, str], limit: int | None = None
 ) -> dict[str, list[PromptItem]]:
@@ -98,7 +59,7 @@ def load_datasets(
     pools = {}
     for task, path in datasets.items():
         try:
-            pools[task] = load_prompt_file(path, task, limit)
+            pools[task] = load_prompt_file(resolve_prompt_path(path), task=task, limit=limit)
         except (OSError, ValueError) as e:  # a missing or malformed file is the user's to fix
             raise ConfigError(f"datasets.{task}: {e}") from None
     return pools

@@ -13,8 +13,9 @@ from torch import Tensor
 
 from flowmodels.backend import FlowModel
 from flowmodels.sampling import Rollout, rollout
+from harness.benchmarks import PromptItem
 from trainer.config import ConfigError, SampleConfig
-from trainer.data import PromptItem, plan_epoch, shard
+from trainer.data import plan_epoch, shard
 
 if TYPE_CHECKING:
     from trainer.runs import Run

@@ -15,7 +15,7 @@ import numpy as np
 from flowmodels import adapters
 from flowmodels.backend import FlowModel
 from harness import benchmarks
-from harness.evaluate import evaluate
+from harness.evaluation import evaluate
 from harness.protocol import EvalProtocol
 from results.store import Store
 from trainer.config import ConfigError, RunConfig

@@ -28,6 +28,7 @@ import torch
 from flowmodels.adapters import LoraSpec, disabled
 from flowmodels.images import to_pil
 from flowmodels.sampling import recompute_step
+from harness.benchmarks import PromptItem
 from trainer import (
     checkpoints,
     epoch,
@@ -41,7 +42,7 @@ from trainer import (
     student,
 )
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig, SampleConfig
-from trainer.data import PromptItem, audit_split, load_datasets
+from trainer.data import audit_split, load_datasets
 from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,

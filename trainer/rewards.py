@@ -12,9 +12,9 @@ from PIL import Image
 from torch import Tensor
 
 import scorers
+from harness.benchmarks import PromptItem
 from scorers.remote import RemoteScorer
 from trainer.config import ConfigError
-from trainer.data import PromptItem
 
 
 class TaskRewards:

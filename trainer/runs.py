@@ -17,7 +17,7 @@ import torch
 
 from flowbase.code import git_sha
 from flowmodels import adapters
-from harness.evaluate import shutdown_distributed
+from harness.dist import shutdown_distributed
 from trainer import config
 from trainer.checkpoints import find_checkpoint
 from trainer.config import ConfigError, RunConfig

@@ -22,9 +22,10 @@ import torch
 from flowmodels.adapters import LoraSpec, using
 from flowmodels.backend import Conditioning
 from flowmodels.sampling import rollout
+from harness.benchmarks import PromptItem
 from trainer import checkpoints, evalhook, folders, metrics, optim, rehearse, runs, student
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig
-from trainer.data import PromptItem, audit_split, load_datasets
+from trainer.data import audit_split, load_datasets
 from trainer.objectives import flow_matching_loss, noisy_latents, train_sigmas
 
 log = logging.getLogger(__name__)

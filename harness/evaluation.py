@@ -1,0 +1,398 @@
+"""``evaluate``: a model -> benchmark images -> scores -> rows in the results store, resumable and shardable.
+
+The one function behind ``harness eval`` and the trainer's in-loop evaluation (a recipe passes its loaded
+``FlowModel``, its run id and the step). The pipeline, per batch of images:
+
+1. **plan** (rank 0): for each benchmark, the (prompt, image) pairs and the scorers the store does not hold yet
+   for this run and step; a sample that exists but lacks a scorer is re-scored from its stored PNG;
+2. **generate**: ``rollout`` with the protocol's ODE settings, image ``j`` of prompt ``i`` seeded
+   ``seed + i*K + j``; each image is written to the store's images folder under its sha256;
+3. **score**: every scorer reads the stored PNG through the protocol's image encoding;
+4. **store** (rank 0): the batch's samples and scores in one transaction.
+
+Killed at any point and started again, it redoes only batches whose transaction never committed (existing keys
+are never written twice). With several processes (``accelerate launch`` or ``torchrun``), the planned batches are
+dealt round-robin to the ranks; batches are formed before they are dealt, so every image is made in the same batch
+as in a one-process run and the rows are the same. Rank 0 alone opens the store; the images folder must be on a
+filesystem every rank can see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import platform
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from flowbase.code import git_dirty, git_sha
+from flowbase.errors import InputError, UserError
+from flowmodels.models import resolve_device, resolve_dtype, resolve_model_dir
+from harness.dist import broadcast, current, gather
+from harness.plan import (
+    Job,
+    check_scorer_names,
+    make_batches,
+    plan_benchmarks,
+    plan_jobs,
+    scorer_class_version,
+)
+from harness.protocol import PROTOCOL_VERSION, EvalProtocol
+from harness.session import Session
+from harness.splits import recorded_contamination
+from harness.worker import Worker
+from results.store import RunRecord, Store, StoreError, default_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """What one ``evaluate`` call did."""
+
+    run_id: str
+    step: int
+    store: str
+    benchmarks: list[str]
+    world_size: int
+    images_generated: int = 0
+    images_rescored: int = 0
+    scores_added: int = 0
+    images_skipped: int = 0
+    timings: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds: generate, score, store, total
+
+
+def default_run_id(model: str, lora: str | None, protocol: EvalProtocol) -> str:
+    """A readable, stable run id: ``<model>[-<lora>]-<hash>``; the same command resumes the same run."""
+
+    def slug(s: str) -> str:
+        tail = Path(s.rstrip("/")).name or s
+        return re.sub(r"[^a-z0-9]+", "-", tail.lower()).strip("-")[:40] or "model"
+
+    key = f"{model}|{lora or ''}|{protocol.fingerprint()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:6]
+    return "-".join([slug(model), *([slug(lora)] if lora else []), digest])
+
+
+def provenance(
+    *,
+    world_size: int,
+    device: str,
+    dtype: str,
+    protocol: EvalProtocol,
+    scorer_versions: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Where a run's numbers came from: code (git sha), packages, machine, world size, seeds, scorer versions."""
+    from importlib import metadata
+
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {
+            p: version(p)
+            for p in (
+                "flow-opd",
+                "torch",
+                "diffusers",
+                "transformers",
+                "peft",
+                "accelerate",
+                "duckdb",
+            )
+        },
+        "scorer_versions": dict(scorer_versions),
+        "world_size": world_size,
+        "device": device,
+        "dtype": dtype,
+        "seeds": {
+            "seed": protocol.seed,
+            "rule": "seed + prompt_index * images_per_prompt + image_index",
+        },
+    }
+
+
+def source_contamination(*sources: str | Path | None) -> list[str]:
+    """Why the weights behind ``sources`` (the model as given, the folder it resolved to, the LoRA) count as
+    trained on evaluation prompts, as their run manifests say (``harness.splits.recorded_contamination``: a run
+    folder, its ``lora/`` or ``merged/``); each reason once, in order. [] for hub ids and folders without one."""
+
+    reasons: list[str] = []
+    for source in sources:
+        if source is None or not Path(source).exists():
+            continue
+        reasons += [r for r in recorded_contamination(source) if r not in reasons]
+    return reasons
+
+
+def _check_run(
+    run: RunRecord, model: str, lora: str | None, want: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Compare a stored run with this call; returns the merged protocol if benchmarks or scorers were added."""
+    run_id = run.run_id
+    if (run.model, run.lora) != (model, lora):
+        raise InputError(
+            f"run {run_id!r} was made with model {run.model!r} lora {run.lora!r}, not {model!r} lora {lora!r}; "
+            "pass another --run"
+        )
+    have = run.protocol
+    diff = {
+        k: (have["generation"].get(k), v)
+        for k, v in want["generation"].items()
+        if have["generation"].get(k) != v
+    }
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise InputError(f"run {run_id!r} used another protocol ({shown}); pass another --run")
+    merged = {**have, "benchmarks": dict(have.get("benchmarks", {}))}
+    changed = False
+    for name, spec in want["benchmarks"].items():
+        old = merged["benchmarks"].get(name)
+        if old is None:
+            merged["benchmarks"][name] = spec
+            changed = True
+            continue
+        for k in ("version", "images_per_prompt", "group_by"):
+            if old.get(k) != spec[k]:
+                raise InputError(
+                    f"run {run_id!r} holds {name} with {k}={old.get(k)!r}, this call has {spec[k]!r}; "
+                    "pass another --run"
+                )
+        extra = [s for s in spec["scorers"] if s not in old["scorers"]]
+        if extra:
+            merged["benchmarks"][name] = {**old, "scorers": [*old["scorers"], *extra]}
+            changed = True
+    return merged if changed else None
+
+
+def evaluate(
+    model: Any,
+    benchmarks: Sequence[str] | str = ("main",),
+    *,
+    store: Store | str | Path | None = None,
+    protocol: EvalProtocol | None = None,
+    run_id: str | None = None,
+    step: int = 0,
+    lora: str | None = None,
+    prompts: str | Path | None = None,
+    scorers: Sequence[str] | None = None,
+    scorer_objects: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: bool = True,
+    contaminated: Sequence[str] | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` (a hub id, a local folder or a loaded ``FlowModel``) on benchmarks into the store.
+
+    Completes only what the store lacks for ``run_id`` at ``step``. A loaded model needs ``run_id`` (its weights
+    are not those of ``model.model_id``). ``scorer_objects`` lends already-loaded scorers by name (the trainer's
+    reward models). Returns counts and timings; read the tables from the store (``harness.tables``).
+
+    ``contaminated``: why the model counts as trained on evaluation prompts (one line per reason, [] = clean),
+    stored as ``provenance["contaminated"]`` so every table marks the run. None (the default) reads it from the
+    run manifests of the model and LoRA folders (``source_contamination``); the trainer passes its own run's.
+    A resumed run keeps the reasons it has and adds new ones: a verdict is never dropped by a later session.
+    """
+    t_start = time.perf_counter()
+    protocol = protocol or EvalProtocol()
+    names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
+    lent = dict(scorer_objects or {})
+    plans = plan_benchmarks(
+        names,
+        prompts=prompts,
+        scorers=scorers,
+        images_per_prompt=protocol.images_per_prompt,
+        limit=limit,
+    )
+    all_scorers = sorted({s for p in plans for s in p.scorers})
+    check_scorer_names(all_scorers, extra=list(lent))
+    model_dir = None
+    if isinstance(model, (str, Path)):
+        model = str(model)
+        model_id = model
+        run_id = run_id or default_run_id(model, lora, protocol)
+
+        # a missing model fails here, before the store is touched
+        model_dir = str(resolve_model_dir(model))
+    else:
+        model_id = str(getattr(model, "model_id", type(model).__name__))
+        if run_id is None:
+            raise ValueError(
+                "evaluating a loaded model needs run_id (and step): its weights are not on disk"
+            )
+    if step < 0:
+        raise InputError(f"step must be >= 0, got {step}")
+    if contaminated is None:
+        contaminated = source_contamination(model_id, model_dir, lora)
+    elif isinstance(contaminated, str):
+        raise TypeError("contaminated must be a list of reasons, not one string")
+    dist = current()
+    if device == "auto" and dist.device is not None:
+        device = dist.device
+    if (
+        model_dir is not None
+    ):  # a device or dtype this machine lacks fails here, before the store is touched
+        resolve_dtype(dtype, resolve_device(device))
+    session = Session(
+        model=model,
+        model_id=model_id,
+        model_dir=model_dir,
+        lora=lora,
+        run_id=run_id,
+        step=step,
+        protocol=protocol,
+        plans={p.name: p for p in plans},
+        versions={
+            s: (str(lent[s].version) if s in lent else scorer_class_version(s)) for s in all_scorers
+        },
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        dist=dist,
+        contaminated=[str(r) for r in contaminated],
+        lent=lent,
+    )
+    # Rank 0 alone opens the store, plans the work and tells the others (or tells them why it failed).
+    payload: dict[str, Any] = {}
+    st: Store | None = None
+    failure: Exception | None = None
+    if dist.rank == 0:
+        try:
+            st = store if isinstance(store, Store) else Store(store or default_store())
+            payload = _prepare(st, session)
+            payload["batches"] = make_batches(payload.pop("jobs"), batch_size)
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank below
+            failure = e
+            # strings: any exception, picklable; a user's error stays one line on every rank
+            payload = {"error": f"{type(e).__name__}: {e}", "user_error": isinstance(e, UserError)}
+    payload = broadcast(payload, dist)
+    if "error" in payload:
+        if failure is not None:
+            raise failure
+        kind = UserError if payload.get("user_error") else RuntimeError
+        raise kind(f"rank 0 could not start the evaluation: {payload['error']}")
+
+    batches: list[list[Job]] = payload["batches"]
+    result = EvalResult(run_id, step, payload["store"], [p.name for p in plans], dist.world)
+    result.images_skipped = payload["complete"]
+    worker = Worker(session, Path(payload["images_dir"]))
+    total = {"generate": 0.0, "encode": 0.0, "score": 0.0, "store": 0.0}
+    n_images = sum(len(b) for b in batches)
+    bar = None
+    if progress and dist.rank == 0 and n_images:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_images, desc=f"eval {run_id}", unit="img")
+    rounds = math.ceil(len(batches) / dist.world)
+    for r in range(rounds):
+        mine = r * dist.world + dist.rank
+        out = worker.run(batches[mine]) if mine < len(batches) else ([], [], {})
+        parts = gather(out, dist)
+        if dist.rank != 0:
+            continue
+        samples = [s for part in parts for s in part[0]]
+        scores = [c for part in parts for c in part[1]]
+        t0 = time.perf_counter()
+        assert st is not None
+        st.add_samples(samples, scores)
+        total["store"] += time.perf_counter() - t0
+        for part in parts:
+            for k, v in part[2].items():
+                total[k] += v
+        this_round = batches[r * dist.world : (r + 1) * dist.world]
+        done = sum(len(b) for b in this_round)
+        result.images_generated += sum(len(b) for b in this_round if b[0].image is None)
+        result.images_rescored += sum(len(b) for b in this_round if b[0].image is not None)
+        result.scores_added += len(scores)
+        if bar is not None:
+            bar.update(done)
+    if bar is not None:
+        bar.close()
+    total["total"] = time.perf_counter() - t_start
+    result.timings = total
+    log.info(
+        "run %s step %d: %d images generated, %d scores added, %d images already complete",
+        run_id,
+        step,
+        result.images_generated,
+        result.scores_added,
+        result.images_skipped,
+    )
+    return result
+
+
+def _prepare(st: Store, session: Session) -> dict[str, Any]:
+    """Record (or check) the run and its contamination verdict, then plan the missing jobs (rank 0)."""
+    run_id, protocol, plans = session.run_id, session.protocol, list(session.plans.values())
+    device, dtype = session.device, session.dtype
+    if st.images_dir is None:
+        raise StoreError("the store needs an images folder (Store(..., images_dir=...))")
+    want = {
+        "version": PROTOCOL_VERSION,
+        "generation": protocol.to_dict(),
+        "benchmarks": {p.name: p.spec() for p in plans},
+    }
+    if not isinstance(session.model, str):  # a loaded model knows where it runs
+        device, dtype = str(session.model.device), str(session.model.dtype)
+    prov = provenance(
+        world_size=session.dist.world,
+        device=device,
+        dtype=dtype,
+        protocol=protocol,
+        scorer_versions=session.versions,
+    )
+    existing = st.get_run(run_id)
+    if existing is None:
+        st.add_run(
+            RunRecord(
+                run_id,
+                session.model_id,
+                session.lora,
+                want,
+                {**prov, "contaminated": session.contaminated, "sessions": [_session_record(prov)]},
+                PROTOCOL_VERSION,
+            )
+        )
+    else:
+        merged = _check_run(existing, session.model_id, session.lora, want)
+        if merged is not None:
+            st.update_run_protocol(run_id, merged)
+        sessions = [*existing.provenance.get("sessions", []), _session_record(prov)]
+        kept = existing.contamination
+        reasons = kept + [r for r in session.contaminated if r not in kept]
+        st.update_run_provenance(
+            run_id, {**existing.provenance, "contaminated": reasons, "sessions": sessions}
+        )
+    jobs, complete = plan_jobs(st, run_id, session.step, plans, protocol, session.versions)
+    return {
+        "jobs": jobs,
+        "complete": complete,
+        "images_dir": str(st.images_dir),
+        "store": str(st.path),
+    }
+
+
+def _session_record(prov: Mapping[str, Any]) -> dict[str, Any]:
+    """What each session of a run (a start or a resume) records: when, which code, where."""
+    keys = ("started_at", "git_sha", "git_dirty", "world_size", "device", "dtype", "argv")
+    return {k: prov[k] for k in keys}
