@@ -1,9 +1,10 @@
 """The ``harness`` command line: thin commands that parse arguments and call one library function each.
 
-Imports are lazy (inside the commands), so ``harness --help`` does not import torch. Errors a user can fix (the
-``flowbase.errors.UserError`` family: bad input, missing weights or files, bad config, a missing extra) are printed
-as one line on stderr with exit code 2, never as a stack trace; any other exception is a bug and keeps its
-traceback.
+Imports of modules that pull in a heavy library (torch, duckdb, PIL, fastapi) are lazy, inside the commands, each
+marked ``# deferred: <library>``, so ``harness --help`` stays fast and does not import torch; light first-party
+modules are imported at the top. Errors a user can fix (the ``flowbase.errors.UserError`` family: bad input,
+missing weights or files, bad config, a missing extra) are printed as one line on stderr with exit code 2, never
+as a stack trace; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from flowbase.errors import MissingExtraError, UserError, one_line
+from harness.benchmarks import sampling_settings
+from harness.dist import shutdown_distributed
+from harness.logs import quiet_third_party
+from harness.protocol import EvalProtocol
 
 app = typer.Typer(
     name="harness",
@@ -46,8 +51,6 @@ def friendly_errors() -> Iterator[None]:
 
 def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a library function with friendly errors and quiet third-party logging."""
-    from harness.logs import quiet_third_party
-
     quiet_third_party()
     with friendly_errors():
         return fn(*args, **kwargs)
@@ -100,11 +103,13 @@ def generate(
 
     Re-running the same command resumes: images already in the manifest are not generated again.
     """
-    from harness.generate import GenerateSettings, generate_images, load_prompt_items
+    from harness.generate import (  # deferred: torch
+        GenerateSettings,
+        generate_images,
+        load_prompt_items,
+    )
 
     def go() -> None:
-        from harness.benchmarks import sampling_settings
-
         items = load_prompt_items(prompts=prompts, benchmark=benchmark, limit=limit)
         sizes = sampling_settings([benchmark] if benchmark else [], steps=steps, size=size)
         settings = GenerateSettings(
@@ -141,7 +146,7 @@ def tiny_model(
     """Build the offline tiny SD3 model (random weights, for plumbing tests) and print its folder."""
 
     def go() -> None:
-        from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
+        from flowmodels.tiny import default_tiny_dir, save_tiny_sd3  # deferred: torch
 
         typer.echo(str(save_tiny_sd3(out or default_tiny_dir(), seed, with_t5=t5)))
 
@@ -157,7 +162,7 @@ def ls_scorers(
     """Registered scorers: name, version, weights here or not, pip extra, and what they run on."""
     # run_light, not run(): run's quiet_third_party() imports torch, and listing must stay light (it only reads
     # scorer classes)
-    from scorers.catalog import scorer_infos
+    from scorers.catalog import scorer_infos  # deferred: PIL
 
     infos = run_light(lambda: scorer_infos(check_local=check))
     header = ("scorer", "version", "weights", "extra", "runs on")
@@ -205,7 +210,7 @@ def score(
     """Score images with one scorer; print and save per-image values and rewards."""
 
     def go() -> None:
-        from harness.score import score_folder
+        from harness.score import score_folder  # deferred: PIL, numpy
 
         report = score_folder(scorer, images, prompts, manifest, out, batch_size, url, option)
         typer.echo(f"{'value':>10}  {'reward':>8}  image")
@@ -238,7 +243,7 @@ def run_light(fn: Callable[[], Any]) -> Any:
 
 
 def _store_path(store: Path | None) -> Path:
-    from results.store import default_store
+    from results.store import default_store  # deferred: duckdb
 
     return store or default_store()
 
@@ -322,11 +327,9 @@ def eval_(
     """
 
     def go() -> None:
-        from harness.benchmarks import sampling_settings
-        from harness.evaluation import evaluate
-        from harness.protocol import EvalProtocol
-        from harness.tables import benchmark_tables, check_format, render
-        from results.store import Store
+        from harness.evaluation import evaluate  # deferred: torch
+        from harness.tables import benchmark_tables, check_format, render  # deferred: duckdb
+        from results.store import Store  # deferred: duckdb
 
         check_format(fmt)  # before generating anything: a typo in --format fails at once
         names = _split(benchmark) or ([] if prompts else ["main"])
@@ -360,8 +363,6 @@ def eval_(
         )
         import os
 
-        from harness.dist import shutdown_distributed
-
         shutdown_distributed()  # every rank has written its rows; rank 0 prints
         if int(os.environ.get("RANK", "0")) != 0:
             return
@@ -384,7 +385,7 @@ def fetch(
     """Download scorers' weights into the Hugging Face cache (needs the hub)."""
 
     def go() -> None:
-        from scorers.fetch import fetch as fetch_weights
+        from scorers.fetch import fetch as fetch_weights  # deferred: PIL
 
         done = fetch_weights(names)
         for item in done:
@@ -398,8 +399,8 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
     """List the runs in the store: model, benchmarks, images, score rows, git sha."""
 
     def go() -> None:
-        from harness.tables import Table, check_format, marked, render
-        from results.store import Store
+        from harness.tables import Table, check_format, marked, render  # deferred: duckdb
+        from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
         rows = Store(_store_path(store), read_only=True).runs()
@@ -460,8 +461,8 @@ def leaderboard(
     """Every run's last step, best first: the main table and the per-benchmark tables."""
 
     def go() -> None:
-        from harness.tables import benchmark_tables, check_format, render
-        from results.store import Store
+        from harness.tables import benchmark_tables, check_format, render  # deferred: duckdb
+        from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
         tables = benchmark_tables(Store(_store_path(store), read_only=True), benchmark)
@@ -485,9 +486,9 @@ def compare(
     """Per-metric A - B with 95% paired bootstrap intervals over prompts."""
 
     def go() -> None:
-        from harness.compare import compare_runs, deltas_table
-        from harness.tables import check_format, render
-        from results.store import Store
+        from harness.compare import compare_runs, deltas_table  # deferred: duckdb, numpy
+        from harness.tables import check_format, render  # deferred: duckdb
+        from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
         st = Store(_store_path(store), read_only=True)
@@ -515,8 +516,8 @@ def report(
     """Write a static HTML page: the run's tables, protocol, provenance and an image grid per prompt."""
 
     def go() -> None:
-        from harness.report import write_report
-        from results.store import Store
+        from harness.report import write_report  # deferred: duckdb
+        from results.store import Store  # deferred: duckdb
 
         st = Store(_store_path(store), read_only=True)
         typer.echo(str(write_report(st, run_id, out, inline=inline, max_prompts=max_prompts)))
@@ -565,8 +566,8 @@ def serve(
 
     def go() -> None:
         try:
-            from service.app import serve as serve_app
-            from service.settings import load_settings
+            from service.app import serve as serve_app  # deferred: fastapi
+            from service.settings import load_settings  # deferred: pydantic, duckdb
         except ModuleNotFoundError as e:
             if (e.name or "").split(".")[0] not in _SERVE_EXTRA:
                 raise

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from flowbase.errors import InputError
 from flowmodels.backend import Conditioning, guided_velocity
+from mini_world import world
 
 MINI_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out")
 PIPELINE_CLASS = "MiniFlowPipeline"
@@ -31,8 +32,6 @@ PIPELINE_CLASS = "MiniFlowPipeline"
 
 def default_vocab() -> list[str]:
     """Every word and glyph the mini world's prompts use, after the specials."""
-    from mini_world import world
-
     words = {"a", "an", "and", "the", "text", '"', "of", "left", "right", "above", "below"}
     words |= set(world.SHAPES) | {s + "s" for s in world.SHAPES} | set(world.COLORS)
     words |= set(world.NUMBERS.values())

@@ -13,7 +13,7 @@ __all__ = ["evaluate"]
 
 def __getattr__(name: str) -> Any:
     if name == "evaluate":
-        from harness.evaluation import evaluate
+        from harness.evaluation import evaluate  # deferred: torch (import harness stays light)
 
         return evaluate
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flowbase.errors import InputError, MissingError, UnknownNameError
+from harness.protocol import EvalProtocol
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
@@ -222,8 +223,6 @@ def sampling_settings(
     """Steps, height, width and eval batch size for ``names``: an option the user gave wins, then what the
     benchmarks' protocol asks for (the mini world: 10 steps, 32 px, batches of 64), then the paper's protocol
     (``EvalProtocol``'s defaults: 40 steps, 512 px) with batches of 8."""
-    from harness.protocol import EvalProtocol
-
     wants = protocol_defaults(names)
     paper = EvalProtocol()
     return {

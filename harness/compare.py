@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flowbase.errors import InputError, UnknownNameError
+from harness.tables import Table, marked
 from results.store import Store
 
 MAIN = (
@@ -179,8 +180,6 @@ def deltas_table(  # noqa: ANN201 - harness.tables.Table
 ):
     """The comparison as a ``Table`` (rendered like every other table). ``contaminated`` (run id -> reasons,
     ``Store.contaminated_runs``) marks a run trained on evaluation prompts in the title, with the legend."""
-    from harness.tables import Table, marked
-
     bad = {r: list(why) for r, why in (contaminated or {}).items() if r in (run_a, run_b) and why}
     t = Table(
         f"{marked(run_a, bad)} (A) vs {marked(run_b, bad)} (B): A - B with 95% paired bootstrap interval "

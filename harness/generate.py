@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from flowbase.errors import InputError
+from flowmodels.adapters import fuse, load_adapter
 from flowmodels.images import to_pil
+from flowmodels.models import load_model, resolve_device, resolve_dtype
+from flowmodels.sampling import rollout
 from harness.benchmarks import PromptItem, load_benchmark_prompts, load_prompt_file
 
 log = logging.getLogger(__name__)
@@ -159,8 +162,6 @@ def generate_images(
     """Generate every (prompt, image) pair not already in ``out``'s manifest; returns what was done."""
     out = Path(out)
     if model is None:  # a device or dtype this machine lacks fails before anything is written
-        from flowmodels.models import resolve_device, resolve_dtype
-
         resolve_dtype(settings.dtype, resolve_device(settings.device))
     _check_settings(out, settings)
     (out / "images").mkdir(exist_ok=True)
@@ -201,9 +202,6 @@ def generate_images(
 
 def load_generation_model(settings: GenerateSettings) -> Any:
     """Load the model (and LoRA) that ``settings`` names."""
-    from flowmodels.adapters import fuse, load_adapter
-    from flowmodels.models import load_model
-
     model = load_model(
         settings.model, dtype=settings.dtype, device=settings.device, t5_length=settings.t5_length
     )
@@ -224,8 +222,6 @@ def load_generation_model(settings: GenerateSettings) -> Any:
 def _generate_batch(
     model: Any, batch: list[tuple[PromptItem, int]], settings: GenerateSettings, out: Path
 ) -> list[ImageRecord]:
-    from flowmodels.sampling import rollout
-
     seeds = [settings.seed_for(item.index, j) for item, j in batch]
     ro = rollout(
         model,

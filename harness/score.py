@@ -20,7 +20,9 @@ from typing import Any
 
 from PIL import Image
 
+import scorers
 from flowbase.errors import InputError, MissingError
+from scorers.remote import RemoteScorer
 
 log = logging.getLogger(__name__)
 
@@ -233,17 +235,12 @@ def score_folder(
     options: list[str] | None = None,
 ) -> ScoreReport:
     """Score every image with one scorer (in process, or remotely when ``url`` is given) and write JSONL."""
-    from scorers import SCORERS, load
-    from scorers.catalog import scorer_class
-
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
     items = collect_items(images, prompts, manifest)
     if url:
-        from scorers.remote import RemoteScorer
-
-        if scorer not in SCORERS:
-            scorer_class(scorer)  # raises the unknown-name error with suggestions
+        if scorer not in scorers.SCORERS:
+            scorers.scorer_class(scorer)  # raises the unknown-name error with suggestions
         kwargs = parse_options(options)
         if {"url", "name"} & set(kwargs):
             raise InputError(
@@ -254,10 +251,10 @@ def score_folder(
         model: Any = RemoteScorer(url, scorer, **kwargs)
     else:
         kwargs = parse_options(options)
-        if kwargs and scorer in SCORERS:
-            module, cls = SCORERS[scorer].split(":")
+        if kwargs and scorer in scorers.SCORERS:
+            module, cls = scorers.SCORERS[scorer].split(":")
             check_options(getattr(importlib.import_module(module), cls), kwargs, f"scorer {scorer}")
-        model = load(scorer, **kwargs)
+        model = scorers.load(scorer, **kwargs)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]

@@ -1,6 +1,7 @@
 """Scorers: one file per metric, one protocol (``scorers.base``), one registry dict.
 
 ``load(name)`` imports the scorer's module only when asked, so ``harness --help`` and ``harness ls`` stay light.
+The README ``## Scorers`` table is ``scorers.catalog.table_markdown()``.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ __all__ = [
     "Scorer",
     "Scores",
     "load",
+    "scorer_class",
     "UnknownScorerError",
-    "table_markdown",
 ]
 
 
@@ -48,8 +49,8 @@ class UnknownScorerError(UnknownNameError):
     """A scorer name that is not in SCORERS."""
 
 
-def load(name: str, **kwargs: Any) -> Scorer:
-    """Instantiate the scorer registered as ``name``."""
+def scorer_class(name: str) -> Any:
+    """The class registered as ``name`` (its module imported, nothing instantiated)."""
     if name not in SCORERS:
         hint = difflib.get_close_matches(name, list(SCORERS), n=3)
         maybe = f" (did you mean {', '.join(hint)}?)" if hint else ""
@@ -57,12 +58,10 @@ def load(name: str, **kwargs: Any) -> Scorer:
             f"unknown scorer {name!r}{maybe}; known: {', '.join(sorted(SCORERS))}"
         )
     module, cls = SCORERS[name].split(":")
-    scorer: Scorer = getattr(importlib.import_module(module), cls)(**kwargs)
+    return getattr(importlib.import_module(module), cls)
+
+
+def load(name: str, **kwargs: Any) -> Scorer:
+    """Instantiate the scorer registered as ``name``."""
+    scorer: Scorer = scorer_class(name)(**kwargs)
     return scorer
-
-
-def table_markdown() -> str:
-    """The README ``## Scorers`` table, generated from the registered classes (see ``scorers.catalog``)."""
-    from scorers.catalog import table_markdown as render
-
-    return render()

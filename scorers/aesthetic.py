@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from flowmodels.models import resolve_device, resolve_dtype
 from scorers.base import Requirements, Scores
 from scorers.clip import (
     CheckpointFormatError,
@@ -100,8 +101,6 @@ class Aesthetic:
         batch_size: int = 32,
         allow_pickle: bool = False,
     ) -> None:
-        from flowmodels.models import resolve_device, resolve_dtype
-
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size

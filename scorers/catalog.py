@@ -6,8 +6,6 @@ do no heavy work at import: models and engines load in ``__init__``), so listing
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import importlib.metadata
 import re
 import sys
@@ -16,19 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from scorers import SCORERS, UnknownScorerError
-
-
-def scorer_class(name: str) -> Any:
-    """The class registered as ``name`` (its module imported, nothing instantiated)."""
-    if name not in SCORERS:
-        hint = difflib.get_close_matches(name, list(SCORERS), n=3)
-        maybe = f" (did you mean {', '.join(hint)}?)" if hint else ""
-        raise UnknownScorerError(
-            f"unknown scorer {name!r}{maybe}; known: {', '.join(sorted(SCORERS))}"
-        )
-    module, cls = SCORERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+from scorers import SCORERS, scorer_class
+from scorers.fetch import weights_status
 
 
 def summary(cls: Any) -> str:
@@ -104,8 +91,6 @@ class ScorerInfo:
 
 def scorer_infos(check_local: bool = True) -> list[ScorerInfo]:
     """Every registered scorer, sorted by name; with ``check_local`` also weights/extra presence here."""
-    from scorers.fetch import weights_status
-
     infos = []
     for name in sorted(SCORERS):
         cls = scorer_class(name)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from flowmodels.models import resolve_device, resolve_dtype
 from scorers.base import Requirements, Scores
 from scorers.clip import load_hf_clip, load_tokenizer, pair_embeds
 from scorers.hub import resolve
@@ -44,8 +45,6 @@ class CLIPScore:
         dtype: str = "float32",
         batch_size: int = 32,
     ) -> None:
-        from flowmodels.models import resolve_device, resolve_dtype
-
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size

@@ -35,6 +35,7 @@ from scorers.deqa import (
     tokenize_with_image,
 )
 from scorers.images import check_lengths, to_rgb_batch
+from scorers.remote import SCORE_PATH, ScoreServer
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ class DeQAModel:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve DeQA-Score over the RemoteScorer wire format."""
-    from scorers.remote import SCORE_PATH, ScoreServer
-
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowbase.errors import MissingError, UserError
+from scorers import scorer_class
 from scorers.base import Requirements
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,6 @@ class Fetched:
 
 def fetch(names: list[str]) -> list[Fetched]:
     """Download the weights of the named scorers (unknown names fail before any download)."""
-    from scorers.catalog import scorer_class
-
     classes = {name: scorer_class(name) for name in names}
     done: list[Fetched] = []
     for name, cls in classes.items():

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from flowbase.errors import MissingError
+from flowmodels.models import resolve_device, resolve_dtype
 from scorers.base import Requirements, Scores
 from scorers.clip import (
     image_embeds,
@@ -60,8 +61,6 @@ class HPS:
         text_heads: int = TEXT_HEADS,
         allow_pickle: bool = False,
     ) -> None:
-        from flowmodels.models import resolve_device, resolve_dtype
-
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size

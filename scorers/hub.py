@@ -10,10 +10,12 @@ and turns any failure into ``WeightsNotFoundError``: one line naming what is mis
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import scorers
 from flowbase.errors import InputError, MissingError
 
 log = logging.getLogger(__name__)
@@ -105,10 +107,6 @@ def resolve(spec_or_path: str | Path, scorer: str, arg: str = "weights") -> Path
 
 def fetch_scorer(name: str) -> list[Path]:
     """Fetch every weights spec a registered scorer declares (what ``harness fetch NAME`` should call)."""
-    import importlib
-
-    import scorers
-
     if name not in scorers.SCORERS:
         scorers.load(name)  # raises UnknownScorerError with suggestions
     module, cls = scorers.SCORERS[name].split(":")

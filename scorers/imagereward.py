@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from flowbase.errors import MissingError
+from flowmodels.models import resolve_device, resolve_dtype
 from scorers.base import Requirements, Scores
 from scorers.blip import BlipImageReward, MedConfig
 from scorers.clip import center_crop_batch, read_checkpoint
@@ -74,8 +75,6 @@ class ImageReward:
         batch_size: int = 16,
         allow_pickle: bool = False,
     ) -> None:
-        from flowmodels.models import resolve_device, resolve_dtype
-
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size

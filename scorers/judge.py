@@ -42,6 +42,7 @@ from PIL import Image
 
 from flowbase.errors import InputError, MissingError
 from scorers.base import Requirements, Scores
+from scorers.fetch import missing_weights_message
 from scorers.images import check_lengths, to_rgb_batch
 from scorers.remote import RemoteScorerError, post_json
 
@@ -250,8 +251,6 @@ class LocalQwenVL:
                 model, dtype=torch_dtype
             )
         except OSError as e:
-            from scorers.fetch import missing_weights_message
-
             raise MissingError(missing_weights_message("judge", model, e)) from None
         self.model.to(device).eval().requires_grad_(False)
         self.template = _chat_template(model, self.tokenizer)

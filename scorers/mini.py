@@ -19,15 +19,16 @@ from typing import Any
 from PIL import Image
 
 from flowbase.errors import InputError
+from mini_world import world
+from scorers import geneval_rules as rules
 from scorers.base import Requirements, Scores
 from scorers.images import check_lengths, to_rgb_batch
+from scorers.ocr import ocr_reward, target_text
 
 
 def _world_images(
     images: list[Image.Image], prompts: list[str], meta: list[dict[str, Any]] | None
 ) -> list[Any]:
-    from mini_world import world
-
     check_lengths(images, prompts, meta)
     rgb = to_rgb_batch(images)
     return [
@@ -49,9 +50,6 @@ class MiniGenEval:
         prompts: list[str],
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
-        from mini_world import world
-        from scorers import geneval_rules as rules
-
         if meta is None:
             raise InputError(
                 "mini_geneval needs per-image metadata (the prompt's include/exclude clauses)"
@@ -91,9 +89,6 @@ class MiniOCR:
         prompts: list[str],
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
-        from mini_world import world
-        from scorers.ocr import ocr_reward, target_text
-
         imgs = _world_images(images, prompts, meta)
         targets = [target_text(p) for p in prompts]
         read = [world.read_text(im) for im in imgs]
@@ -115,7 +110,5 @@ class MiniQuality:
         prompts: list[str],
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
-        from mini_world import world
-
         values = [world.quality(im) for im in _world_images(images, prompts, meta)]
         return Scores(values, list(values), None)

@@ -60,6 +60,7 @@ from typing import Any
 from PIL import Image
 
 from flowbase.errors import InputError, UserError
+from scorers import load
 from scorers.base import Requirements, Scorer, Scores
 from scorers.images import check_lengths, to_rgb_batch
 
@@ -425,8 +426,6 @@ class ScoreServer(ThreadingHTTPServer):
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m scorers.remote --scorers jpeg ocr --port 18080``: serve registered scorers (stdlib server)."""
-    from scorers import load
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--scorers", nargs="+", required=True, help="registry names to serve")
     parser.add_argument("--host", default="127.0.0.1")

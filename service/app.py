@@ -24,7 +24,9 @@ from fastapi.staticfiles import StaticFiles
 
 from flowbase.errors import InputError, UnknownNameError, UserError, one_line
 from results.store import Store, StoreError
+from scorers import load
 from scorers.base import Scorer
+from service import pages, routes
 from service.batching import Batcher
 from service.deps import ReadCache
 from service.limits import BodyLimits
@@ -40,8 +42,6 @@ VERSION = "1"
 
 def load_scorers(settings: Settings) -> dict[str, Batcher]:
     """Instantiate the settings' scorers, each behind its own batching worker."""
-    from scorers import load
-
     return batch({name: load(name) for name in settings.scorers}, settings)
 
 
@@ -62,8 +62,6 @@ def batch(scorers: Mapping[str, Scorer], settings: Settings) -> dict[str, Batche
 def serve(settings: Settings) -> None:
     """Check the settings, open the store, load the scorers, then run the app under uvicorn until stopped."""
     import uvicorn
-
-    from scorers import load
 
     settings.write_token()  # an unreadable token file fails here, in one line
     Store(settings.store, lock_timeout=settings.lock_timeout_s)  # creates or checks the store
@@ -119,8 +117,6 @@ def create_app(
         BodyLimits, max_bytes=settings.max_request_bytes, timeout=settings.body_timeout_s
     )
     _add_error_handlers(app)
-
-    from service import pages, routes
 
     app.include_router(routes.router)
     app.include_router(pages.router)

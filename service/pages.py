@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from flowbase.errors import InputError
+from harness.compare import compare_runs
 from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK
 from service import queries
 from service.deps import CacheDep, StoreDep
@@ -164,7 +165,6 @@ def compare_page(
     page: Annotated[int, Query(ge=0, le=10**6)] = 0,
 ) -> HTMLResponse:
     """Two runs side by side: per-metric A - B with bootstrap intervals, and their images per prompt."""
-    from harness.compare import compare_runs
 
     def build() -> dict[str, Any]:
         with store.session():

@@ -308,12 +308,15 @@ def test_merge_into_the_base_equals_the_merged_lora(tiny_home, tmp_path):
 def _training_prompts() -> list[str]:
     """Two prompts of each task the OPD tests train on (the student is only asked to match on those tasks)."""
     from harness.benchmarks import load_prompt_file
+    from trainer.data import (
+        resolve_prompt_path,  # builds a generated training set on first use (fresh checkout)
+    )
 
     files = ("geneval_train/train_metadata.jsonl", "ocr_train/train.txt")
     return [
         it.prompt
         for f in files
-        for it in load_prompt_file(ROOT / "harness" / "prompts" / f, limit=2)
+        for it in load_prompt_file(resolve_prompt_path(f"harness/prompts/{f}"), limit=2)
     ]
 
 

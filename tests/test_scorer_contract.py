@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scorers import SCORERS, table_markdown
+from scorers import SCORERS
+from scorers.catalog import table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from flowbase.errors import InputError
+from flowbase.errors import InputError, UserError, one_line
 from flowmodels.adapters import LoraSpec
 
 T = TypeVar("T")
@@ -525,8 +525,6 @@ def _install_user_error_hook() -> None:
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        from flowbase.errors import UserError, one_line
-
         if issubclass(kind, UserError):
             sys.stderr.write(f"error: {one_line(value)}\n")
             sys.stderr.flush()

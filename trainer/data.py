@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from flowbase.errors import InputError, MissingError
+from harness import splits, trainsets
 from harness.benchmarks import PromptItem, load_prompt_file
 from harness.splits import Overlap
 from trainer.config import ConfigError
@@ -34,8 +35,6 @@ def resolve_prompt_path(path: str | Path) -> Path:
 
     A generated training set (``harness.trainsets``: ``harness/prompts/geneval_train/train_metadata.jsonl``, ...) is
     built on first use and its checksum checked every time."""
-    from harness import trainsets
-
     p = Path(path).expanduser()
     generated = trainsets.find(p)
     if generated is not None:
@@ -207,8 +206,6 @@ def audit_split(
     ``allow_eval_prompts``. ``parents`` (``{"init": folder, "teachers.ocr": folder, ...}``, resolved adapter or run
     folders) pass on their own manifests' verdicts: a student of a contaminated teacher is contaminated too.
     """
-    from harness import splits
-
     overlaps = {
         task: splits.overlap(task, (it.prompt for it in pool)) for task, pool in pools.items()
     }

@@ -36,7 +36,6 @@ from trainer import (
     folders,
     metrics,
     optim,
-    rehearse,
     rewards,
     runs,
     student,
@@ -288,4 +287,7 @@ def main(cfg: Config) -> None:
 
 
 if __name__ == "__main__":
+    # the recipes' entry point; trainer.rehearse imports the recipes, so only the script imports it
+    from trainer import rehearse
+
     rehearse.cli(Config, main)

@@ -30,8 +30,9 @@ from torch import Tensor
 
 from flowbase.code import git_sha
 from flowbase.errors import MissingError
+from flowmodels.models import load_model
 from harness import splits
-from trainer import config, folders, rehearse, runs
+from trainer import config, folders, runs
 from trainer.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -393,8 +394,6 @@ def main(cfg: Config) -> Path:
 
 def _merge_into_base(model_name: str, deltas: dict[str, Tensor], folder: Path) -> None:
     """Add the merged deltas into the base weights and save a full diffusers folder."""
-    from flowmodels.models import load_model
-
     model = load_model(folders.resolve_model(model_name), dtype="float32", device="cpu")
     net = model.denoiser
     with torch.no_grad():
@@ -413,4 +412,7 @@ def _merge_into_base(model_name: str, deltas: dict[str, Tensor], folder: Path) -
 
 
 if __name__ == "__main__":
+    # the recipes' entry point; trainer.rehearse imports the recipes, so only the script imports it
+    from trainer import rehearse
+
     rehearse.cli(Config, main)

@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 
 from flowbase.errors import InputError, MissingError, UserError, one_line
+from harness import compare
+from results.store import Store
 from trainer.jobs import Job, run_jobs
 
 log = logging.getLogger(__name__)
@@ -242,8 +244,6 @@ def forget_evaluation(store: Path, name: str) -> None:
     the previous weights' images there)."""
     if not store.exists():
         return
-    from results.store import Store
-
     gone = Store(store).delete_run(name)
     if gone["runs"]:
         log.info("%s was trained again: dropped its earlier evaluation %s", name, gone)
@@ -251,8 +251,6 @@ def forget_evaluation(store: Path, name: str) -> None:
 
 def collect(store: Path, names: list[str]) -> dict[str, dict[str, float]]:
     """Per run: GenEval (task mean), its six tasks, OCR, quality (mean over both benchmarks' images), Avg."""
-    from results.store import Store
-
     st = Store(store, read_only=True)
     out: dict[str, dict[str, float]] = {}
     for name in names:
@@ -360,9 +358,6 @@ def resample(
     run and model shares the test prompts, so one draw uses the same prompts for all of them: the draws of a
     difference between models are paired. ``over`` names what is resampled (one of them alone splits the noise
     into its two sources); a model some store did not evaluate is left out."""
-    from harness.compare import PromptStats, bootstrap_weights, metric
-    from results.store import Store
-
     if not stores:
         raise ValueError("resample needs at least one run's store")
     unknown = set(over) - {"runs", "prompts"}
@@ -405,7 +400,7 @@ def resample(
         groups[b] = [ref[p][0] for p in prompts[b]]
     rng = np.random.default_rng(seed)
     weights = {
-        b: bootstrap_weights(g, resamples, rng)
+        b: compare.bootstrap_weights(g, resamples, rng)
         if "prompts" in over
         else np.ones((resamples, len(g)))
         for b, g in groups.items()
@@ -423,13 +418,13 @@ def resample(
         for col, parts in _SOURCES.items()
     }
 
-    def column(r: dict, col: str) -> PromptStats:
+    def column(r: dict, col: str) -> compare.PromptStats:
         """One run's prompts behind a column: a benchmark's (GenEval's grouped by task, ``metric`` then takes the
         mean of task means), or for Quality both benchmarks' side by side without groups (the pooled image mean)."""
         parts = _SOURCES[col]
         vals = [r[src][p] for src in parts for p in prompts[src[0]]]
         grp = [v[0] for v in vals] if len(parts) == 1 else [None] * len(vals)
-        return PromptStats(
+        return compare.PromptStats(
             grp,
             np.array([v[1] for v in vals], dtype=float),
             np.array([v[2] for v in vals], dtype=float),
@@ -440,8 +435,8 @@ def resample(
     for m in models:
         for col in _SOURCES:
             stats = [column(r[m], col) for r in rows]
-            per_run = np.stack([metric(st, col_w[col]) for st in stats], axis=1)  # [R, S]
-            observed = [float(metric(st)[0]) for st in stats]
+            per_run = np.stack([compare.metric(st, col_w[col]) for st in stats], axis=1)  # [R, S]
+            observed = [float(compare.metric(st)[0]) for st in stats]
             out.setdefault(m, {})[col] = (per_run * run_w).sum(1) / n_runs
             value.setdefault(m, {})[col] = sum(observed) / n_runs
     return Resampled(value, out, n_runs)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -34,14 +35,19 @@ import numpy as np
 import torch
 import yaml
 
+import scorers
 from flowbase.errors import UserError, one_line
-from flowmodels.adapters import LoraSpec
-from trainer import config, rewards, runs
+from flowmodels.adapters import LoraSpec, add_lora, save_adapter
+from flowmodels.models import load_model
+from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
+from scorers.base import Requirements, Scores
+from trainer import config, grpo, merge, opd, rewards, runs, sft
 from trainer.config import ConfigError
 from trainer.data import audit_split, load_datasets, mix_counts, partition_cycle, plan_epoch
 from trainer.epoch import epoch_layout
 from trainer.folders import TINY
 from trainer.metrics import read_metrics
+from trainer.objectives import velocity_weight
 
 CONFIGS = Path(__file__).parent / "configs"
 SIZE = 32  # the step's images: the tiny model at the preset's size would cost minutes for nothing
@@ -56,14 +62,10 @@ class StandInScorer:
     version = "stand-in"
 
     def __init__(self, name: str) -> None:
-        from scorers.base import Requirements
-
         self.name = name
         self.requires = Requirements()
 
     def __call__(self, images: list, prompts: list[str], meta: list | None = None) -> Any:
-        from scorers.base import Scores
-
         values = [
             float(np.asarray(im.convert("L"), dtype=np.float64).mean() / 255) for im in images
         ]
@@ -72,10 +74,6 @@ class StandInScorer:
 
 def needs_weights(name: str) -> bool:
     """Whether scorer ``name`` needs downloaded weights or an optional extra (so the rehearsal stands it in)."""
-    import importlib
-
-    import scorers
-
     module, cls = scorers.SCORERS[name].split(":")
     try:
         req = getattr(importlib.import_module(module), cls).requires
@@ -86,8 +84,6 @@ def needs_weights(name: str) -> bool:
 
 def rehearsal_scorer(name: str) -> Any:
     """The real scorer where it needs nothing downloaded, else a stand-in."""
-    import scorers
-
     return StandInScorer(name) if needs_weights(name) else scorers.load(name)
 
 
@@ -95,9 +91,6 @@ class StandIns:
     """The tiny model and the LoRAs that stand in for hub adapters, in one temporary folder."""
 
     def __init__(self, root: Path) -> None:
-        from flowmodels.models import load_model
-        from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
-
         self.root = root
         self.model = load_model(save_tiny_sd3(default_tiny_dir()))
         self.made: dict[str, Path] = {}  # role -> folder
@@ -107,8 +100,6 @@ class StandIns:
 
     def lora(self, role: str, spec: LoraSpec) -> Path:
         """A LoRA of ``spec``'s shape on the tiny model, with a random delta (teachers must differ from the base)."""
-        from flowmodels.adapters import add_lora, save_adapter
-
         name = f"standin{len(self.made)}"
         torch.manual_seed(len(self.made))
         add_lora(self.model.denoiser, name, spec)
@@ -124,8 +115,6 @@ class StandIns:
 
 def producing_preset(folder: str) -> tuple[Path, str, Any] | None:
     """The preset in trainer/configs whose run writes ``folder`` (e.g. runs/merge -> merge_teachers.yaml)."""
-    from trainer import grpo, merge, opd, sft
-
     want = Path(folder).as_posix().rstrip("/")
     for path in sorted(CONFIGS.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text()) or {}
@@ -167,8 +156,6 @@ def _new_stand_in(kit: StandIns, role: str, source: str, notes: list[str]) -> Pa
 
 
 def _rehearse_merge(kit: StandIns, mcfg: Any, notes: list[str]) -> Path:
-    from trainer import merge
-
     teachers = {
         name: str(stand_in_adapter(kit, f"teachers.{name}", src, notes))
         for name, src in mcfg.teachers.items()
@@ -432,8 +419,6 @@ def _loss_terms(recipe: str, cfg: Any) -> list[tuple[str, str]]:
 
 
 def _step_weights(cfg: Any, kit: StandIns) -> str:
-    from trainer.objectives import velocity_weight
-
     s = cfg.sample
     if cfg.step_weight == "uniform":
         return "1 at every step (step_weight uniform)"

@@ -23,7 +23,7 @@ from flowmodels.adapters import LoraSpec, using
 from flowmodels.backend import Conditioning
 from flowmodels.sampling import rollout
 from harness.benchmarks import PromptItem
-from trainer import checkpoints, evalhook, folders, metrics, optim, rehearse, runs, student
+from trainer import checkpoints, evalhook, folders, metrics, optim, runs, student
 from trainer.config import ConfigError, DataConfig, OptimConfig, RunConfig
 from trainer.data import audit_split, load_datasets
 from trainer.objectives import flow_matching_loss, noisy_latents, train_sigmas
@@ -202,4 +202,7 @@ def _teacher_samples(
 
 
 if __name__ == "__main__":
+    # the recipes' entry point; trainer.rehearse imports the recipes, so only the script imports it
+    from trainer import rehearse
+
     rehearse.cli(Config, main)
