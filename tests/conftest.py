@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,19 @@ def tiny_model(tiny_sd3_dir: Path):  # noqa: ANN201
     from flowmodels.models import load_model
 
     return load_model(str(tiny_sd3_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory) -> Iterator[Path]:
+    """FLOW_OPD_HOME in a temp folder, with the tiny SD3 built once (what `model: tiny` resolves to)."""
+    home = tmp_path_factory.mktemp("flow_opd_home")
+    old = os.environ.get("FLOW_OPD_HOME")
+    os.environ["FLOW_OPD_HOME"] = str(home)
+    from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
+
+    save_tiny_sd3(default_tiny_dir())
+    yield home
+    if old is None:
+        os.environ.pop("FLOW_OPD_HOME", None)
+    else:
+        os.environ["FLOW_OPD_HOME"] = old
