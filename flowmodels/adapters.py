@@ -264,7 +264,7 @@ def resolve_adapter_dir(source: str | Path) -> Path:
         raise AdapterNotFoundError(
             f"LoRA {str(source)!r} is neither a local folder nor available from the hub cache "
             f"({type(e).__name__}); download it where the hub is reachable "
-            f"(`huggingface-cli download {repo}`) or pass the folder's path"
+            f"(`hf download {repo}`) or pass the folder's path"
         ) from None
     found = snap / sub if sub else snap
     if not (found / "adapter_config.json").exists():

@@ -94,7 +94,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 def _missing(model: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"model {model!r} is not available here ({why}): download it on a machine with hub access "
-        f"(`huggingface-cli download {model}`, after accepting its licence) and copy the Hugging Face cache, "
+        f"(`hf download {model}`, after accepting its licence) and copy the Hugging Face cache, "
         "or pass --model /path/to/a/local/copy"
     )
 
