@@ -242,6 +242,51 @@ def sampling_settings(
     }
 
 
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """One benchmark as ``harness ls benchmarks`` shows it."""
+
+    name: str
+    prompts: int
+    images_per_prompt: int
+    scorers: tuple[str, ...]
+    primary: str
+    split: str
+
+
+def primary_metric(bench: Benchmark) -> str:
+    """The metric a benchmark's tables rank by: its ``primary`` when it names one, else its first scorer (the
+    overall mean of the group means when it groups images: GenEval's tasks, T2I-CompBench's categories)."""
+    declared = getattr(bench, "primary", None)
+    if declared:
+        return str(declared)
+    return f"{bench.scorers[0]} overall" if bench.group_by else bench.scorers[0]
+
+
+def benchmark_listing() -> list[BenchmarkInfo]:
+    """Every benchmark, test sets first then validation sets, each by name."""
+    order = sorted(BENCHMARKS.values(), key=lambda b: (b.split != "test", b.name))
+    return [
+        BenchmarkInfo(
+            b.name,
+            len(load_benchmark_prompts(b.name)),
+            b.images_per_prompt,
+            b.scorers,
+            primary_metric(b),
+            b.split,
+        )
+        for b in order
+    ]
+
+
+def suite_listing() -> dict[str, list[str]]:
+    """Suite name -> ``benchmark (scorers)`` for each of its parts."""
+    return {
+        name: [f"{b} ({', '.join(s)})" if s != get(b).scorers else b for b, s in parts]
+        for name, parts in SUITES.items()
+    }
+
+
 class UnknownBenchmarkError(UnknownNameError):
     """A benchmark name that is not in BENCHMARKS."""
 

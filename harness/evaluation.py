@@ -241,18 +241,19 @@ def evaluate(
     t_start = time.perf_counter()
     names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
     lent = dict(scorer_objects or {})
-    # a missing model fails here, before the store is touched
-    native = native_settings(str(model) if isinstance(model, Path) else model)
-    protocol, batch_size = resolve_protocol(protocol, names, native, batch_size)
+    per_prompt = (
+        protocol.images_per_prompt
+        if isinstance(protocol, EvalProtocol)
+        else (protocol or {}).get("images_per_prompt")
+    )
     plans = plan_benchmarks(
-        names,
-        prompts=prompts,
-        scorers=scorers,
-        images_per_prompt=protocol.images_per_prompt,
-        limit=limit,
+        names, prompts=prompts, scorers=scorers, images_per_prompt=per_prompt, limit=limit
     )
     all_scorers = sorted({s for p in plans for s in p.scorers})
     check_scorer_names(all_scorers, extra=list(lent))
+    # a missing model fails here (unknown names first), before the store is touched
+    native = native_settings(str(model) if isinstance(model, Path) else model)
+    protocol, batch_size = resolve_protocol(protocol, names, native, batch_size)
     model_dir = None
     if isinstance(model, (str, Path)):
         model = str(model)

@@ -13,9 +13,11 @@ PRODUCT = ("flowbase", "results", "mini_world", "flowmodels", "scorers", "harnes
 
 
 def test_no_huggingface_cli_in_product_code_or_docs() -> None:
-    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
+    files = [ROOT / "README.md", ROOT / "pyproject.toml", ROOT / "Makefile"]
     for top in PRODUCT:
-        files += [p for p in (ROOT / top).rglob("*") if p.suffix in (".py", ".md", ".yaml", ".html")]
+        files += [
+            p for p in (ROOT / top).rglob("*") if p.suffix in (".py", ".md", ".yaml", ".html")
+        ]
     old = "huggingface" + "-cli"
     hits = [str(p.relative_to(ROOT)) for p in files if p.is_file() and old in p.read_text("utf-8")]
     assert hits == []

@@ -256,5 +256,9 @@ def test_sampling_settings_option_then_benchmark_protocol_then_paper() -> None:
     native = {"height": 32, "width": 32, "steps": 10, "cfg": 3.0}  # a model's own settings
     assert sampling_settings([], native=native) == {**native, "batch_size": 8}
     assert sampling_settings([], native=native, size=64, cfg=1.0) == {
-        "steps": 10, "cfg": 1.0, "height": 64, "width": 64, "batch_size": 8
+        "steps": 10,
+        "cfg": 1.0,
+        "height": 64,
+        "width": 64,
+        "batch_size": 8,
     }

@@ -28,7 +28,8 @@ def test_ls_benchmarks_lists_prompts_images_scorers_and_primary_metric() -> None
     assert code == 0, out
     lines = out.splitlines()
     assert all(len(line) <= 100 for line in lines), max(lines, key=len)
-    rows = {line.split()[0]: line.split() for line in lines[3:] if line.strip()}
+    body = lines[3 : next(n for n, line in enumerate(lines) if line.startswith("suites:"))]
+    rows = {line.split()[0]: line.split() for line in body if line[:1].strip()}
     assert set(BENCHMARKS) <= set(rows)
     assert rows["geneval"][1:3] == ["553", "4"] and "geneval" in rows["geneval"][3:]
     assert rows["mini_geneval"][1:3] == [str(len(load_benchmark_prompts("mini_geneval"))), "4"]
@@ -39,7 +40,7 @@ def test_ls_benchmarks_lists_prompts_images_scorers_and_primary_metric() -> None
     assert by_name["drawbench"]["primary metric"] == "deqa"
     assert by_name["compbench"]["primary metric"].startswith("compbench")
     assert by_name["drawbench"]["scorers"].split(", ") == list(BENCHMARKS["drawbench"].scorers)
-    assert by_name["ocr"]["prompts"] == 1018 and by_name["compbench"]["images per prompt"] == 10
+    assert by_name["ocr"]["prompts"] == 1018 and by_name["compbench"]["images/prompt"] == 10
 
 
 def test_ls_runs_lists_the_store_runs(tmp_path: Path) -> None:
@@ -78,20 +79,28 @@ def test_generate_mini_uses_its_own_size_and_a_failed_run_does_not_block_the_ret
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\n")
     out = tmp_path / "o"
-    code, text = _cli("generate", "--model", "mini", "--prompts", str(prompts), "--out", str(out), "--steps", "2")
+    code, text = _cli(
+        "generate", "--model", "mini", "--prompts", str(prompts), "--out", str(out), "--steps", "2"
+    )
     assert code == 0, text
     settings = json.loads((out / "settings.json").read_text())
     assert (settings["height"], settings["width"]) == (32, 32)
 
     # a failed generate (a size the mini model cannot make) leaves no images: the corrected retry goes ahead
     bad = tmp_path / "b"
-    code, text = _cli("generate", "--model", "mini", "--prompts", str(prompts), "--out", str(bad), "--size", "64")
+    code, text = _cli(
+        "generate", "--model", "mini", "--prompts", str(prompts), "--out", str(bad), "--size", "64"
+    )
     assert code == 2 and "32 x 32" in text
-    code, text = _cli("generate", "--model", "mini", "--prompts", str(prompts), "--out", str(bad), "--steps", "2")
+    code, text = _cli(
+        "generate", "--model", "mini", "--prompts", str(prompts), "--out", str(bad), "--steps", "2"
+    )
     assert code == 0, text
     assert "1 generated" in text and len(list((bad / "images").glob("*.png"))) == 1
     # a folder that does hold images still refuses other settings
-    code, text = _cli("generate", "--model", "mini", "--prompts", str(prompts), "--out", str(bad), "--steps", "3")
+    code, text = _cli(
+        "generate", "--model", "mini", "--prompts", str(prompts), "--out", str(bad), "--steps", "3"
+    )
     assert code == 2 and "other settings" in text
 
 
