@@ -9,7 +9,6 @@ as a stack trace; any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from flowbase.errors import MissingExtraError, UserError, one_line
-from harness.benchmarks import benchmark_listing, sampling_settings, suite_listing
+from harness.benchmarks import sampling_settings
 from harness.dist import shutdown_distributed
 from harness.logs import quiet_third_party
 
@@ -173,19 +172,6 @@ def tiny_model(
     run(go)
 
 
-def _lines(row: list[Any]) -> list[list[Any]]:
-    """A table row whose list cells are wrapped text: the first line in the row, the rest on rows of their own
-    (other cells empty), so ``harness ls`` fits 100 columns."""
-    n = max(len(c) if isinstance(c, list) else 1 for c in row)
-    return [
-        [
-            (c[k] if k < len(c) else "") if isinstance(c, list) else (c if k == 0 else "")
-            for c in row
-        ]
-        for k in range(n)
-    ]
-
-
 @ls_app.command("scorers")
 def ls_scorers(
     check: Annotated[
@@ -202,72 +188,19 @@ def ls_scorers(
     """Registered scorers: name, version, weights here or not, pip extra, and what they run on."""
     # run_light, not run(): run's quiet_third_party() imports torch, and listing must stay light (it only reads
     # scorer classes)
-    from harness.tables import Table, check_format, render  # deferred: duckdb
-    from scorers.catalog import scorer_infos  # deferred: PIL
+    from harness.listing import scorers_table  # deferred: duckdb, PIL
+    from harness.tables import render  # deferred: duckdb
 
-    def go() -> None:
-        check_format(fmt)
-        infos = scorer_infos(check_local=check)
-        text = fmt == "text"
-        cols = ["scorer", "version", "weights", "extra", "runs on"]
-        if not text:  # the full record: what it is, every weight by name and whether it is here
-            cols = ["scorer", "version", "what", "weights", "weights here", "extra", "runs on"]
-        table = Table("Scorers", cols, [], [None] * len(cols))
-        for i in infos:
-            extra = (i.extra or "-") + (
-                f" ({i.extra_status})" if i.extra and i.extra_status else ""
-            )
-            if not text:
-                names = ", ".join(i.weights) or "-"
-                here = i.weights_status or None
-                table.rows.append([i.name, i.version, i.summary, names, here, extra, i.device])
-                continue
-            n_missing = len(i.weights_status.removeprefix("missing: ").split(", "))
-            if not i.weights or not check or i.weights_status == "present":
-                weights = i.weights_status if check else f"{len(i.weights)} needed"
-            else:
-                weights = f"missing {n_missing}/{len(i.weights)}"
-            # "GPU >= 16 GB, separate worker env" on two lines
-            where = i.device.split(", ")
-            device = [w + "," for w in where[:-1]] + where[-1:]
-            table.rows += _lines([i.name, i.version, weights if i.weights else "-", extra, device])
-        if text:
-            table.notes.append(
-                "weights by name: harness ls scorers --format json; get them: harness fetch NAME"
-            )
-        typer.echo(render(table, fmt), nl=False)
-
-    run_light(go)
+    run_light(lambda: typer.echo(render(scorers_table(fmt, check=check), fmt), nl=False))
 
 
 @ls_app.command("benchmarks")
 def ls_benchmarks(fmt: FormatOpt = "text") -> None:
     """Benchmarks: prompts, images per prompt, scorers and the metric their tables rank by."""
-    from harness.tables import Table, check_format, render  # deferred: duckdb
+    from harness.listing import benchmarks_table  # deferred: duckdb
+    from harness.tables import render  # deferred: duckdb
 
-    def go() -> None:
-        check_format(fmt)
-        listing = benchmark_listing()
-        table = Table(
-            "Benchmarks (harness eval -b NAME)",
-            ["benchmark", "prompts", "images/prompt", "scorers", "primary metric"],
-            [],
-            [None, 0, 0, None, None],
-        )
-        for b in listing:
-            scorers = ", ".join(b.scorers)
-            cell = textwrap.wrap(scorers, 36) if fmt == "text" else scorers
-            table.rows += _lines([b.name, b.prompts, b.images_per_prompt, cell, b.primary])
-        if fmt in ("text", "markdown"):
-            val = [b.name for b in listing if b.split == "validation"]
-            suites = "; ".join(f"{k} = {' + '.join(v)}" for k, v in suite_listing().items())
-            table.notes += textwrap.wrap(f"suites: {suites}", 100)
-            table.notes.append(
-                f"validation sets (for choosing a checkpoint, never reported): {', '.join(val)}"
-            )
-        typer.echo(render(table, fmt), nl=False)
-
-    run_light(go)
+    run_light(lambda: typer.echo(render(benchmarks_table(fmt), fmt), nl=False))
 
 
 @ls_app.command("runs")
