@@ -201,7 +201,7 @@ def scorer_calls(url: str, name: str) -> tuple[int, int]:
 
 def build_store(path: Path, runs: int) -> None:
     from results.store import Store
-    from tests.service_data import add_mini_run
+    from tests.support.service_data import add_mini_run
 
     store = Store(path)
     for i in range(runs):
@@ -228,7 +228,7 @@ def phase_reads(store: Path, args: argparse.Namespace) -> list[Result]:
 
 
 def phase_score(store: Path, args: argparse.Namespace) -> list[Result]:
-    from tests.service_data import b64, draw, mini_prompts
+    from tests.support.service_data import b64, draw, mini_prompts
 
     rng = random.Random(0)
     metas = mini_prompts(64, seed=1)
@@ -261,7 +261,7 @@ def phase_writes(tmp: Path, args: argparse.Namespace) -> tuple[list[Result], str
 
     from results.store import Store
     from service.bundle import run_chunks
-    from tests.service_data import add_mini_run
+    from tests.support.service_data import add_mini_run
 
     local = Store(tmp / "local" / "results.duckdb")
     for i in range(args.runs):

@@ -20,7 +20,6 @@ from flowbase.errors import MissingExtraError, UserError, one_line
 from harness.benchmarks import sampling_settings
 from harness.dist import shutdown_distributed
 from harness.logs import quiet_third_party
-from harness.protocol import EvalProtocol
 
 app = typer.Typer(
     name="harness",
@@ -31,6 +30,15 @@ app = typer.Typer(
 )
 ls_app = typer.Typer(help="List scorers, benchmarks or runs.", no_args_is_help=True)
 app.add_typer(ls_app, name="ls")
+
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Results store (DuckDB file); default results/flow-opd.duckdb or $FLOW_OPD_STORE."
+    ),
+]
+FormatOpt = Annotated[str, typer.Option("--format", help="text, markdown, csv or json.")]
 
 
 def _report(error: UserError) -> NoReturn:
@@ -64,7 +72,8 @@ def generate(
     lora: Annotated[
         str | None,
         typer.Option(
-            help="PEFT LoRA folder or hub id to apply (Flow-GRPO checkpoints load as-is)."
+            help="Trainer run folder, PEFT LoRA folder or hub id to apply (Flow-GRPO checkpoints load "
+            "as-is)."
         ),
     ] = None,
     prompts: Annotated[
@@ -76,12 +85,15 @@ def generate(
         typer.Option(help="Use a benchmark's prompts instead (see `harness ls benchmarks`)."),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 10).")
+        int | None, typer.Option(help="Euler ODE steps (default: the model's own, else 40).")
     ] = None,
-    cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
+    cfg: Annotated[
+        float | None,
+        typer.Option(help="Classifier-free guidance scale (default: the model's own, else 4.5)."),
+    ] = None,
     size: Annotated[
         int | None,
-        typer.Option(help="Image height and width in pixels (default 512, mini world 32)."),
+        typer.Option(help="Image height and width in pixels (default: the model's own, else 512)."),
     ] = None,
     seed: Annotated[
         int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
@@ -103,6 +115,7 @@ def generate(
 
     Re-running the same command resumes: images already in the manifest are not generated again.
     """
+    from flowmodels.models import native_settings  # deferred: torch
     from harness.generate import (  # deferred: torch
         GenerateSettings,
         generate_images,
@@ -111,12 +124,18 @@ def generate(
 
     def go() -> None:
         items = load_prompt_items(prompts=prompts, benchmark=benchmark, limit=limit)
-        sizes = sampling_settings([benchmark] if benchmark else [], steps=steps, size=size)
+        sizes = sampling_settings(
+            [benchmark] if benchmark else [],
+            native=native_settings(model),  # a missing model fails here, before any file is written
+            steps=steps,
+            size=size,
+            cfg=cfg,
+        )
         settings = GenerateSettings(
             model=model,
             lora=lora,
             steps=sizes["steps"],
-            cfg=cfg,
+            cfg=sizes["cfg"],
             height=sizes["height"],
             width=sizes["width"],
             seed=seed,
@@ -158,27 +177,37 @@ def ls_scorers(
     check: Annotated[
         bool, typer.Option(help="Look for each scorer's weights and extra on this machine.")
     ] = True,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="text (fits 100 columns: weights as a count), markdown, csv or json (every weight).",
+        ),
+    ] = "text",
 ) -> None:
     """Registered scorers: name, version, weights here or not, pip extra, and what they run on."""
     # run_light, not run(): run's quiet_third_party() imports torch, and listing must stay light (it only reads
     # scorer classes)
-    from scorers.catalog import scorer_infos  # deferred: PIL
+    from harness.listing import scorers_table  # deferred: duckdb, PIL
+    from harness.tables import render  # deferred: duckdb
 
-    infos = run_light(lambda: scorer_infos(check_local=check))
-    header = ("scorer", "version", "weights", "extra", "runs on")
-    rows = [
-        (
-            i.name,
-            i.version,
-            i.weights_status or ", ".join(i.weights) or "-",
-            f"{i.extra} ({i.extra_status})" if i.extra and i.extra_status else (i.extra or "-"),
-            i.device,
-        )
-        for i in infos
-    ]
-    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
-    for r in [header, *rows]:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    run_light(lambda: typer.echo(render(scorers_table(fmt, check=check), fmt), nl=False))
+
+
+@ls_app.command("benchmarks")
+def ls_benchmarks(fmt: FormatOpt = "text") -> None:
+    """Benchmarks: prompts, images per prompt, scorers and the metric their tables rank by."""
+    from harness.listing import benchmarks_table  # deferred: duckdb
+    from harness.tables import render  # deferred: duckdb
+
+    run_light(lambda: typer.echo(render(benchmarks_table(fmt), fmt), nl=False))
+
+
+@ls_app.command("runs")
+def ls_runs(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
+    """Runs in the store: id, created, model, adapter, benchmarks, last step, images and score rows
+    (the same as `harness runs`)."""
+    runs_(store, fmt)
 
 
 @app.command()
@@ -226,14 +255,6 @@ def score(
 
 # --- evaluation and results (harness.evaluate, results.store) ---------------------------------------
 
-StoreOpt = Annotated[
-    Path | None,
-    typer.Option(
-        help="Results store (DuckDB file); default results/flow-opd.duckdb or $FLOW_OPD_STORE."
-    ),
-]
-FormatOpt = Annotated[str, typer.Option("--format", help="text, markdown, csv or json.")]
-
 
 def run_light(fn: Callable[[], Any]) -> Any:
     """``run`` for commands that only read the store: no ``quiet_third_party()``, which imports torch, diffusers
@@ -257,7 +278,9 @@ def eval_(
     model: Annotated[str, typer.Option(help="Hub id or local diffusers folder.")] = (
         "stabilityai/stable-diffusion-3.5-medium"
     ),
-    lora: Annotated[str | None, typer.Option(help="PEFT LoRA folder or hub id to apply.")] = None,
+    lora: Annotated[
+        str | None, typer.Option(help="Trainer run folder, PEFT LoRA folder or hub id to apply.")
+    ] = None,
     benchmark: Annotated[
         list[str] | None,
         typer.Option(
@@ -290,12 +313,15 @@ def eval_(
     ] = None,
     step: Annotated[int, typer.Option(help="Training step these weights come from.")] = 0,
     steps: Annotated[
-        int | None, typer.Option(help="Euler ODE steps (default 40, the mini world's 10).")
+        int | None, typer.Option(help="Euler ODE steps (default: the model's own, else 40).")
     ] = None,
-    cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.5,
+    cfg: Annotated[
+        float | None,
+        typer.Option(help="Classifier-free guidance scale (default: the model's own, else 4.5)."),
+    ] = None,
     size: Annotated[
         int | None,
-        typer.Option(help="Image height and width in pixels (default 512, mini world 32)."),
+        typer.Option(help="Image height and width in pixels (default: the model's own, else 512)."),
     ] = None,
     seed: Annotated[
         int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
@@ -333,18 +359,18 @@ def eval_(
 
         check_format(fmt)  # before generating anything: a typo in --format fails at once
         names = _split(benchmark) or ([] if prompts else ["main"])
-        sizes = sampling_settings(names, steps=steps, size=size, batch_size=batch_size)
-        protocol = EvalProtocol(
-            steps=sizes["steps"],
-            cfg=cfg,
-            height=sizes["height"],
-            width=sizes["width"],
-            negative_prompt=negative_prompt,
-            t5_length=t5_length,
-            seed=seed,
-            images_per_prompt=images_per_prompt,
-            image_encoding=image_encoding,
-        )
+        # what is left None comes from the benchmarks and the model (harness.evaluation.resolve_protocol)
+        protocol = {
+            "steps": steps,
+            "cfg": cfg,
+            "height": size,
+            "width": size,
+            "negative_prompt": negative_prompt,
+            "t5_length": t5_length,
+            "seed": seed,
+            "images_per_prompt": images_per_prompt,
+            "image_encoding": image_encoding,
+        }
         result = evaluate(
             model,
             names,
@@ -356,7 +382,7 @@ def eval_(
             prompts=prompts,
             scorers=_split(scorers) or None,
             limit=limit,
-            batch_size=sizes["batch_size"],
+            batch_size=batch_size,
             device=device,
             dtype=dtype,
             progress=progress,

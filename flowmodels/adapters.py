@@ -244,12 +244,18 @@ def save_adapter(
 
 
 def resolve_adapter_dir(source: str | Path) -> Path:
-    """A local PEFT folder, or a hub id resolved through the Hugging Face cache (downloaded when online)."""
+    """A trainer run folder (its ``lora/``), a local PEFT folder, or a hub id resolved through the Hugging Face
+    cache (downloaded when online). Every ``--lora`` and every recipe's adapter path goes through here."""
     path = Path(source)
+    if (path / "lora" / "adapter_config.json").exists():
+        return path / "lora"
     if path.exists():
         if not (path / "adapter_config.json").exists():
+            manifest = path / "manifest.json"
+            output = json.loads(manifest.read_text()).get("output") if manifest.is_file() else None
+            what = f"its manifest says output={output!r}" if output else "no lora/"
             raise AdapterNotFoundError(
-                f"{path} is not a PEFT LoRA folder: adapter_config.json is missing"
+                f"{path} is neither a run folder with a lora/ adapter nor a PEFT LoRA folder ({what})"
             )
         return path
     repo, _, sub = str(source).partition("::")
@@ -264,7 +270,7 @@ def resolve_adapter_dir(source: str | Path) -> Path:
         raise AdapterNotFoundError(
             f"LoRA {str(source)!r} is neither a local folder nor available from the hub cache "
             f"({type(e).__name__}); download it where the hub is reachable "
-            f"(`huggingface-cli download {repo}`) or pass the folder's path"
+            f"(`hf download {repo}`) or pass the folder's path"
         ) from None
     found = snap / sub if sub else snap
     if not (found / "adapter_config.json").exists():

@@ -57,6 +57,12 @@ class MiniConfig:
         return (self.image_size // self.patch) ** 2
 
 
+def native_settings(image_size: int) -> dict[str, Any]:
+    """What the mini model samples at unless told otherwise: its one image size, the mini world's 10 Euler steps
+    and CFG 4.5 (the settings its benchmarks and recipes use)."""
+    return {"height": image_size, "width": image_size, "steps": 10, "cfg": 4.5}
+
+
 _TOKEN_RE = re.compile(r'"[^"]*"|[^\s"]+')
 
 
@@ -214,6 +220,17 @@ class MiniFlow:
         cfg = cfg or MiniConfig()
         torch.manual_seed(seed)
         return cls(cfg, TextEncoder(cfg), MiniDiT(cfg))
+
+    @staticmethod
+    def folder_settings(folder: str | Path) -> dict[str, Any]:
+        """The sampling settings a saved mini model declares (``native_settings``), read from its config.json
+        without loading weights."""
+        raw = json.loads((Path(folder) / "config.json").read_text())
+        return native_settings(int(raw.get("image_size", MiniConfig.image_size)))
+
+    def native_settings(self) -> dict[str, Any]:
+        """The sampling settings this model is made for: its image size, 10 steps, CFG 4.5."""
+        return native_settings(self.cfg.image_size)
 
     @classmethod
     def from_pretrained(

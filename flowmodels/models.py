@@ -94,7 +94,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 def _missing(model: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"model {model!r} is not available here ({why}): download it on a machine with hub access "
-        f"(`huggingface-cli download {model}`, after accepting its licence) and copy the Hugging Face cache, "
+        f"(`hf download {model}`, after accepting its licence) and copy the Hugging Face cache, "
         "or pass --model /path/to/a/local/copy"
     )
 
@@ -140,15 +140,8 @@ def resolve_model_dir(model: str | Path) -> Path:
     return Path(folder)
 
 
-def load_model(
-    model: str | Path,
-    *,
-    dtype: str | torch.dtype = "auto",
-    device: str = "auto",
-    t5_length: int = 128,
-) -> FlowModel:
-    """Load any supported model by hub id or local folder."""
-    folder = resolve_model_dir(model)
+def _backend(folder: Path, model: str | Path) -> Any:
+    """The backend class named by ``folder/model_index.json``."""
     try:
         spec = json.loads((folder / "model_index.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -159,10 +152,35 @@ def load_model(
             f"{model}: pipeline {cls_name!r} has no backend yet; supported: {sorted(BACKENDS)}"
         )
     module, attr = BACKENDS[cls_name].split(":")
-    backend: Any = getattr(importlib.import_module(module), attr)
+    return getattr(importlib.import_module(module), attr)
+
+
+def native_settings(model: str | Path | FlowModel) -> dict[str, Any]:
+    """The sampling settings a model declares as its own (``height``, ``width``, ``steps``, ``cfg``; the mini
+    model: 32 px, 10 steps), {} when it declares none (SD3: the paper's protocol applies). A name or folder is read
+    from its config files without loading weights; a loaded model answers for itself. Every entry point (``harness
+    generate``, ``harness eval``, ``harness.evaluate``) fills what the user left unset from here."""
+    if not isinstance(model, (str, Path)):
+        own = getattr(model, "native_settings", None)
+        return dict(own()) if callable(own) else {}
+    folder = resolve_model_dir(model)
+    declared = getattr(_backend(folder, model), "folder_settings", None)
+    return dict(declared(folder)) if callable(declared) else {}
+
+
+def load_model(
+    model: str | Path,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str = "auto",
+    t5_length: int = 128,
+) -> FlowModel:
+    """Load any supported model by hub id or local folder."""
+    folder = resolve_model_dir(model)
+    backend = _backend(folder, model)
     dev = resolve_device(device)
     loaded: FlowModel = backend.from_pretrained(
         folder, str(model), dtype=resolve_dtype(dtype, dev), device=dev, t5_length=t5_length
     )
-    log.info("loaded %s (%s) on %s", model, cls_name, dev)
+    log.info("loaded %s (%s) on %s", model, backend.__name__, dev)
     return loaded

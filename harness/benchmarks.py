@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -216,20 +217,73 @@ def protocol_defaults(names: list[str]) -> dict[str, Any]:
 def sampling_settings(
     names: list[str],
     *,
+    native: Mapping[str, Any] | None = None,
     steps: int | None = None,
     size: int | None = None,
+    cfg: float | None = None,
     batch_size: int | None = None,
-) -> dict[str, int]:
-    """Steps, height, width and eval batch size for ``names``: an option the user gave wins, then what the
-    benchmarks' protocol asks for (the mini world: 10 steps, 32 px, batches of 64), then the paper's protocol
-    (``EvalProtocol``'s defaults: 40 steps, 512 px) with batches of 8."""
-    wants = protocol_defaults(names)
+) -> dict[str, Any]:
+    """Steps, CFG, height, width and eval batch size for ``names``: an option the user gave wins, then what the
+    benchmarks' protocol asks for (the mini world: 10 steps, 32 px, batches of 64), then what the model declares
+    as its own (``native``: ``flowmodels.models.native_settings``; the mini model: 32 px, 10 steps), then the
+    paper's protocol (``EvalProtocol``'s defaults: 40 steps, CFG 4.5, 512 px) with batches of 8."""
+    wants = {**(native or {}), **protocol_defaults(names)}
     paper = EvalProtocol()
+
+    def pick(given: Any, key: str, default: Any) -> Any:
+        return given if given is not None else wants.get(key, default)
+
     return {
-        "steps": steps if steps is not None else wants.get("steps", paper.steps),
-        "height": size if size is not None else wants.get("height", paper.height),
-        "width": size if size is not None else wants.get("width", paper.width),
-        "batch_size": batch_size if batch_size is not None else wants.get("batch_size", 8),
+        "steps": pick(steps, "steps", paper.steps),
+        "cfg": pick(cfg, "cfg", paper.cfg),
+        "height": pick(size, "height", paper.height),
+        "width": pick(size, "width", paper.width),
+        "batch_size": pick(batch_size, "batch_size", 8),
+    }
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """One benchmark as ``harness ls benchmarks`` shows it."""
+
+    name: str
+    prompts: int
+    images_per_prompt: int
+    scorers: tuple[str, ...]
+    primary: str
+    split: str
+
+
+def primary_metric(bench: Benchmark) -> str:
+    """The metric a benchmark's tables rank by: its ``primary`` when it names one, else its first scorer (the
+    overall mean of the group means when it groups images: GenEval's tasks, T2I-CompBench's categories)."""
+    declared = getattr(bench, "primary", None)
+    if declared:
+        return str(declared)
+    return f"{bench.scorers[0]} overall" if bench.group_by else bench.scorers[0]
+
+
+def benchmark_listing() -> list[BenchmarkInfo]:
+    """Every benchmark, test sets first then validation sets, each by name."""
+    order = sorted(BENCHMARKS.values(), key=lambda b: (b.split != "test", b.name))
+    return [
+        BenchmarkInfo(
+            b.name,
+            len(load_benchmark_prompts(b.name)),
+            b.images_per_prompt,
+            b.scorers,
+            primary_metric(b),
+            b.split,
+        )
+        for b in order
+    ]
+
+
+def suite_listing() -> dict[str, list[str]]:
+    """Suite name -> ``benchmark (scorers)`` for each of its parts."""
+    return {
+        name: [f"{b} ({', '.join(s)})" if s != get(b).scorers else b for b, s in parts]
+        for name, parts in SUITES.items()
     }
 
 

@@ -27,14 +27,15 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from flowbase.code import git_dirty, git_sha
 from flowbase.errors import InputError, UserError
-from flowmodels.models import resolve_device, resolve_dtype, resolve_model_dir
+from flowmodels.models import native_settings, resolve_device, resolve_dtype, resolve_model_dir
+from harness.benchmarks import sampling_settings
 from harness.dist import broadcast, current, gather
 from harness.plan import (
     Job,
@@ -183,12 +184,32 @@ def _check_run(
     return merged if changed else None
 
 
+def resolve_protocol(
+    protocol: EvalProtocol | Mapping[str, Any] | None,
+    names: Sequence[str],
+    native: Mapping[str, Any],
+    batch_size: int | None,
+) -> tuple[EvalProtocol, int]:
+    """The protocol and batch size of an evaluation. An ``EvalProtocol`` is taken as it is; a mapping (or None)
+    names only the fields the user set (None values count as unset), and the rest come from the benchmarks, then
+    the model's own settings (``native``), then the paper's (``harness.benchmarks.sampling_settings``)."""
+    base = sampling_settings(list(names), native=native, batch_size=batch_size)
+    batch = int(base.pop("batch_size"))
+    if isinstance(protocol, EvalProtocol):
+        return protocol, batch
+    given = {k: v for k, v in (protocol or {}).items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(EvalProtocol)})
+    if unknown:
+        raise InputError(f"unknown protocol field(s) {', '.join(unknown)}")
+    return EvalProtocol(**{**base, **given}), batch
+
+
 def evaluate(
     model: Any,
     benchmarks: Sequence[str] | str = ("main",),
     *,
     store: Store | str | Path | None = None,
-    protocol: EvalProtocol | None = None,
+    protocol: EvalProtocol | Mapping[str, Any] | None = None,
     run_id: str | None = None,
     step: int = 0,
     lora: str | None = None,
@@ -196,7 +217,7 @@ def evaluate(
     scorers: Sequence[str] | None = None,
     scorer_objects: Mapping[str, Any] | None = None,
     limit: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str = "auto",
     dtype: str = "auto",
     progress: bool = True,
@@ -212,27 +233,32 @@ def evaluate(
     stored as ``provenance["contaminated"]`` so every table marks the run. None (the default) reads it from the
     run manifests of the model and LoRA folders (``source_contamination``); the trainer passes its own run's.
     A resumed run keeps the reasons it has and adds new ones: a verdict is never dropped by a later session.
+
+    ``protocol``: an ``EvalProtocol`` is used as it is; a mapping of the fields to set (``{"steps": 20}``) or None
+    leaves the rest to the benchmarks, then the model's own settings (the mini model: 32 px, 10 steps), then the
+    paper's protocol. ``batch_size`` None: the benchmarks' (the mini world's 64), else 8.
     """
     t_start = time.perf_counter()
-    protocol = protocol or EvalProtocol()
     names = [benchmarks] if isinstance(benchmarks, str) else list(benchmarks)
     lent = dict(scorer_objects or {})
+    per_prompt = (
+        protocol.images_per_prompt
+        if isinstance(protocol, EvalProtocol)
+        else (protocol or {}).get("images_per_prompt")
+    )
     plans = plan_benchmarks(
-        names,
-        prompts=prompts,
-        scorers=scorers,
-        images_per_prompt=protocol.images_per_prompt,
-        limit=limit,
+        names, prompts=prompts, scorers=scorers, images_per_prompt=per_prompt, limit=limit
     )
     all_scorers = sorted({s for p in plans for s in p.scorers})
     check_scorer_names(all_scorers, extra=list(lent))
+    # a missing model fails here (unknown names first), before the store is touched
+    native = native_settings(str(model) if isinstance(model, Path) else model)
+    protocol, batch_size = resolve_protocol(protocol, names, native, batch_size)
     model_dir = None
     if isinstance(model, (str, Path)):
         model = str(model)
         model_id = model
         run_id = run_id or default_run_id(model, lora, protocol)
-
-        # a missing model fails here, before the store is touched
         model_dir = str(resolve_model_dir(model))
     else:
         model_id = str(getattr(model, "model_id", type(model).__name__))

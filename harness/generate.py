@@ -9,8 +9,10 @@ Layout of an output folder::
 An image is written to a temporary name and renamed, then its manifest line is appended and flushed, so a run
 killed at any point leaves only complete images and complete lines (a torn last line is dropped on resume).
 Re-running the same command skips what the manifest already lists; a different setting in the same folder is an
-error, never a silent mix. Seeds: image ``j`` of prompt index ``i`` uses ``seed + i * K + j`` (K images per
-prompt), T2I-CompBench's rule, so any image can be regenerated on its own.
+error, never a silent mix (a folder holding no images yet, left by a run that failed before its first one, takes
+the new settings). Seeds: image ``j`` of prompt index ``i`` uses ``seed + i * K + j`` (K images per prompt),
+T2I-CompBench's rule, so any image can be regenerated on its own. Steps, CFG and size left unset are the model's
+own (``flowmodels.models.native_settings``: the mini model's 32 px and 10 steps), else the paper's.
 """
 
 from __future__ import annotations
@@ -19,16 +21,21 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from flowbase.errors import InputError
 from flowmodels.adapters import fuse, load_adapter
 from flowmodels.images import to_pil
-from flowmodels.models import load_model, resolve_device, resolve_dtype
+from flowmodels.models import load_model, native_settings, resolve_device, resolve_dtype
 from flowmodels.sampling import rollout
-from harness.benchmarks import PromptItem, load_benchmark_prompts, load_prompt_file
+from harness.benchmarks import (
+    PromptItem,
+    load_benchmark_prompts,
+    load_prompt_file,
+    sampling_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +46,12 @@ class GenerateSettings:
 
     model: str = "stabilityai/stable-diffusion-3.5-medium"
     lora: str | None = None
-    steps: int = 40
-    cfg: float = 4.5
-    height: int = 512
-    width: int = 512
+    # None: what the model declares as its own (``flowmodels.models.native_settings``), else the paper's 40 steps,
+    # CFG 4.5, 512 px; ``generate_images`` fills them in before anything is written
+    steps: int | None = None
+    cfg: float | None = None
+    height: int | None = None
+    width: int | None = None
     seed: int = 42
     images_per_prompt: int = 1
     negative_prompt: str = ""
@@ -53,16 +62,25 @@ class GenerateSettings:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
         if self.images_per_prompt < 1:
             raise InputError(f"--images-per-prompt must be >= 1, got {self.images_per_prompt}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.height <= 0 or self.width <= 0:
+        if min(self.height or 1, self.width or 1) <= 0:
             raise InputError(f"--size must be positive, got {self.height}x{self.width}")
-        if self.cfg < 0:
+        if self.cfg is not None and self.cfg < 0:
             raise InputError(f"--cfg must be >= 0, got {self.cfg}")
+
+    def with_model_defaults(self, model: Any = None) -> GenerateSettings:
+        """A copy whose unset sampling settings are the model's own (``model``: the loaded one, else
+        ``self.model`` read from its folder), then the paper's."""
+        unset = {k for k in ("steps", "cfg", "height", "width") if getattr(self, k) is None}
+        if not unset:
+            return self
+        filled = sampling_settings([], native=native_settings(model or self.model))
+        return replace(self, **{k: filled[k] for k in unset})
 
     def seed_for(self, prompt_index: int, image_index: int) -> int:
         """The seed of image ``image_index`` of the prompt at ``prompt_index``."""
@@ -138,7 +156,8 @@ def sha256_file(path: Path) -> str:
 def _check_settings(out: Path, settings: GenerateSettings) -> None:
     path = out / "settings.json"
     want = settings.pixel_settings()
-    if path.exists():
+    # a folder without images (a run that failed before its first image) holds nothing to conflict with
+    if path.exists() and _holds_images(out):
         have = json.loads(path.read_text())
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
@@ -149,6 +168,11 @@ def _check_settings(out: Path, settings: GenerateSettings) -> None:
     else:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(want, indent=2))
+
+
+def _holds_images(out: Path) -> bool:
+    """Whether ``out``'s manifest lists an image that is still there."""
+    return any((out / r.file).exists() for r in read_manifest(out / "manifest.jsonl"))
 
 
 def generate_images(
@@ -163,6 +187,7 @@ def generate_images(
     out = Path(out)
     if model is None:  # a device or dtype this machine lacks fails before anything is written
         resolve_dtype(settings.dtype, resolve_device(settings.device))
+    settings = settings.with_model_defaults(model)
     _check_settings(out, settings)
     (out / "images").mkdir(exist_ok=True)
     manifest = out / "manifest.jsonl"

@@ -140,7 +140,7 @@ def load_pretrained(cls: Any, spec: str, scorer: str, what: str, **kwargs: Any) 
             ) from None
         raise WeightsNotFoundError(
             f"{scorer}: {what} weights {spec!r} are not available here; run `harness fetch {scorer}` "
-            f"(or `huggingface-cli download {repo}{' --revision ' + revision if revision else ''}`) on a "
+            f"(or `hf download {repo}{' --revision ' + revision if revision else ''}`) on a "
             f"machine with hub access and copy the Hugging Face cache, or pass a local folder"
         ) from None
     missing = list(info.get("missing_keys", []))

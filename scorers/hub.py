@@ -118,7 +118,7 @@ def fetch_scorer(name: str) -> list[Path]:
         except Exception as e:
             raise WeightsNotFoundError(
                 f"{name}: could not fetch {spec} ({type(e).__name__}: {_first_line(e)}); "
-                "check hub access and `huggingface-cli login` for gated repos"
+                "check hub access and `hf auth login` for gated repos"
             ) from None
         log.info("%s: %s -> %s", name, spec, paths[-1])
     return paths

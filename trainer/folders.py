@@ -31,24 +31,6 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def resolve_lora(source: str | Path) -> Path:
-    """A run folder (its ``lora/``), a PEFT LoRA folder, or a hub id (through the hub cache)."""
-    path = Path(source)
-    if (path / "lora" / "adapter_config.json").exists():
-        return path / "lora"
-    if path.exists() and not (path / "adapter_config.json").exists():
-        manifest = read_manifest(path)
-        what = (
-            f"its manifest says output={manifest['output']!r}"
-            if "output" in manifest
-            else "no lora/"
-        )
-        raise adapters.AdapterNotFoundError(
-            f"{path} is neither a run folder with a lora/ adapter nor a PEFT LoRA folder ({what})"
-        )
-    return adapters.resolve_adapter_dir(source)
-
-
 def resolve_model(model: str) -> str:
     """``tiny`` -> the tiny SD3 folder (built on first use); a run folder with ``merged/`` -> that folder."""
     if model == TINY:
@@ -86,7 +68,7 @@ def same_base(a: str, b: str) -> bool:
 def check_adapter_base(role: str, source: str, base: str) -> Path:
     """Resolve an adapter and fail (before any work) if our manifest says it belongs to another base."""
     try:
-        folder = resolve_lora(source)
+        folder = adapters.resolve_adapter_dir(source)
     except adapters.AdapterNotFoundError as e:
         raise ConfigError(f"{role} {source!r}: {e}") from None
     theirs = recorded_base(folder)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from flowbase.code import git_sha
 from flowbase.errors import MissingError
+from flowmodels import adapters
 from flowmodels.models import load_model
 from harness import splits
 from trainer import config, folders, runs
@@ -322,7 +323,7 @@ def main(cfg: Config) -> Path:
     dirs: dict[str, Path] = {}
     for name, src in cfg.teachers.items():
         try:
-            dirs[name] = folders.resolve_lora(src)
+            dirs[name] = adapters.resolve_adapter_dir(src)
         except FileNotFoundError as e:
             raise ConfigError(f"teachers.{name}: {e}") from None
     base = _base_of(cfg, dirs)

@@ -245,11 +245,20 @@ def test_read_commands_do_not_import_torch(tmp_path: Path) -> None:
 def test_sampling_settings_option_then_benchmark_protocol_then_paper() -> None:
     from harness.benchmarks import sampling_settings
 
-    mini = {"steps": 10, "height": 32, "width": 32, "batch_size": 64}
-    paper = {"steps": 40, "height": 512, "width": 512, "batch_size": 8}
+    mini = {"steps": 10, "cfg": 4.5, "height": 32, "width": 32, "batch_size": 64}
+    paper = {"steps": 40, "cfg": 4.5, "height": 512, "width": 512, "batch_size": 8}
     assert sampling_settings(["mini"]) == mini
     assert sampling_settings(["mini_ocr"]) == mini
     assert sampling_settings(["geneval"]) == paper
     assert sampling_settings([]) == paper
     given = sampling_settings(["mini"], steps=3, size=16, batch_size=2)
-    assert given == {"steps": 3, "height": 16, "width": 16, "batch_size": 2}
+    assert given == {"steps": 3, "cfg": 4.5, "height": 16, "width": 16, "batch_size": 2}
+    native = {"height": 32, "width": 32, "steps": 10, "cfg": 3.0}  # a model's own settings
+    assert sampling_settings([], native=native) == {**native, "batch_size": 8}
+    assert sampling_settings([], native=native, size=64, cfg=1.0) == {
+        "steps": 10,
+        "cfg": 1.0,
+        "height": 64,
+        "width": 64,
+        "batch_size": 8,
+    }

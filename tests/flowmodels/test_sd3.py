@@ -49,7 +49,7 @@ def test_missing_model_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError) as e:
         load_model("stabilityai/stable-diffusion-3.5-medium")
     msg = str(e.value)
-    assert "\n" not in msg and "huggingface-cli download" in msg and "--model /path" in msg
+    assert "\n" not in msg and "hf download" in msg and "--model /path" in msg
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
         load_model(str(tmp_path))
 
@@ -177,7 +177,7 @@ def test_adapter_for_another_architecture_is_rejected(tiny_sd3_dir: Path, tmp_pa
 def test_missing_adapter_is_one_clear_line(tiny_model) -> None:  # noqa: ANN001
     with pytest.raises(A.AdapterNotFoundError) as e:
         A.load_adapter(tiny_model.denoiser, "jieliu/SD3.5M-FlowGRPO-GenEval", "t")
-    assert "\n" not in str(e.value) and "huggingface-cli download" in str(e.value)
+    assert "\n" not in str(e.value) and "hf download" in str(e.value)
 
 
 def test_size_that_does_not_fit_the_patch_grid_is_rejected(tiny_model) -> None:  # noqa: ANN001

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from trainer.config import ConfigError
-from trainer.folders import check_adapter_base, resolve_lora, same_base
+from trainer.folders import check_adapter_base, same_base
 
 
 def _lora_folder(path, base=None):
@@ -16,19 +16,6 @@ def _lora_folder(path, base=None):
     if base:
         (path / "manifest.json").write_text(json.dumps({"base_model": base}))
     return path
-
-
-def test_resolve_lora_accepts_run_folders_and_peft_folders(tmp_path):
-    lora = _lora_folder(tmp_path / "run" / "lora")
-    (tmp_path / "run" / "manifest.json").write_text(
-        json.dumps({"base_model": "tiny", "output": "lora"})
-    )
-    assert resolve_lora(tmp_path / "run") == lora
-    assert resolve_lora(lora) == lora
-    (tmp_path / "merged_run").mkdir()
-    (tmp_path / "merged_run" / "manifest.json").write_text(json.dumps({"output": "merged"}))
-    with pytest.raises(FileNotFoundError, match="output='merged'"):
-        resolve_lora(tmp_path / "merged_run")
 
 
 def test_adapter_base_check(tmp_path):
