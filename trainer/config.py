@@ -512,7 +512,8 @@ def help_text(cls: type) -> str:
     prog = entry_point(cls)
     module = sys.modules.get(cls.__module__)
     about = ((getattr(module, "__doc__", None) or "").strip().split("\n\n")[0]).strip()
-    one = bool(getattr(cls, "ONE_PROCESS", False))  # a recipe that runs on rank 0 only under accelerate
+    # a recipe that runs on rank 0 only under accelerate (merge)
+    one = bool(getattr(cls, "ONE_PROCESS", False))
     launch = (
         ""
         if one

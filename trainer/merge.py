@@ -45,7 +45,8 @@ _PREFIX = "base_model.model."
 class Config:
     """Merge the teachers into one LoRA (linear average of the deltas, exact SVD rank)."""
 
-    ONE_PROCESS: ClassVar[bool] = True  # under accelerate launch rank 0 merges, the others exit (--help)
+    # under accelerate launch rank 0 merges and the others exit (config.help_text says so)
+    ONE_PROCESS: ClassVar[bool] = True
     teachers: dict[str, str] = field(
         default_factory=lambda: {
             "geneval": "jieliu/SD3.5M-FlowGRPO-GenEval",
@@ -69,7 +70,8 @@ class Config:
         None  # base model; required for output=merged, else taken from the teachers' manifests
     )
     out: str = "runs/merge"
-    overwrite: bool = False  # merge into a folder that already holds a run (its run files are removed first)
+    # merge into a folder that already holds a run (its run files are removed first); else it is refused
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if len(self.teachers) < 1:

@@ -15,6 +15,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 if TYPE_CHECKING:
     from trainer.runs import Run
@@ -30,6 +31,7 @@ class Progress:
         self.total = int(run.rcfg.max_steps)
         self.last = time.perf_counter()
         self.bar: Any = None
+        self._redirect: Any = None
         stream = sys.stderr if stream is None else stream
         if run.main and _is_terminal(stream):
             self.bar = tqdm(
@@ -41,6 +43,9 @@ class Progress:
                 dynamic_ncols=True,
                 leave=True,
             )
+            # every log line (this one's, checkpoints', warnings') printed above the bar, not through it
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
 
     def step(self, metrics: dict[str, float]) -> str:
         """Report the optimizer step just taken (``run.step``); returns the line."""
@@ -49,17 +54,19 @@ class Progress:
         self.last = now
         if not self.run.main:
             return line
-        if self.bar is not None:
-            self.bar.clear()
         log.info("%s", line)
         if self.bar is not None:
             self.bar.update(1)
+            self.bar.refresh()  # redrawn now, even within tqdm's minimum interval
         return line
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
 
 
 def _is_terminal(stream: IO[str]) -> bool:

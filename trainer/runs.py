@@ -47,7 +47,7 @@ class Run:
     epoch: int = 0
     parent: dict[str, Any] = field(default_factory=dict)
     audit: SplitAudit | None = None  # the training prompts' split audit (trainer.data.audit_split)
-    progress: Progress | None = None  # the per-step line and bar, from the training loop's start (begin)
+    progress: Progress | None = None  # the per-step line and bar (from ``begin``)
     _metrics: Any = None
 
     @property
@@ -210,7 +210,8 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = Non
         out.mkdir(parents=True, exist_ok=True)
         _prepare_folder(out, rcfg, ckpt)
         config.dump(cfg, out / "config.yaml")
-        run._metrics = (out / "metrics.jsonl").open("a")  # each step once: trimmed to the checkpoint
+        # each step once: _prepare_folder trimmed the rows past the resumed checkpoint
+        run._metrics = (out / "metrics.jsonl").open("a")
         if rcfg.log_with != "none":
             acc.init_trackers("logs", config=_flat_scalars(config.to_dict(cfg)))
     acc.wait_for_everyone()
@@ -293,7 +294,7 @@ def setup_logging() -> None:
     level = logging.DEBUG if os.environ.get("FLOW_OPD_VERBOSE") == "1" else logging.INFO
     if launched_rank() != 0:
         level = logging.ERROR
-        logging.captureWarnings(True)  # python warnings through logging, so at ERROR they are dropped
+        logging.captureWarnings(True)  # Python warnings through logging: dropped at ERROR
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

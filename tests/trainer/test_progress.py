@@ -31,7 +31,13 @@ def _run(main: bool = True, step: int = 0) -> SimpleNamespace:
     return SimpleNamespace(main=main, step=step, recipe="grpo", rcfg=SimpleNamespace(max_steps=2))
 
 
-GRPO = {"reward/total": 0.5, "reward/std": 0.1, "loss/policy": 0.25, "loss/kl": 0.01, "loss/total": 0.3}
+GRPO = {
+    "reward/total": 0.5,
+    "reward/std": 0.1,
+    "loss/policy": 0.25,
+    "loss/kl": 0.01,
+    "loss/total": 0.3,
+}
 
 
 def test_grpo_prints_one_line_per_optimizer_step(tiny_home, tmp_path, caplog):

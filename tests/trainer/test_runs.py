@@ -81,10 +81,13 @@ def test_overwrite_clears_the_run_and_trains_again(finished, tmp_path):
     (out / "notes.txt").write_text("mine")
     grpo.main(
         load(
-            grpo.Config, CONFIGS / "grpo_tiny.yaml", [*SMALL, f"run.out={out}", "run.overwrite=true"]
+            grpo.Config,
+            CONFIGS / "grpo_tiny.yaml",
+            [*SMALL, f"run.out={out}", "run.overwrite=true"],
         )
     )
-    assert len(_events(out)) == len(_events(finished)) == 2  # logs/events... and logs/<time>/events...
+    # one run's set: logs/events... and logs/<time>/events...
+    assert len(_events(out)) == len(_events(finished)) == 2
     assert _events(out) != _events(finished)  # the new run's, not the old ones beside them
     assert [r["step"] for r in read_metrics(out)] == [1, 2]
     old, new = (json.loads((f / "manifest.json").read_text()) for f in (finished, out))
@@ -149,7 +152,9 @@ def test_a_folder_with_checkpoints_or_logged_steps_holds_a_run(tmp_path, files, 
     rcfg = load(grpo.Config, None, [f"run.out={tmp_path}"]).run
     with pytest.raises(ConfigError, match=held):
         runs.check_folder("grpo", rcfg)
-    assert runs.check_folder("grpo", load(grpo.Config, None, [f"run.out={tmp_path}", "run.resume=auto"]).run)
+    assert runs.check_folder(
+        "grpo", load(grpo.Config, None, [f"run.out={tmp_path}", "run.resume=auto"]).run
+    )
     assert runs.held_run(tmp_path / "empty") is None
 
 
