@@ -37,7 +37,9 @@ __all__ = [
     "RunConfig",
     "SampleConfig",
     "dump",
+    "entry_point",
     "from_dict",
+    "help_text",
     "parse",
     "to_dict",
 ]
@@ -63,7 +65,11 @@ class RunConfig:
         0  # checkpoint every N optimizer steps (at the end of an epoch); 0: final only
     )
     keep_checkpoints: int = 2
-    resume: str | None = None  # "auto" (latest under out/checkpoints) or a checkpoint folder
+    # A folder that already holds a run (a manifest, a checkpoint or logged steps) is refused unless one of these
+    # says what to do with it. resume: "auto" (continue from the latest checkpoint under out/checkpoints; a run
+    # finished at run.max_steps does nothing) or a checkpoint folder. overwrite: clear the run's files, then train.
+    resume: str | None = None
+    overwrite: bool = False
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     log_every: int = 1
     ema: bool = True  # Flow-GRPO: EMA of the LoRA, used for eval and the saved adapter
@@ -92,6 +98,11 @@ class RunConfig:
         _positive("run.log_every", self.log_every)
         _positive("run.ema_every", self.ema_every)
         _positive("run.keep_checkpoints", self.keep_checkpoints)
+        if self.overwrite and self.resume is not None:
+            raise ConfigError(
+                f"run.overwrite=true starts the run afresh but run.resume={self.resume!r} continues it: "
+                "set one of them"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"run.ema_decay={self.ema_decay} must be in [0, 1)")
         if self.eval_every and not self.eval_benchmarks:
@@ -489,18 +500,48 @@ def usage(cfg: Any, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
+def entry_point(cls: type) -> str:
+    """The module a user runs for a config class (``trainer.grpo``; run with ``-m`` its module is ``__main__``)."""
+    module = sys.modules.get(cls.__module__)
+    spec = getattr(module, "__spec__", None)
+    return spec.name if spec is not None else cls.__module__
+
+
+def help_text(cls: type) -> str:
+    """A recipe's ``--help``: how to launch it, its first docstring paragraph, every key with its default."""
+    prog = entry_point(cls)
+    module = sys.modules.get(cls.__module__)
+    about = ((getattr(module, "__doc__", None) or "").strip().split("\n\n")[0]).strip()
+    # a recipe that runs on rank 0 only under accelerate (merge)
+    one = bool(getattr(cls, "ONE_PROCESS", False))
+    launch = (
+        ""
+        if one
+        else f"       accelerate launch [ACCELERATE OPTIONS] -m {prog} [CONFIG.yaml] [key=value ...]\n"
+    )
+    how = (
+        "It runs on one process; under `accelerate launch` rank 0 does the work and the others exit.\n"
+        if one
+        else "`python -m` trains on one process (one GPU, or the CPU); `accelerate launch` runs the same\n"
+        "command on several GPUs (DDP; per-GPU numbers follow from the world size). Only rank 0 prints\n"
+        "progress. A run folder that already holds a run is refused unless run.resume=auto (continue from\n"
+        "its last checkpoint) or run.overwrite=true (clear it and train again).\n"
+    )
+    return (
+        f"usage: python -m {prog} [CONFIG.yaml] [key=value ...]\n{launch}"
+        f"       python -m {prog} CONFIG.yaml [key=value ...] --rehearse [--world-size N[,N...]]\n\n"
+        f"{about}\n\n{how}"
+        "\n--rehearse builds the preset as written, prints its layout at each world size, task shares, adapters,\n"
+        "split audit and loss terms, and runs one optimizer step on the CPU with stand-ins for hub weights.\n\n"
+        f"keys and defaults:\n{usage(cls())}\n"
+    )
+
+
 def parse(cls: type[T], argv: list[str] | None = None) -> T:
     """Command-line entry: ``[CONFIG.yaml] [key=value ...]``; errors exit with one line (code 2)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help"):
-        prog = cls.__module__
-        sys.stdout.write(
-            f"usage: accelerate launch -m {prog} [CONFIG.yaml] [key=value ...]\n"
-            f"       python -m {prog} CONFIG.yaml [key=value ...] --rehearse [--world-size N[,N...]]\n\n"
-            "--rehearse builds the preset as written, prints its layout at each world size, task shares, adapters,\n"
-            "split audit and loss terms, and runs one optimizer step on the CPU with stand-ins for hub weights.\n\n"
-            f"keys and defaults:\n{usage(cls())}\n"
-        )
+        sys.stdout.write(help_text(cls))
         raise SystemExit(0)
     yaml_path = None
     if args and "=" not in args[0]:

@@ -9,11 +9,13 @@ the base model a LoRA belongs to.
     runs/<name>/checkpoints/step_N/  adapter, optimizer, scheduler, EMA, per-rank RNG, step and epoch
     runs/<name>/best/             (run.keep_best) the best evaluated step's adapter and best.json
     runs/<name>/logs/             TensorBoard (or W&B) events;  runs/<name>/metrics.jsonl: the same scalars
+    runs/<name>/teacher_samples/  (SFT) the teachers' samples, cached per rank
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,33 @@ from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
 from trainer.config import ConfigError
 
 TINY = "tiny"  # `model: tiny` builds the offline tiny SD3 on demand (flowmodels.tiny.default_tiny_dir())
+# what the recipes write into a run folder (run.overwrite clears these and leaves anything else alone)
+RUN_ENTRIES = (
+    "config.yaml",
+    "manifest.json",
+    "metrics.jsonl",
+    "lora",
+    "merged",
+    "checkpoints",
+    "best",
+    "logs",
+    "teacher_samples",
+)
+
+
+def clear_run(folder: str | Path) -> list[str]:
+    """Remove a run's own files from ``folder`` (``RUN_ENTRIES``); returns the names removed."""
+    gone = []
+    for name in RUN_ENTRIES:
+        path = Path(folder) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        gone.append(name)
+    return gone
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

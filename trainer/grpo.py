@@ -146,6 +146,8 @@ def reward_matrix(
 def main(cfg: Config) -> None:
     """Train, checkpoint, evaluate in the loop, and leave ``run.out/{lora/, manifest.json}``."""
     runs.setup_logging()
+    if not runs.check_folder("grpo", cfg.run):  # a folder holding a run: refused, or finished
+        return
     # fail before any work: names, files, layout
     rewards.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
@@ -160,6 +162,7 @@ def main(cfg: Config) -> None:
     student.attach_student(run, net, cfg.lora, cfg.init, cfg.model)
     tr = optim.prepare(run, net, cfg.optim)
     checkpoints.resume(run, tr)
+    runs.begin(run)  # the per-step progress line from here
     s = cfg.sample
     eval_protocol = evalhook.protocol(cfg.run, s.cfg, s.size, s.t5_length)  # run.eval_every
     T = s.train_timesteps

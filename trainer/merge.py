@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -46,6 +46,8 @@ _PREFIX = "base_model.model."
 class Config:
     """Merge the teachers into one LoRA (linear average of the deltas, exact SVD rank)."""
 
+    # under accelerate launch rank 0 merges and the others exit (config.help_text says so)
+    ONE_PROCESS: ClassVar[bool] = True
     teachers: dict[str, str] = field(
         default_factory=lambda: {
             "geneval": "jieliu/SD3.5M-FlowGRPO-GenEval",
@@ -69,6 +71,8 @@ class Config:
         None  # base model; required for output=merged, else taken from the teachers' manifests
     )
     out: str = "runs/merge"
+    # merge into a folder that already holds a run (its run files are removed first); else it is refused
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if len(self.teachers) < 1:
@@ -320,6 +324,12 @@ def main(cfg: Config) -> Path:
         int(os.environ.get("RANK", "0")) != 0
     ):  # launched with several processes: one merge is enough
         return Path(cfg.out)
+    out = Path(cfg.out)
+    held = runs.held_run(out) if out.is_dir() else None
+    if held is not None and not cfg.overwrite:
+        raise ConfigError(
+            f"out={cfg.out} already holds {held}: set overwrite=true to merge into it again, or another out"
+        )
     dirs: dict[str, Path] = {}
     for name, src in cfg.teachers.items():
         try:
@@ -331,7 +341,8 @@ def main(cfg: Config) -> Path:
     loras = [read_lora(dirs[n]) for n in names]
     default = 1.0 / len(names) if cfg.method in ("linear", "ab_mean") else 1.0
     weights = [cfg.weights.get(n, default) for n in names]
-    out = Path(cfg.out)
+    if cfg.overwrite:
+        folders.clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     config.dump(cfg, out / "config.yaml")
     manifest: dict[str, Any] = {

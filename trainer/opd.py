@@ -171,6 +171,8 @@ class Config(rewards.TaskRewards):
 def main(cfg: Config) -> None:
     """Distil the routed teachers into the student on its own rollouts; leave ``run.out/{lora/, manifest.json}``."""
     runs.setup_logging()
+    if not runs.check_folder("opd", cfg.run):  # a folder holding a run: refused, or finished
+        return
     # fail before any work: teachers and anchor exist and share the student's base; reward names; prompt files
     teacher_dirs = {
         task: folders.check_adapter_base(f"teachers.{task}", src, cfg.model)
@@ -196,6 +198,7 @@ def main(cfg: Config) -> None:
         student.attach_frozen(net, ANCHOR, anchor_dir)
     tr = optim.prepare(run, net, cfg.optim)
     checkpoints.resume(run, tr)
+    runs.begin(run)  # the per-step progress line from here
     s = cfg.sample
     eval_protocol = evalhook.protocol(cfg.run, s.cfg, s.size, s.t5_length)  # run.eval_every
     T = s.train_timesteps

@@ -121,6 +121,8 @@ def train_command(stage: Stage, root: Path, seed: int, steps_scale: float) -> tu
         # in-loop evaluations (the teachers' checkpoint choice on validation prompts) into the stage's own store:
         # stages run side by side, and a DuckDB file takes one writer
         overrides += [f"run.out={out}", f"run.seed={seed}", f"run.eval_store={out / 'val.duckdb'}"]
+        # an unfinished stage continues from its last checkpoint (a folder holding a run is refused otherwise)
+        overrides += ["run.resume=auto"]
         if steps_scale != 1.0:
             overrides += [f"run.max_steps={_scaled_steps(stage, steps_scale)}"]
     return (
@@ -534,7 +536,9 @@ def _exit_user_error(e: UserError) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m trainer.paper",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
         "--out", type=Path, default=Path("runs/paper"), help="folder for every stage and the store"

@@ -102,7 +102,9 @@ def _save(model, ema, args, argv, step, losses, start, previous=None) -> Path:  
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m trainer.pretrain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--out", type=Path, required=True, help="folder for the checkpoint")
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget")

@@ -452,11 +452,7 @@ def cli(cls: type, main: Callable[[Any], Any], argv: list[str] | None = None) ->
         with _user_errors():
             main(config.parse(cls, args))
         return
-    module = sys.modules[cls.__module__]
-    spec = getattr(
-        module, "__spec__", None
-    )  # run as `python -m trainer.opd` the module is __main__
-    recipe = (spec.name if spec is not None else cls.__module__).rsplit(".", 1)[-1]
+    recipe = config.entry_point(cls).rsplit(".", 1)[-1]  # run as `python -m trainer.opd`: __main__
     parser = argparse.ArgumentParser(
         prog=f"python -m trainer.{recipe}",
         description=(__doc__ or "").split("\n\n")[0],

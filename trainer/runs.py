@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,10 @@ from trainer.checkpoints import find_checkpoint
 from trainer.config import ConfigError, RunConfig
 from trainer.data import SplitAudit
 from trainer.evalhook import best_dir, check_eval_hook, read_best, save_best
+from trainer.folders import clear_run, read_manifest
+from trainer.metrics import trim_metrics
 from trainer.optim import Training, replicas_identical
+from trainer.progress import Progress
 from trainer.student import STUDENT
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class Run:
     epoch: int = 0
     parent: dict[str, Any] = field(default_factory=dict)
     audit: SplitAudit | None = None  # the training prompts' split audit (trainer.data.audit_split)
+    progress: Progress | None = None  # the per-step line and bar (from ``begin``)
     _metrics: Any = None
 
     @property
@@ -79,6 +84,85 @@ def _check_tracker(log_with: str) -> None:
 def launched_world() -> int:
     """How many processes the launcher started (``WORLD_SIZE``; 1 for a plain ``python -m``)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (``RANK``; 0 for a plain ``python -m``), known before
+    accelerate starts (``Run.rank`` after)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def held_run(out: Path) -> str | None:
+    """What of an earlier run the folder ``out`` holds (a manifest, a checkpoint, logged steps), or None."""
+    manifest = read_manifest(out)
+    if manifest:
+        return f"a finished {manifest.get('recipe', '?')} run (step {manifest.get('step', '?')})"
+    ckpt = find_checkpoint(out, "auto")
+    if ckpt is not None:
+        step = json.loads((ckpt / "state.json").read_text()).get("step", "?")
+        return f"a run with a checkpoint at step {step}"
+    metrics = out / "metrics.jsonl"
+    if metrics.exists() and metrics.read_text().strip():
+        return "a run's logged steps (metrics.jsonl) and no checkpoint"
+    return None
+
+
+def check_folder(recipe: str, rcfg: RunConfig) -> bool:
+    """Whether to train into ``run.out``; call first, before any work. A folder that holds a run is refused
+    (``ConfigError``) unless ``run.resume`` continues it or ``run.overwrite`` starts it afresh (``start``
+    clears it); False when ``run.resume=auto`` finds the run finished at ``run.max_steps`` (it says so)."""
+    out = Path(rcfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.out={rcfg.out} is a file; name a folder")
+    if rcfg.overwrite:
+        return True
+    held = held_run(out)
+    if held is None:
+        return True
+    if rcfg.resume is None:
+        raise ConfigError(
+            f"run.out={rcfg.out} already holds {held}: set run.resume=auto to continue it, "
+            "run.overwrite=true to clear it and train again, or another run.out"
+        )
+    manifest = read_manifest(out)
+    if manifest and manifest.get("recipe") != recipe:
+        raise ConfigError(
+            f"run.out={rcfg.out} holds {held}, not a {recipe} run: run.overwrite=true clears it, "
+            "or set another run.out"
+        )
+    step = int(manifest.get("step", 0)) if manifest else 0
+    if rcfg.resume == "auto" and manifest and step >= rcfg.max_steps:
+        log.info(
+            "%s is finished (step %d of run.max_steps=%d): nothing to do "
+            "(raise run.max_steps to continue it, or run.overwrite=true to train it again)",
+            out,
+            step,
+            rcfg.max_steps,
+        )
+        return False
+    return True
+
+
+def _prepare_folder(out: Path, rcfg: RunConfig, ckpt: Path | None) -> None:
+    """Main process, once every check has passed: clear the folder (``run.overwrite``), or drop what was logged
+    after the checkpoint being resumed (a fresh start keeps no earlier metrics or TensorBoard events)."""
+    if rcfg.overwrite:
+        gone = clear_run(out)
+        if gone:
+            log.info("run.overwrite: removed %s from %s", ", ".join(gone), out)
+        return
+    if ckpt is not None:
+        step = int(json.loads((ckpt / "state.json").read_text())["step"])
+        dropped = trim_metrics(out, step)
+        if dropped:
+            log.info("dropped %d metrics.jsonl row(s) logged after step %d", dropped, step)
+        return
+    for name in ("metrics.jsonl", "logs"):
+        clear = out / name
+        if clear.is_dir():
+            shutil.rmtree(clear)
+        elif clear.exists():
+            clear.unlink()
 
 
 def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = None) -> Run:
@@ -124,10 +208,10 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = Non
     )
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
+        _prepare_folder(out, rcfg, ckpt)
         config.dump(cfg, out / "config.yaml")
-        run._metrics = (out / "metrics.jsonl").open(
-            "a" if ckpt else "w"
-        )  # a fresh run starts a fresh log
+        # each step once: _prepare_folder trimmed the rows past the resumed checkpoint
+        run._metrics = (out / "metrics.jsonl").open("a")
         if rcfg.log_with != "none":
             acc.init_trackers("logs", config=_flat_scalars(config.to_dict(cfg)))
     acc.wait_for_everyone()
@@ -138,6 +222,12 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = Non
     elif audit is not None:
         log.info("split audit: no training prompt is a prompt of %s", ", ".join(audit.audited))
     return run
+
+
+def begin(run: Run) -> Progress:
+    """The training loop starts (after any resume): the per-step progress line and bar from here."""
+    run.progress = Progress(run)
+    return run.progress
 
 
 def _flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -190,6 +280,8 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
         run.acc.end_training()
     if run._metrics is not None:
         run._metrics.close()
+    if run.progress is not None:
+        run.progress.close()
     if run.world > 1:
         shutdown_distributed()  # gloo's threads must not outlive the interpreter (an abort at exit)
     log.info("%s done: %s (step %d)", run.recipe, run.out, run.step)
@@ -197,9 +289,14 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
 
 
 def setup_logging() -> None:
-    """INFO for our modules when run as a script; third-party chatter quiet."""
+    """INFO for our modules when run as a script, on rank 0 only (other ranks: errors only, warnings
+    included); third-party chatter quiet."""
     level = logging.DEBUG if os.environ.get("FLOW_OPD_VERBOSE") == "1" else logging.INFO
+    if launched_rank() != 0:
+        level = logging.ERROR
+        logging.captureWarnings(True)  # Python warnings through logging: dropped at ERROR
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if os.environ.get("FLOW_OPD_VERBOSE") == "1":
         return

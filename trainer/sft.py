@@ -103,6 +103,8 @@ def plan_samples(pools: dict[str, list[PromptItem]], cfg: Config) -> list[tuple[
 def main(cfg: Config) -> None:
     """Sample from the teachers, then train the student with flow matching; leave ``lora/`` + manifest."""
     runs.setup_logging()
+    if not runs.check_folder("sft", cfg.run):  # a folder holding a run: refused, or finished
+        return
     teacher_dirs = {
         task: folders.check_adapter_base(f"teachers.{task}", src, cfg.model)
         for task, src in cfg.teachers.items()
@@ -124,6 +126,7 @@ def main(cfg: Config) -> None:
     x0, cond = _teacher_samples(run, model, net, todo, cfg)
     tr = optim.prepare(run, net, cfg.optim)
     checkpoints.resume(run, tr)
+    runs.begin(run)  # the per-step progress line from here
     eval_protocol = evalhook.protocol(cfg.run, cfg.cfg, cfg.size, cfg.t5_length)  # run.eval_every
 
     n = x0.shape[0]

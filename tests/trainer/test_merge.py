@@ -136,6 +136,21 @@ def test_merge_recipe_writes_a_loadable_lora(tmp_path):
         assert torch.allclose(lora_deltas(got)[path], avg, atol=1e-4)
 
 
+def test_merge_into_a_folder_holding_a_run_is_refused_unless_overwrite(tmp_path):
+    a = _write(_random_lora(5), tmp_path / "a")
+    out = tmp_path / "run"
+    out.mkdir()
+    held = json.dumps({"recipe": "grpo", "step": 2})
+    (out / "manifest.json").write_text(held)
+    cfg = load(merge.Config, None, [f"teachers={{x: {a}}}", f"out={out}"])
+    with pytest.raises(ConfigError, match="already holds a finished grpo run"):
+        merge.main(cfg)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+    assert (out / "manifest.json").read_text() == held
+    merge.main(load(merge.Config, None, [f"teachers={{x: {a}}}", f"out={out}", "overwrite=true"]))
+    assert json.loads((out / "manifest.json").read_text())["recipe"] == "merge"
+
+
 def test_merge_refuses_teachers_of_different_bases(tmp_path):
     a = _write(_random_lora(5), tmp_path / "a", base="tiny")
     b = _write(_random_lora(6), tmp_path / "b", base="someone/else")

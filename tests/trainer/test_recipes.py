@@ -541,6 +541,9 @@ def test_two_process_ddp_on_cpu_keeps_replicas_identical(tiny_home, tmp_path):
     assert m["world_size"] == 2, "accelerate ran fewer processes than asked"
     assert m["replicas_identical"] is True and m["step"] == 2
     assert _moved_b(out / "lora")
+    # rank 0 alone reports: each progress line and each INFO line once, rank 1 silent
+    for line in ("step 1/2  reward", "step 2/2  reward", "grpo: run ", "grpo done: "):
+        assert proc.stderr.count(line) == 1, (line, proc.stderr[-3000:])
 
 
 # -- slow: the README commands verbatim, and a learning curve -----------------------------------------------------
