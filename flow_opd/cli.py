@@ -455,17 +455,28 @@ def leaderboard(
             help="One benchmark's table (geneval, drawbench, compbench, ...); default: all.",
         ),
     ] = None,
+    rank_all: Annotated[
+        bool,
+        typer.Option(
+            "--rank-all",
+            help="Rank partial runs and runs of another protocol together with the others "
+            "(default: listed apart, below).",
+        ),
+    ] = False,
     store: StoreOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Every run's last step, best first: the main table and the per-benchmark tables."""
+    """Every run's last step, best first by the benchmark's primary metric: the main table and the
+    per-benchmark tables. Partial runs (fewer images than the benchmark) and runs of another protocol (steps,
+    cfg, size, ... not the benchmark's standard) are listed apart, below the ranked ones."""
 
     def go() -> None:
         from harness.tables import benchmark_tables, check_format, render  # deferred: duckdb
         from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
-        tables = benchmark_tables(Store(_store_path(store), read_only=True), benchmark)
+        st = Store(_store_path(store), read_only=True)
+        tables = benchmark_tables(st, benchmark, rank_all=rank_all)
         if not tables:
             raise UserError(f"no scores{' for ' + benchmark if benchmark else ''} in the store yet")
         typer.echo(render(tables, fmt), nl=False)
