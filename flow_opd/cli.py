@@ -494,7 +494,8 @@ def compare(
     store: StoreOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Per-metric A - B with 95% paired bootstrap intervals over prompts."""
+    """Per-metric A - B with 95% paired bootstrap intervals over prompts, and the protocol settings (steps,
+    cfg, size, seed, ...) in which the two runs differ."""
 
     def go() -> None:
         from harness.compare import compare_runs, deltas_table  # deferred: duckdb, numpy
@@ -504,7 +505,14 @@ def compare(
         check_format(fmt)
         st = Store(_store_path(store), read_only=True)
         deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
-        table = deltas_table(deltas, run_a, run_b, st.contaminated_runs([run_a, run_b]))
+        prot = st.protocols([run_a, run_b])
+        table = deltas_table(
+            deltas,
+            run_a,
+            run_b,
+            st.contaminated_runs([run_a, run_b]),
+            (prot.get(run_a, {}), prot.get(run_b, {})),
+        )
         typer.echo(render(table, fmt), nl=False)
 
     run_light(go)
@@ -522,16 +530,23 @@ def report(
     max_prompts: Annotated[
         int | None, typer.Option(help="Show at most N prompts per benchmark.")
     ] = None,
+    per_page: Annotated[
+        int, typer.Option(help="Prompts per page (pages 2, 3, ... are <run>-p2.html, ...).")
+    ] = 25,
     store: StoreOpt = None,
 ) -> None:
-    """Write a static HTML page: the run's tables, protocol, provenance and an image grid per prompt."""
+    """Write static HTML pages: the run's tables and its images per prompt (marked pass/fail where the
+    scorer is binary), paginated, then its protocol and provenance (collapsed); prints the first page."""
 
     def go() -> None:
         from harness.report import write_report  # deferred: duckdb
         from results.store import Store  # deferred: duckdb
 
         st = Store(_store_path(store), read_only=True)
-        typer.echo(str(write_report(st, run_id, out, inline=inline, max_prompts=max_prompts)))
+        page = write_report(
+            st, run_id, out, inline=inline, max_prompts=max_prompts, per_page=per_page
+        )
+        typer.echo(str(page))
 
     run_light(go)
 

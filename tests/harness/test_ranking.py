@@ -12,27 +12,8 @@ from typer.testing import CliRunner
 
 from flow_opd.cli import app
 from harness import tables
-from harness.benchmarks import BENCHMARKS
-from harness.protocol import EvalProtocol
-from results.store import RunRecord, Store
-from tests.support.runs import TASKS, put
-
-
-def record(store: Store, run: str, bench: str, prompts: int, k: int, **gen: object) -> None:
-    """A run whose protocol is the standard one of ``bench`` but for ``gen``."""
-    base = {"height": 32, "width": 32, "steps": 10} if bench.startswith("mini") else {}
-    protocol = {
-        "version": "1",
-        "generation": EvalProtocol(**{**base, **gen}).to_dict(),  # type: ignore[arg-type]
-        "benchmarks": {
-            bench: {
-                "prompts": prompts,
-                "images_per_prompt": k,
-                "version": BENCHMARKS[bench].version,
-            }
-        },  # fmt: skip
-    }
-    store.add_run(RunRecord(run, "mini", None, protocol, {"git_sha": "abc"}, "1"))
+from results.store import Store
+from tests.support.runs import TASKS, add_standard_run, put
 
 
 def geneval_store(path: Path | str = ":memory:") -> Store:
@@ -40,11 +21,11 @@ def geneval_store(path: Path | str = ":memory:") -> Store:
     prompts at 5 steps (0.9, another protocol)."""
     s = Store(path)
     groups = [t for t in TASKS for _ in range(4)]
-    record(s, "full", "geneval", 6, 4)
+    add_standard_run(s, "full", "geneval", 6, 4)
     put(s, "full", "geneval", "geneval", [1, 0] * 12, groups, per_prompt=4)
-    record(s, "limit", "geneval", 6, 4)
+    add_standard_run(s, "limit", "geneval", 6, 4)
     put(s, "limit", "geneval", "geneval", [1] * 4, groups[:4], per_prompt=4)
-    record(s, "fast", "geneval", 6, 4, steps=5)
+    add_standard_run(s, "fast", "geneval", 6, 4, steps=5)
     put(s, "fast", "geneval", "geneval", [1] * 21 + [0] * 3, groups, per_prompt=4)
     return s
 
@@ -94,7 +75,7 @@ def test_every_table_of_a_benchmark_ranks_by_its_primary_metric() -> None:
     s = Store(":memory:")
     groups = [t for t in TASKS for _ in range(4)]
     for run, hit, quality in (("accurate", 1.0, 0.1), ("pretty", 0.0, 0.9)):
-        record(s, run, "mini_geneval", 6, 4)
+        add_standard_run(s, run, "mini_geneval", 6, 4)
         put(s, run, "mini_geneval", "mini_geneval", [hit] * 24, groups, per_prompt=4)
         put(s, run, "mini_geneval", "mini_quality", [quality] * 24, groups, per_prompt=4)
     overall, quality = tables.benchmark_tables(s, "mini_geneval")
