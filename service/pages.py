@@ -1,7 +1,9 @@
-"""Server-rendered HTML pages: the leaderboard, a run (tables and an image grid per prompt), and two runs side by side.
+"""Server-rendered HTML pages: the leaderboard, the runs, a run (tables, training curves, an image grid per
+prompt), and two runs side by side.
 
 Jinja2 templates in ``service/templates`` (autoescaped), one stylesheet and one small script in
-``service/static`` (column sorting), nothing from a CDN: the pages work offline. They read through the same
+``service/static`` (column sorting, filter boxes), curves as inline SVG (``service.charts``), nothing from a
+CDN: the pages work offline. They read through the same
 ``service.queries`` functions as the JSON API, so a page and ``/v1`` never disagree. A run whose model was
 trained on evaluation prompts carries a red ``†`` badge (the reasons in its tooltip) wherever it is shown.
 """
