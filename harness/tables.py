@@ -315,9 +315,11 @@ def group_table(
             for c in [2] + ([len(row) - 1] if image_mean else []):
                 partial[(i, c)] = (r["run_id"], benchmark, r["n_images"], want)
     _note_partial(table, partial)
-    keys = [prim.get(str(r[0]), r[2]) if primary else r[2] for r in table.rows]
+    # the primary metric where these runs have it; else (no run scored by it) this table's Overall
+    use = primary and primary != scorer and any(str(r[0]) in prim for r in table.rows)
+    keys = [prim.get(str(r[0])) if use else r[2] for r in table.rows]
     verdicts = [stand.get((str(r[0]), benchmark), Standing()) for r in table.rows]
-    by = primary if primary and primary != scorer else "Overall"
+    by = primary if use else "Overall"
     rank_rows(table, keys, verdicts, ranked_by=by, rank_all=rank_all)
     return mark_contaminated(store, table)
 
@@ -405,9 +407,11 @@ def scorer_table(
     partial = {}
     first = columns[0][0] if columns else None
     keys: list[float | None] = []
+    # the primary metric where these runs have it; else (no run scored by it) this table's first column
+    use = bool(primary) and any(rid in prim for rid, _ in by_run)
     for (rid, step), cells in sorted(by_run.items()):
         own = cells.get(first, {}).get("score") if first else None
-        keys.append(prim.get(rid) if primary else own)
+        keys.append(prim.get(rid) if use else own)
         i = len(table.rows)
         table.rows.append(
             [rid, step, *[cells[c[0]]["score"] if c[0] in cells else None for c in columns]]
@@ -418,7 +422,7 @@ def scorer_table(
                 partial[(i, c)] = (rid, benchmark, cells[s]["n_images"], want)
     _note_partial(table, partial)
     verdicts = [stand.get((str(r[0]), benchmark), Standing()) for r in table.rows]
-    by = primary or first or ""
+    by = (primary if use else first) or ""
     rank_rows(table, keys, verdicts, ranked_by=by, rank_all=rank_all)
     return mark_contaminated(store, table)
 

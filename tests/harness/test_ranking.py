@@ -83,3 +83,12 @@ def test_every_table_of_a_benchmark_ranks_by_its_primary_metric() -> None:
     assert quality.columns[2] == "mini_quality"  # its first column
     assert [r[0] for r in quality.rows] == ["accurate", "pretty"]
     assert quality.ranked_by == "mini_geneval" and quality.status == ["", ""]
+
+
+def test_a_table_whose_runs_lack_the_primary_metric_ranks_by_its_first_column() -> None:
+    s = Store(":memory:")
+    for run, v in (("low", 0.2), ("high", 0.8)):
+        add_standard_run(s, run, "drawbench", 2, 1)
+        put(s, run, "drawbench", "aesthetic", [v, v])  # no deqa (DrawBench's primary) in this store
+    (t,) = tables.benchmark_tables(s, "drawbench")
+    assert [r[0] for r in t.rows] == ["high", "low"] and t.ranked_by == "aesthetic"
