@@ -481,17 +481,28 @@ def leaderboard(
             help="One benchmark's table (geneval, drawbench, compbench, ...); default: all.",
         ),
     ] = None,
+    rank_all: Annotated[
+        bool,
+        typer.Option(
+            "--rank-all",
+            help="Rank partial runs and runs of another protocol together with the others "
+            "(default: listed apart, below).",
+        ),
+    ] = False,
     store: StoreOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Every run's last step, best first: the main table and the per-benchmark tables."""
+    """Every run's last step, best first by the benchmark's primary metric: the main table and the
+    per-benchmark tables. Partial runs (fewer images than the benchmark) and runs of another protocol (steps,
+    cfg, size, ... not the benchmark's standard) are listed apart, below the ranked ones."""
 
     def go() -> None:
         from harness.tables import benchmark_tables, check_format, render  # deferred: duckdb
         from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
-        tables = benchmark_tables(Store(_store_path(store), read_only=True), benchmark)
+        st = Store(_store_path(store), read_only=True)
+        tables = benchmark_tables(st, benchmark, rank_all=rank_all)
         if not tables:
             raise UserError(f"no scores{' for ' + benchmark if benchmark else ''} in the store yet")
         typer.echo(render(tables, fmt), nl=False)
@@ -509,7 +520,8 @@ def compare(
     store: StoreOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Per-metric A - B with 95% paired bootstrap intervals over prompts."""
+    """Per-metric A - B with 95% paired bootstrap intervals over prompts, and the protocol settings (steps,
+    cfg, size, seed, ...) in which the two runs differ."""
 
     def go() -> None:
         from harness.compare import compare_runs, deltas_table  # deferred: duckdb, numpy
@@ -519,7 +531,14 @@ def compare(
         check_format(fmt)
         st = Store(_store_path(store), read_only=True)
         deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
-        table = deltas_table(deltas, run_a, run_b, st.contaminated_runs([run_a, run_b]))
+        prot = st.protocols([run_a, run_b])
+        table = deltas_table(
+            deltas,
+            run_a,
+            run_b,
+            st.contaminated_runs([run_a, run_b]),
+            (prot.get(run_a, {}), prot.get(run_b, {})),
+        )
         typer.echo(render(table, fmt), nl=False)
 
     run_light(go)
@@ -537,16 +556,23 @@ def report(
     max_prompts: Annotated[
         int | None, typer.Option(help="Show at most N prompts per benchmark.")
     ] = None,
+    per_page: Annotated[
+        int, typer.Option(help="Prompts per page (pages 2, 3, ... are <run>-p2.html, ...).")
+    ] = 25,
     store: StoreOpt = None,
 ) -> None:
-    """Write a static HTML page: the run's tables, protocol, provenance and an image grid per prompt."""
+    """Write static HTML pages: the run's tables and its images per prompt (marked pass/fail where the
+    scorer is binary), paginated, then its protocol and provenance (collapsed); prints the first page."""
 
     def go() -> None:
         from harness.report import write_report  # deferred: duckdb
         from results.store import Store  # deferred: duckdb
 
         st = Store(_store_path(store), read_only=True)
-        typer.echo(str(write_report(st, run_id, out, inline=inline, max_prompts=max_prompts)))
+        page = write_report(
+            st, run_id, out, inline=inline, max_prompts=max_prompts, per_page=per_page
+        )
+        typer.echo(str(page))
 
     run_light(go)
 

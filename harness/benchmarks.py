@@ -53,6 +53,14 @@ class Benchmark:
     # (``harness.splits`` audits every training run against these); "images": the mini world's prompt space is so
     # small that training shares its prompts by design and only the images (seeds) are new.
     held_out: Literal["prompts", "images"] = "prompts"
+    # The scorer whose score ranks runs on this benchmark (its leaderboard and every table of it); empty: the
+    # first of ``scorers``.
+    primary: str = ""
+
+    @property
+    def primary_scorer(self) -> str:
+        """The scorer that ranks runs on this benchmark (its primary metric)."""
+        return self.primary or self.scorers[0]
 
     @property
     def aggregation(self) -> str:
@@ -74,6 +82,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("geneval",),
         "GenEval, 553 official prompts x 4 images; overall = mean of the 6 task accuracies",
         group_by="tag",
+        primary="geneval",
     ),
     "ocr": Benchmark(
         "ocr",
@@ -82,6 +91,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         1,
         ("ocr",),
         "Flow-GRPO text rendering test set, 1018 prompts; 1 - normalised edit distance",
+        primary="ocr",
     ),
     "pickscore": Benchmark(
         "pickscore",
@@ -90,6 +100,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         1,
         ("pickscore",),
         "Pick-a-Pic v1 captions (Flow-GRPO test split), 2048 prompts; mean raw PickScore",
+        primary="pickscore",
     ),
     "drawbench": Benchmark(
         "drawbench",
@@ -98,6 +109,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         1,
         ("deqa", "imagereward", "aesthetic", "unifiedreward", "hps", "pickscore", "judge"),
         "DrawBench image-quality set (200 prompts x 5 lines); mean raw score per scorer",
+        primary="deqa",
     ),
     "compbench": Benchmark(
         "compbench",
@@ -119,6 +131,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         ("compbench",),
         "T2I-CompBench val, 8 categories x 300 prompts x 10 images; per-category scores",
         group_by="category",
+        primary="compbench",
     ),
     "mini_geneval": Benchmark(
         "mini_geneval",
@@ -131,6 +144,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         group_by="tag",
         protocol=MINI_PROTOCOL,
         held_out="images",
+        primary="mini_geneval",
     ),
     "mini_ocr": Benchmark(
         "mini_ocr",
@@ -142,6 +156,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "the glyph reader's text",
         protocol=MINI_PROTOCOL,
         held_out="images",
+        primary="mini_ocr",
     ),
     # Validation sets for choosing a checkpoint in training (``run.keep_best``), drawn from the training prompts
     # (never the test ones): not part of any suite or table.
@@ -157,6 +172,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         protocol=MINI_PROTOCOL,
         split="validation",
         held_out="images",
+        primary="mini_geneval",
     ),
     "mini_ocr_val": Benchmark(
         "mini_ocr_val",
@@ -168,6 +184,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         protocol=MINI_PROTOCOL,
         split="validation",
         held_out="images",
+        primary="mini_ocr",
     ),
     "mini_ocr_strings": Benchmark(
         "mini_ocr_strings",
@@ -179,6 +196,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "sit in its place; Flow-GRPO's OCR reward on the glyph reader's text",
         protocol=MINI_PROTOCOL,
         held_out="images",
+        primary="mini_ocr",
     ),
 }
 

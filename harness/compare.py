@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from flowbase.errors import InputError, UnknownNameError
+from harness.standing import protocol_diff
 from harness.tables import Table, marked
 from results.store import Store
 
@@ -172,14 +174,27 @@ def compare_runs(
     return out
 
 
+def protocol_notes(diff: Sequence[tuple[str, Any, Any]]) -> list[str]:
+    """The notes that say which protocol settings differ between A and B (none when they agree)."""
+    if not diff:
+        return []
+    return [
+        f"Protocols differ in {len(diff)} setting{'s' if len(diff) > 1 else ''}: the difference mixes the "
+        "models with their settings",
+        *(f"  {k}: A {a!r}, B {b!r}" for k, a, b in diff),
+    ]
+
+
 def deltas_table(  # noqa: ANN201 - harness.tables.Table
     deltas: Sequence[Delta],
     run_a: str,
     run_b: str,
     contaminated: Mapping[str, list[str]] | None = None,
+    protocols: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
 ):
     """The comparison as a ``Table`` (rendered like every other table). ``contaminated`` (run id -> reasons,
-    ``Store.contaminated_runs``) marks a run trained on evaluation prompts in the title, with the legend."""
+    ``Store.contaminated_runs``) marks a run trained on evaluation prompts in the title, with the legend;
+    ``protocols`` (A's and B's stored protocols) adds a note per setting that differs between them."""
     bad = {r: list(why) for r, why in (contaminated or {}).items() if r in (run_a, run_b) and why}
     t = Table(
         f"{marked(run_a, bad)} (A) vs {marked(run_b, bad)} (B): A - B with 95% paired bootstrap interval "
@@ -192,5 +207,7 @@ def deltas_table(  # noqa: ANN201 - harness.tables.Table
     t.notes.append(
         "An interval that excludes 0 means the difference is unlikely to be resampling noise"
     )
+    if protocols is not None:
+        t.notes += protocol_notes(protocol_diff(dict(protocols[0]), dict(protocols[1])))
     t.contaminated = bad
     return t

@@ -1,24 +1,30 @@
-"""``harness report RUN``: one static HTML page per run: its tables, protocol, provenance and an image grid.
+"""``harness report RUN``: static HTML pages of a run: its tables, its images per prompt, then its protocol.
 
-The page has no scripts and no external assets. Images are either linked relative to the page (the store's
-content-addressed files; keep the page next to the store, the default ``results/reports/<run>.html``) or, with
-``inline=True``, embedded as small JPEG thumbnails so the page is a single portable file. A run whose model was
-trained on evaluation prompts says so in a banner under the title, with the reasons, and its id carries the
-``†`` badge in every table.
+The first page (``results/reports/<run>.html`` by default) shows the run's readable name, its tables and the
+first ``per_page`` prompts' images, each marked pass or fail where the scorer is binary (GenEval's 0/1); the
+next prompts follow on ``<run>-p2.html``, ``<run>-p3.html``, ... linked by a pager. The protocol and provenance
+JSON close the first page, collapsed. The pages have no scripts and no external assets. Images are either
+linked relative to the page (the store's content-addressed files; keep the pages next to the store) or, with
+``inline=True``, embedded as small JPEG thumbnails so each page is portable. A run whose model was trained on
+evaluation prompts says so in a banner under the title, with the reasons, and its id carries the ``†`` badge
+in every table.
 """
 
 from __future__ import annotations
 
 import base64
+import glob
 import html
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowbase.errors import UnknownNameError
+from flowbase.errors import InputError, UnknownNameError
+from harness.standing import PASS_FAIL, minute, run_name
 from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK, Table, benchmark_tables
 from results.store import Store
 
@@ -32,6 +38,8 @@ table.t td.n{text-align:right;font-variant-numeric:tabular-nums}caption{text-ali
 figure{margin:0;width:168px}figure img{width:160px;height:160px;object-fit:contain;background:#f4f4f4;
 image-rendering:pixelated}figcaption{font-size:.75rem;font-family:monospace}
 pre{background:#f7f7f7;padding:.5rem;overflow:auto;font-size:.8rem}
+figure.pass img{outline:2px solid #2e7d32}figure.fail img{outline:2px solid #c62828}
+.pass b{color:#2e7d32}.fail b{color:#c62828}.pager{margin:1rem 0;display:flex;gap:1rem}
 """
 CONTAMINATED_CSS = """
 .contaminated{color:#fff;background:#b3261e;border-radius:3px;padding:0 .3rem;font-size:.8rem;cursor:help}
@@ -106,8 +114,12 @@ def write_report(
     step: int | None = None,
     inline: bool = False,
     max_prompts: int | None = None,
+    per_page: int = 25,
 ) -> Path:
-    """Write the HTML report of ``run_id`` (its last step unless given); returns the page's path."""
+    """Write the HTML report of ``run_id`` (its last step unless given), ``per_page`` prompts a page; returns
+    the first page's path."""
+    if per_page < 1:
+        raise InputError(f"--per-page must be >= 1, got {per_page}")
     run = store.get_run(run_id)
     if run is None:
         import difflib
@@ -125,74 +137,113 @@ def write_report(
     tables = benchmark_tables(store, run_ids=[run_id])
     # the badge's styles only where a badge is shown: a clean run's page is as it always was
     css = CSS + CONTAMINATED_CSS if run.contaminated else CSS
+    name = run_name(run.model, run.lora, run.created_at)
+    prompts = _prompts(rows, max_prompts)
+    n_pages = max(1, -(-len(prompts) // per_page))
+    files = [out] + [out.with_name(f"{out.stem}-p{i}{out.suffix}") for i in range(2, n_pages + 1)]
+    for i, path in enumerate(files):
+        head = [
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+            f"<title>{html.escape(name)}: flow-opd report</title><style>{css}</style></head><body>",
+            f"<h1>{html.escape(name)}{_badge(run.contamination) if run.contaminated else ''}</h1>",
+            *([_banner(run.contamination)] if run.contaminated else []),
+            f"<p>run <code>{html.escape(run_id)}</code>, model <code>{html.escape(run.model)}</code>"
+            + (f", LoRA <code>{html.escape(run.lora)}</code>" if run.lora else "")
+            + f", step {step}, created {html.escape(minute(run.created_at))}, git "
+            f"<code>{html.escape(str(run.provenance.get('git_sha')))}</code></p>",
+        ]
+        body = ["<h2>Tables</h2>", *[_table_html(t) for t in tables]] if i == 0 else []
+        pager = _pager(files, i, path)
+        body += [pager, *_grids(store, prompts[i * per_page : (i + 1) * per_page], path,
+                                inline=inline, total=len(prompts), first=i * per_page), pager]  # fmt: skip
+        if i == 0:
+            body += [
+                "<h2>Protocol</h2>",
+                "<details><summary>Protocol (JSON)</summary>",
+                f"<pre>{html.escape(json.dumps(run.protocol, indent=2, sort_keys=True))}</pre></details>",
+                "<details><summary>Provenance (JSON)</summary>",
+                f"<pre>{html.escape(json.dumps(run.provenance, indent=2, sort_keys=True, default=str))}"
+                "</pre></details>",
+            ]
+        path.write_text("\n".join([*head, *body, "</body></html>"]), encoding="utf-8")
+    # pages of an earlier, longer report of this run would link to nothing: remove them
+    for old in out.parent.glob(f"{glob.escape(out.stem)}-p*{out.suffix}"):
+        m = re.fullmatch(rf"{re.escape(out.stem)}-p(\d+){re.escape(out.suffix)}", old.name)
+        if m and int(m.group(1)) > n_pages:
+            old.unlink()
+    return out
 
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(run_id)}: flow-opd report</title><style>{css}</style></head><body>",
-        f"<h1>Run {html.escape(run_id)}{_badge(run.contamination) if run.contaminated else ''}</h1>",
-        *([_banner(run.contamination)] if run.contaminated else []),
-        f"<p>model <code>{html.escape(run.model)}</code>"
-        + (f", LoRA <code>{html.escape(run.lora)}</code>" if run.lora else "")
-        + f", step {step}, created {html.escape(str(run.created_at))}, git "
-        f"<code>{html.escape(str(run.provenance.get('git_sha')))}</code></p>",
-        "<h2>Tables</h2>",
-        *[_table_html(t) for t in tables],
-        "<h2>Protocol</h2>",
-        f"<pre>{html.escape(json.dumps(run.protocol, indent=2, sort_keys=True))}</pre>",
-        "<details><summary>Provenance</summary>",
-        f"<pre>{html.escape(json.dumps(run.provenance, indent=2, sort_keys=True, default=str))}</pre></details>",
-    ]
-    parts += _grids(store, rows, out, inline=inline, max_prompts=max_prompts)
-    parts.append("</body></html>")
-    out.write_text("\n".join(parts), encoding="utf-8")
+
+def _pager(files: Sequence[Path], i: int, here: Path) -> str:
+    """Links to the previous and next page, and where this one is."""
+    if len(files) < 2:
+        return ""
+    prev = f"<a href='{html.escape(files[i - 1].name)}'>&larr; previous</a>" if i > 0 else ""
+    nxt = (
+        f"<a href='{html.escape(files[i + 1].name)}'>next &rarr;</a>" if i + 1 < len(files) else ""
+    )
+    return f"<nav class='pager'>{prev}<span>page {i + 1} of {len(files)}</span>{nxt}</nav>"
+
+
+def _prompts(rows: Sequence[dict[str, Any]], max_prompts: int | None) -> list[dict[str, Any]]:
+    """Per benchmark (by name), per prompt (in order): the prompt and its images with every scorer's value."""
+    bench: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        p = bench.setdefault(r["benchmark"], {}).setdefault(
+            r["prompt_id"],
+            {"benchmark": r["benchmark"], "id": r["prompt_id"], "prompt": r["prompt"],
+             "grp": r["grp"], "index": r["prompt_index"], "images": {}},
+        )  # fmt: skip
+        img = p["images"].setdefault(
+            r["image_index"], {"path": r["image_path"], "seed": r["seed"], "scores": {}}
+        )
+        img["scores"][r["scorer"]] = r["value"]
+    out: list[dict[str, Any]] = []
+    for name in sorted(bench):
+        ps = sorted(bench[name].values(), key=lambda p: p["index"])
+        out += ps[:max_prompts] if max_prompts else ps
     return out
 
 
 def _grids(
     store: Store,
-    rows: Sequence[dict[str, Any]],
+    prompts: Sequence[dict[str, Any]],
     out: Path,
     *,
     inline: bool,
-    max_prompts: int | None,
+    total: int,
+    first: int,
 ) -> list[str]:
-    """Per benchmark, per prompt: the prompt, its metadata and its images with every scorer's value."""
-    bench: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        p = bench.setdefault(r["benchmark"], {}).setdefault(
-            r["prompt_id"],
-            {"prompt": r["prompt"], "grp": r["grp"], "index": r["prompt_index"], "images": {}},
-        )
-        img = p["images"].setdefault(
-            r["image_index"], {"path": r["image_path"], "seed": r["seed"], "scores": {}}
-        )
-        img["scores"][r["scorer"]] = r["value"]
+    """The images of ``prompts`` (prompts ``first`` + 1 ... of ``total``), under a heading per benchmark."""
     parts = []
-    for name in sorted(bench):
-        prompts = sorted(bench[name].items(), key=lambda kv: kv[1]["index"])
-        shown = prompts[:max_prompts] if max_prompts else prompts
-        parts.append(
-            f"<h2>{html.escape(name)}: images ({len(shown)} of {len(prompts)} prompts)</h2>"
-        )
-        for pid, p in shown:
-            figs = []
-            for j, img in sorted(p["images"].items()):
-                file = store.image_file(img["path"])
-                src = (
-                    _thumbnail(file)
-                    if inline
-                    else Path(os.path.relpath(file, out.parent)).as_posix()
-                )
-                caption = "<br>".join(
-                    f"{html.escape(s)} {_fmt(v)}" for s, v in sorted(img["scores"].items())
-                )
-                figs.append(
-                    f"<figure><img src='{html.escape(src)}' alt='{html.escape(pid)} image {j}' "
-                    f"loading='lazy'><figcaption>#{j} seed {img['seed']}<br>{caption}</figcaption></figure>"
-                )
-            grp = f" <small>[{html.escape(str(p['grp']))}]</small>" if p["grp"] else ""
-            parts.append(
-                f"<div class='prompt'><p><b>{html.escape(pid)}</b>{grp} {html.escape(p['prompt'])}</p>"
-                f"<div class='grid'>{''.join(figs)}</div></div>"
+    if prompts:
+        parts.append(f"<h2>Images: prompts {first + 1}-{first + len(prompts)} of {total}</h2>")
+    shown = None
+    for p in prompts:
+        if p["benchmark"] != shown:
+            shown = p["benchmark"]
+            parts.append(f"<h3>{html.escape(shown)}</h3>")
+        figs = []
+        for j, img in sorted(p["images"].items()):
+            file = store.image_file(img["path"])
+            src = _thumbnail(file) if inline else Path(os.path.relpath(file, out.parent)).as_posix()
+            caption = "<br>".join(
+                f"{html.escape(s)} {_fmt(v)}" for s, v in sorted(img["scores"].items())
             )
+            verdicts = [v for s, v in img["scores"].items() if s in PASS_FAIL]
+            cls, mark = "", ""
+            if verdicts:
+                ok = min(verdicts) >= 1
+                cls = " class='pass'" if ok else " class='fail'"
+                mark = "<b>&#10003; pass</b> " if ok else "<b>&#10007; fail</b> "
+            figs.append(
+                f"<figure{cls}><img src='{html.escape(src)}' alt='{html.escape(p['id'])} image {j}' "
+                f"loading='lazy'><figcaption>{mark}#{j} seed {img['seed']}<br>{caption}</figcaption>"
+                "</figure>"
+            )
+        grp = f" <small>[{html.escape(str(p['grp']))}]</small>" if p["grp"] else ""
+        parts.append(
+            f"<div class='prompt'><p><b>{html.escape(p['id'])}</b>{grp} {html.escape(p['prompt'])}</p>"
+            f"<div class='grid'>{''.join(figs)}</div></div>"
+        )
     return parts

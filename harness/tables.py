@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from flowbase.errors import InputError
+from harness.benchmarks import BENCHMARKS
+from harness.standing import Standing, standings, status
 from results.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,6 +81,11 @@ class Table:
     # run id -> why its model counts as trained on evaluation prompts: only such runs of this table, marked in
     # the ``run`` column (the compare table names its runs in the title instead, and marks them there)
     contaminated: dict[str, list[str]] = field(default_factory=dict)
+    # per row: '' for a ranked row, else why it is shown apart ('partial', 'other protocol', both); the ranked
+    # rows come first, best first by ``ranked_by``; ``rank`` numbers them (None for a row shown apart)
+    status: list[str] = field(default_factory=list)
+    rank: list[int | None] = field(default_factory=list)
+    ranked_by: str = ""
 
     def records(self) -> list[dict[str, Any]]:
         """Rows as dicts (for JSON and the service)."""
@@ -134,14 +141,90 @@ def _note_partial(table: Table, cells: dict[tuple[int, int], tuple[str, str, int
             table.notes.append(f"* partial: {rid} has {have} of {want} {bench} images")
 
 
+def _primary(
+    store: Store, benchmark: str, ids: Sequence[str] | None
+) -> tuple[str, dict[str, float]]:
+    """(the benchmark's primary scorer, run -> its score at the run's last step); ('', {}) outside the
+    registry."""
+    bench = BENCHMARKS.get(benchmark)
+    if bench is None:
+        return "", {}
+    scorer = bench.primary_scorer
+    rows = store.benchmark_scores(run_ids=ids, benchmark=benchmark)
+    return scorer, {r["run_id"]: r["score"] for r in rows if r["scorer"] == scorer}
+
+
+def rank_rows(
+    table: Table,
+    keys: Sequence[float | None],
+    verdicts: Sequence[Standing],
+    *,
+    ranked_by: str,
+    rank_all: bool = False,
+) -> Table:
+    """Order ``table``'s rows: ranked rows (complete, standard protocol) best first by ``keys``, then the rows
+    shown apart (partial or of another protocol), best first too; ``rank_all`` ranks every row together. Notes
+    say which runs are apart and why."""
+    if not table.partial:
+        table.partial = [set() for _ in table.rows]
+    marks = [status(v) for v in verdicts]
+    run = table.columns.index("run") if "run" in table.columns else None
+
+    def order(i: int) -> tuple[bool, bool, float, str]:
+        k = keys[i]
+        apart = bool(marks[i]) and not rank_all
+        return (apart, k is None, -(k or 0.0), str(table.rows[i][run]) if run is not None else "")
+
+    idx = sorted(range(len(table.rows)), key=order)
+    table.rows = [table.rows[i] for i in idx]
+    table.partial = [table.partial[i] for i in idx]
+    table.status = [marks[i] for i in idx]
+    n = 0
+    table.rank = []
+    for i in idx:
+        if rank_all or not marks[i]:
+            n += 1
+            table.rank.append(n)
+        else:
+            table.rank.append(None)
+    table.ranked_by = ranked_by
+    if any(marks):
+        how = (
+            "ranked together with the partial runs and runs of another protocol (--rank-all)"
+            if rank_all
+            else "partial runs and runs of another protocol are not ranked: they are listed apart, below"
+        )
+        table.notes.insert(0, f"Ranked by {ranked_by}; {how}")
+        seen = set()
+        for pos, i in enumerate(idx):
+            v = verdicts[i]
+            rid = str(table.rows[pos][run]) if run is not None else ""
+            for why in v.other:
+                if (rid, why) not in seen:
+                    seen.add((rid, why))
+                    table.notes.append(f"other protocol: {rid}: {why}")
+    return table
+
+
+def _verdict(stand: dict[tuple[str, str], Standing], rid: str, benches: Sequence[str]) -> Standing:
+    out = Standing()
+    for b in benches:
+        out = out.merge(stand.get((rid, b), Standing()))
+    return out
+
+
 def _run_ids(store: Store, run_ids: Sequence[str] | None) -> list[str] | None:
     return list(run_ids) if run_ids is not None else None
 
 
 @_one_connection
-def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
-    """GenEval, OCR, DeQA, PickScore and Avg per run (each run's last step), best Avg first."""
+def main_table(
+    store: Store, run_ids: Sequence[str] | None = None, *, rank_all: bool = False
+) -> Table:
+    """GenEval, OCR, DeQA, PickScore and Avg per run (each run's last step), best Avg first; partial runs and
+    runs of another protocol apart, below (``rank_rows``)."""
     ids = _run_ids(store, run_ids)
+    stand = standings(store, ids)
     rows = store.main_table(run_ids=ids)
     counts = {
         (r["run_id"], r["step"], r["benchmark"], r["scorer"]): r["n_images"]
@@ -161,9 +244,11 @@ def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
         [None, None, 4, 4, 3, 3, 4],
     )
     partial = {}
+    verdicts = []
     for r in rows:
         if all(r[k] is None for _, k, _ in cols):
             continue
+        verdicts.append(_verdict(stand, r["run_id"], [b for b, k, _ in cols if r[k] is not None]))
         i = len(table.rows)
         table.rows.append(
             [r["run_id"], r["step"], r["geneval"], r["ocr"], r["deqa"], r["pickscore"], r["avg"]]
@@ -180,6 +265,8 @@ def main_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
         table.notes.append(
             "Avg is empty until a run has all four of GenEval, OCR, DeQA and PickScore"
         )
+    keys = [r[6] for r in table.rows]
+    rank_rows(table, keys, verdicts, ranked_by="Avg", rank_all=rank_all)
     return mark_contaminated(store, table)
 
 
@@ -194,9 +281,13 @@ def group_table(
     run_ids: Sequence[str] | None = None,
     *,
     image_mean: bool = False,
+    rank_all: bool = False,
 ) -> Table:
-    """One row per run: the overall score (mean of group means) and each group's mean."""
+    """One row per run: the overall score (mean of group means) and each group's mean; ranked by the
+    benchmark's primary metric (this table's Overall when it has none)."""
     ids = _run_ids(store, run_ids)
+    stand = standings(store, ids)
+    primary, prim = _primary(store, benchmark, ids)
     overall = {
         r["run_id"]: r
         for r in store.benchmark_scores(run_ids=ids, benchmark=benchmark)
@@ -224,11 +315,21 @@ def group_table(
             for c in [2] + ([len(row) - 1] if image_mean else []):
                 partial[(i, c)] = (r["run_id"], benchmark, r["n_images"], want)
     _note_partial(table, partial)
+    # the primary metric where these runs have it; else (no run scored by it) this table's Overall
+    use = primary and primary != scorer and any(str(r[0]) in prim for r in table.rows)
+    keys = [prim.get(str(r[0])) if use else r[2] for r in table.rows]
+    verdicts = [stand.get((str(r[0]), benchmark), Standing()) for r in table.rows]
+    by = primary if use else "Overall"
+    rank_rows(table, keys, verdicts, ranked_by=by, rank_all=rank_all)
     return mark_contaminated(store, table)
 
 
 def geneval_table(
-    store: Store, run_ids: Sequence[str] | None = None, scorer: str = "geneval"
+    store: Store,
+    run_ids: Sequence[str] | None = None,
+    scorer: str = "geneval",
+    *,
+    rank_all: bool = False,
 ) -> Table:
     """GenEval per task; Overall is the mean of the 6 task accuracies, Images the image-level mean."""
     label = "GenEval" if scorer == "geneval" else f"GenEval prompts scored by {scorer}"
@@ -241,6 +342,7 @@ def geneval_table(
         f"{label} (Overall = mean of the task means; Images = mean over all images)",
         run_ids,
         image_mean=True,
+        rank_all=rank_all,
     )
     rows = store.benchmark_scores(run_ids=run_ids, benchmark="geneval")
     if any(r["n_groups"] not in (None, 6) for r in rows if r["scorer"] == scorer):
@@ -249,7 +351,11 @@ def geneval_table(
 
 
 def compbench_table(
-    store: Store, run_ids: Sequence[str] | None = None, scorer: str = "compbench"
+    store: Store,
+    run_ids: Sequence[str] | None = None,
+    scorer: str = "compbench",
+    *,
+    rank_all: bool = False,
 ) -> Table:
     """T2I-CompBench: one column per category (Overall = mean of the categories present)."""
     label = (
@@ -263,6 +369,7 @@ def compbench_table(
         COMPBENCH_TITLES,
         f"{label} (val, per category)",
         run_ids,
+        rank_all=rank_all,
     )
 
 
@@ -273,9 +380,14 @@ def scorer_table(
     title: str,
     columns: Sequence[tuple[str, str, int]] | None = None,
     run_ids: Sequence[str] | None = None,
+    *,
+    rank_all: bool = False,
 ) -> Table:
-    """One row per run, one column per scorer of ``benchmark`` (the mean raw value)."""
+    """One row per run, one column per scorer of ``benchmark`` (the mean raw value); ranked by the benchmark's
+    primary metric, even where it is not a column here (its first column outside the registry)."""
     ids = _run_ids(store, run_ids)
+    stand = standings(store, ids)
+    primary, prim = _primary(store, benchmark, ids)
     rows = store.benchmark_scores(run_ids=ids, benchmark=benchmark)
     present = {r["scorer"] for r in rows}
     if columns is None:
@@ -294,15 +406,12 @@ def scorer_table(
     expected = _expected(store, ids)
     partial = {}
     first = columns[0][0] if columns else None
-
-    def rank(
-        kv: tuple[tuple[str, int], dict[str, dict[str, Any]]],
-    ) -> tuple[float, tuple[str, int]]:
-        score = kv[1].get(first, {}).get("score") if first else None
-        return (-score if score is not None else float("inf"), kv[0])
-
-    order = sorted(by_run.items(), key=rank)
-    for (rid, step), cells in order:
+    keys: list[float | None] = []
+    # the primary metric where these runs have it; else (no run scored by it) this table's first column
+    use = bool(primary) and any(rid in prim for rid, _ in by_run)
+    for (rid, step), cells in sorted(by_run.items()):
+        own = cells.get(first, {}).get("score") if first else None
+        keys.append(prim.get(rid) if use else own)
         i = len(table.rows)
         table.rows.append(
             [rid, step, *[cells[c[0]]["score"] if c[0] in cells else None for c in columns]]
@@ -312,25 +421,42 @@ def scorer_table(
             if s in cells and want is not None and cells[s]["n_images"] < want:
                 partial[(i, c)] = (rid, benchmark, cells[s]["n_images"], want)
     _note_partial(table, partial)
+    verdicts = [stand.get((str(r[0]), benchmark), Standing()) for r in table.rows]
+    by = (primary if use else first) or ""
+    rank_rows(table, keys, verdicts, ranked_by=by, rank_all=rank_all)
     return mark_contaminated(store, table)
 
 
-def quality_table(store: Store, run_ids: Sequence[str] | None = None) -> Table:
+def quality_table(
+    store: Store, run_ids: Sequence[str] | None = None, *, rank_all: bool = False
+) -> Table:
     """The DrawBench image-quality table (mean raw score per scorer)."""
     return scorer_table(
-        store, "drawbench", "Image quality (DrawBench, mean raw score)", QUALITY, run_ids
+        store,
+        "drawbench",
+        "Image quality (DrawBench, mean raw score)",
+        QUALITY,
+        run_ids,
+        rank_all=rank_all,
     )
 
 
 @_one_connection
 def benchmark_tables(
-    store: Store, benchmark: str | None = None, run_ids: Sequence[str] | None = None
+    store: Store,
+    benchmark: str | None = None,
+    run_ids: Sequence[str] | None = None,
+    *,
+    rank_all: bool = False,
 ) -> list[Table]:
     """The table(s) for one benchmark, or for every benchmark the runs hold (main table first).
 
     GenEval and T2I-CompBench get a per-group table per scorer, DrawBench the image-quality table; OCR and
     PickScore's own scorers appear in the main table; any other (benchmark, scorer) gets a per-scorer table.
+    Rows are ranked by the benchmark's primary metric, partial runs and runs of another protocol apart below
+    them unless ``rank_all``.
     """
+    ra = {"rank_all": rank_all}
     ids = _run_ids(store, run_ids)
     rows = store.benchmark_scores(run_ids=ids)
     present: dict[str, set[str]] = {}
@@ -346,15 +472,15 @@ def benchmark_tables(
     }
     show_main = benchmark is None and any(s in present.get(b, set()) for b, s in in_main)
     if show_main:
-        tables.append(main_table(store, ids))
+        tables.append(main_table(store, ids, **ra))
     for name in names:
         scorers_here = sorted(present.get(name, set()))
         if name == "geneval":
-            tables += [geneval_table(store, ids, s) for s in scorers_here]
+            tables += [geneval_table(store, ids, s, **ra) for s in scorers_here]
         elif name == "compbench":
-            tables += [compbench_table(store, ids, s) for s in scorers_here]
+            tables += [compbench_table(store, ids, s, **ra) for s in scorers_here]
         elif name == "drawbench":
-            tables.append(quality_table(store, ids))
+            tables.append(quality_table(store, ids, **ra))
         else:
             if name == "mini_geneval" and "mini_geneval" in scorers_here:
                 tables.append(
@@ -368,13 +494,16 @@ def benchmark_tables(
                         "means; Images = mean over all images)",
                         ids,
                         image_mean=True,
+                        **ra,
                     )
                 )
                 scorers_here = [s for s in scorers_here if s != "mini_geneval"]
             rest = [s for s in scorers_here if not (show_main and (name, s) in in_main)]
             if rest:
                 cols = [(s, s, 4) for s in rest]
-                tables.append(scorer_table(store, name, f"{name} (mean per scorer)", cols, ids))
+                tables.append(
+                    scorer_table(store, name, f"{name} (mean per scorer)", cols, ids, **ra)
+                )
     return [t for t in tables if t.rows]
 
 
@@ -420,8 +549,24 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def _status(t: Table, i: int) -> str:
+    return t.status[i] if i < len(t.status) else ""
+
+
+def _apart_from(t: Table) -> int | None:
+    """The index of the first row shown apart (None when every row is ranked)."""
+    for i in range(len(t.rows)):
+        if i < len(t.rank) and t.rank[i] is None:
+            return i
+    return None
+
+
+APART_LINE = "not ranked (partial or other protocol):"
+
+
 def render(tables: Table | Sequence[Table], fmt: str = "text") -> str:
-    """Tables as ``text`` (aligned), ``markdown``, ``csv`` (raw numbers) or ``json``."""
+    """Tables as ``text`` (aligned), ``markdown``, ``csv`` (raw numbers) or ``json``. Rows shown apart
+    (partial, other protocol) follow the ranked ones under a ``not ranked`` line, with a ``status`` column."""
     ts = [tables] if isinstance(tables, Table) else list(tables)
     check_format(fmt)
     if fmt == "json":
@@ -433,31 +578,47 @@ def render(tables: Table | Sequence[Table], fmt: str = "text") -> str:
             w = csv.writer(buf, lineterminator="\n")
             # the column only in a table with a contaminated run: a clean table is as it always was
             flag = ["contaminated"] if t.contaminated else []
-            w.writerow([*t.columns, "partial", *flag])
+            w.writerow([*t.columns, "rank", "status", "partial", *flag])
             for i, row in enumerate(t.rows):
                 p = t.partial[i] if i < len(t.partial) else set()
+                rank = t.rank[i] if i < len(t.rank) else None
                 w.writerow(
                     ["" if v is None else v for v in row]
+                    + ["" if rank is None else rank, _status(t, i) or "ranked"]
                     + [";".join(t.columns[j] for j in sorted(p))]
                     + ([str(t.row_contaminated(i)).lower()] if flag else [])
                 )
             parts.append(f"# {t.title}\n{buf.getvalue()}")
             continue
         cells = _cells(t)
+        columns, decimals = list(t.columns), list(t.decimals)
+        if any(t.status):
+            columns.append("status")
+            decimals.append(None)
+            cells = [[*c, _status(t, i)] for i, c in enumerate(cells)]
+        apart = _apart_from(t)
         if fmt == "markdown":
-            lines = [f"**{t.title}**", "", "| " + " | ".join(t.columns) + " |"]
-            lines.append("|" + "|".join("---" if d is None else "---:" for d in t.decimals) + "|")
-            lines += ["| " + " | ".join(r) + " |" for r in cells]
+            lines = [f"**{t.title}**", "", "| " + " | ".join(columns) + " |"]
+            lines.append("|" + "|".join("---" if d is None else "---:" for d in decimals) + "|")
+            for i, r in enumerate(cells):
+                if i == apart:
+                    lines.append(
+                        "| " + " | ".join([f"*{APART_LINE}*"] + [""] * (len(r) - 1)) + " |"
+                    )
+                lines.append("| " + " | ".join(r) + " |")
             if _notes(t):
                 lines.append("")
         else:
-            widths = [max([len(c)] + [len(r[j]) for r in cells]) for j, c in enumerate(t.columns)]
+            widths = [max([len(c)] + [len(r[j]) for r in cells]) for j, c in enumerate(columns)]
             lines = [
                 t.title,
-                _aligned(t.columns, widths, t.decimals),
+                _aligned(columns, widths, decimals),
                 "  ".join("-" * w for w in widths),
             ]
-            lines += [_aligned(r, widths, t.decimals) for r in cells]
+            for i, r in enumerate(cells):
+                if i == apart:
+                    lines.append(APART_LINE)
+                lines.append(_aligned(r, widths, decimals))
         lines += _notes(t)
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -473,7 +634,11 @@ def _json_table(t: Table) -> dict[str, Any]:
         "rows": rows,
         "partial": [sorted(t.columns[j] for j in p) for p in t.partial],
         "notes": t.notes,
+        "ranked_by": t.ranked_by,
     }
+    for i, r in enumerate(rows):
+        r["rank"] = t.rank[i] if i < len(t.rank) else None
+        r["status"] = _status(t, i) or "ranked"
     if t.contaminated:
         for i, r in enumerate(rows):
             r["contaminated"] = t.row_contaminated(i)

@@ -1,7 +1,9 @@
-"""Server-rendered HTML pages: the leaderboard, a run (tables and an image grid per prompt), and two runs side by side.
+"""Server-rendered HTML pages: the leaderboard, the runs, a run (tables, training curves, an image grid per
+prompt), and two runs side by side.
 
 Jinja2 templates in ``service/templates`` (autoescaped), one stylesheet and one small script in
-``service/static`` (column sorting), nothing from a CDN: the pages work offline. They read through the same
+``service/static`` (column sorting, filter boxes), curves as inline SVG (``service.charts``), nothing from a
+CDN: the pages work offline. They read through the same
 ``service.queries`` functions as the JSON API, so a page and ``/v1`` never disagree. A run whose model was
 trained on evaluation prompts carries a red ``†`` badge (the reasons in its tooltip) wherever it is shown.
 """
@@ -17,8 +19,10 @@ from fastapi.templating import Jinja2Templates
 
 from flowbase.errors import InputError
 from harness.compare import compare_runs
+from harness.standing import PASS_FAIL, minute, protocol_diff
 from harness.tables import CONTAMINATED_LEGEND, CONTAMINATED_MARK
 from service import queries
+from service.charts import curves
 from service.deps import CacheDep, StoreDep
 from service.schemas import Sample
 
@@ -39,6 +43,9 @@ def fmt(v: Any, decimals: int | None = 4) -> str:
 
 
 templates.env.filters["fmt"] = fmt
+templates.env.filters["minute"] = minute
+# scorers whose images are marked pass (1) / fail (0)
+templates.env.globals["pass_fail"] = PASS_FAIL
 # the mark and legend of a run trained on evaluation prompts: the same words as the CLI tables
 templates.env.globals["contaminated_mark"] = CONTAMINATED_MARK
 templates.env.globals["contaminated_legend"] = CONTAMINATED_LEGEND
@@ -61,27 +68,10 @@ def _prompt_page(
     store: Any, run_id: str, benchmark: str | None, page: int, per_page: int
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of prompts of a run's last step: (prompts with their images, number of prompt pages)."""
-    first = queries.sample_page(store, run_id, step=None, benchmark=benchmark, offset=0, limit=1)
-    if first.total == 0:
-        return [], 0
-    k = _images_per_prompt(store, run_id, first.step, benchmark)
-    limit = per_page * k
-    rows = queries.sample_page(
-        store, run_id, step=first.step, benchmark=benchmark, offset=page * limit, limit=limit
-    )
-    pages = -(-rows.total // limit)
-    return _by_prompt(rows.samples), pages
-
-
-def _images_per_prompt(store: Any, run_id: str, step: int | None, benchmark: str | None) -> int:
-    with store.session() as con:
-        sql = "SELECT max(image_index) + 1 FROM samples WHERE run_id = ? AND step = ?"
-        params: list[Any] = [run_id, step]
-        if benchmark is not None:
-            sql += " AND benchmark = ?"
-            params.append(benchmark)
-        row = con.execute(sql, params).fetchone()
-    return int(row[0]) if row and row[0] else 1
+    step = store.last_step(run_id)
+    keys = queries.prompt_keys(store, run_id, step, benchmark)
+    chunk = keys[page * per_page : (page + 1) * per_page]
+    return _by_prompt(queries.prompt_samples(store, run_id, step, chunk)), -(-len(keys) // per_page)
 
 
 def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
@@ -97,18 +87,21 @@ def leaderboard_page(
     store: StoreDep,
     cache: CacheDep,
     benchmark: Annotated[str | None, Query(max_length=200)] = None,
+    rank_all: bool = False,
 ) -> HTMLResponse:
-    """The leaderboard: one tab per benchmark with results, sortable tables (default: the main table)."""
+    """The leaderboard: one tab per benchmark with results, sortable tables (default: the main table), ranked
+    by the benchmark's primary metric; partial runs and runs of another protocol apart, below."""
     benches = cache.get(("benchmarks",), lambda: queries.benchmarks(store))
     tabs = [queries.MAIN] + [b.name for b in benches if b.runs]
     if benchmark is None:
         main = cache.get(
-            ("leaderboard", queries.MAIN), lambda: queries.leaderboard(store, queries.MAIN)
+            ("leaderboard", queries.MAIN, False), lambda: queries.leaderboard(store, queries.MAIN)
         )
         benchmark = queries.MAIN if main or len(tabs) == 1 else tabs[1]
     try:
         tables = cache.get(
-            ("leaderboard", benchmark), lambda: queries.leaderboard(store, benchmark)
+            ("leaderboard", benchmark, rank_all),
+            lambda: queries.leaderboard(store, benchmark, rank_all),
         )
     except queries.NotFound as e:
         return _error_page(request, 404, str(e))
@@ -116,8 +109,21 @@ def leaderboard_page(
     return templates.TemplateResponse(
         request,
         "leaderboard.html",
-        {"benchmark": benchmark, "tabs": tabs, "tables": tables, "runs": runs},
+        {
+            "benchmark": benchmark,
+            "tabs": tabs,
+            "tables": tables,
+            "runs": runs,
+            "rank_all": rank_all,
+        },
     )
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs_page(request: Request, store: StoreDep, cache: CacheDep) -> HTMLResponse:
+    """Every run, newest first, with a filter box and the form to compare two."""
+    runs = cache.get(("runs",), lambda: queries.runs(store))
+    return templates.TemplateResponse(request, "runs.html", {"runs": list(reversed(runs))})
 
 
 @router.get("/runs/{run_id:path}", response_class=HTMLResponse)
@@ -140,10 +146,12 @@ def run_page(
         return _error_page(request, 404, str(e))
     runs = cache.get(("runs",), lambda: queries.runs(store))
     benches = sorted({b for s in runs if s.run_id == run_id for b in s.benchmarks})
+    charts = cache.get(("curves", run_id), lambda: curves(queries.history(store, run_id)))
     return templates.TemplateResponse(
         request,
         "run.html",
         {
+            "curves": charts,
             "run": run,
             "prompts": prompts,
             "page": page,
@@ -174,23 +182,28 @@ def compare_page(
                 problem = None
             except InputError as e:  # nothing to compare; a bug in compare_runs stays a 500
                 deltas, problem = [], str(e)
-            pa, pages_a = _prompt_page(store, a, benchmark, page, PROMPTS_PER_PAGE)
-            pb, pages_b = _prompt_page(store, b, benchmark, page, PROMPTS_PER_PAGE)
-        right = {(p["benchmark"], p["id"]): p for p in pb}
-        pairs = [(p, right.get((p["benchmark"], p["id"]))) for p in pa]
-        only_b = [
-            p
-            for p in pb
-            if (p["benchmark"], p["id"]) not in {(q["benchmark"], q["id"]) for q in pa}
-        ]
-        pairs += [(None, p) for p in only_b]
+            # the images of the prompts both runs hold (what the deltas compare), page by page
+            sa, sb = store.last_step(a), store.last_step(b)
+            ka = queries.prompt_keys(store, a, sa, benchmark)
+            kb = set(queries.prompt_keys(store, b, sb, benchmark))
+            common = [k for k in ka if k in kb]
+            chunk = common[page * PROMPTS_PER_PAGE : (page + 1) * PROMPTS_PER_PAGE]
+            pa = _by_prompt(queries.prompt_samples(store, a, sa, chunk))
+            pb = {
+                (p["benchmark"], p["id"]): p
+                for p in _by_prompt(queries.prompt_samples(store, b, sb, chunk))
+            }
         return {
             "a": ra,
             "b": rb,
             "deltas": deltas,
             "problem": problem,
-            "pairs": pairs,
-            "pages": max(pages_a, pages_b),
+            "pairs": [(p, pb.get((p["benchmark"], p["id"]))) for p in pa],
+            "pages": -(-len(common) // PROMPTS_PER_PAGE),
+            "shared": len(common),
+            "only_a": len(ka) - len(common),
+            "only_b": len(kb) - len(common),
+            "diff": protocol_diff(ra.protocol, rb.protocol),
         }
 
     try:

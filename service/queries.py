@@ -17,6 +17,7 @@ from typing import Any
 
 from flowbase.errors import InputError, UserError
 from harness.benchmarks import BENCHMARKS
+from harness.standing import run_name
 from harness.tables import Table, benchmark_tables, main_table
 from results.store import RunRecord, SampleRow, ScoreRow, Store
 from service.schemas import (
@@ -126,9 +127,14 @@ def check_benchmark(store: Store, name: str) -> None:
 
 def _runs_meta(store: Store) -> dict[str, dict[str, Any]]:
     with store.session() as con:
-        rows = con.execute("SELECT run_id, model, lora, protocol FROM runs").fetchall()
+        rows = con.execute("SELECT run_id, model, lora, protocol, created_at FROM runs").fetchall()
     return {
-        r[0]: {"model": r[1], "lora": r[2], "protocol": protocol_summary(_json(r[3]) or {})}
+        r[0]: {
+            "model": r[1],
+            "lora": r[2],
+            "protocol": protocol_summary(_json(r[3]) or {}),
+            "name": run_name(r[1], r[2], _aware(r[4])),
+        }
         for r in rows
     }
 
@@ -161,9 +167,16 @@ def to_leaderboard(
                     partial=[t.columns[j] for j in sorted(marks)],
                     contaminated=run_id in t.contaminated,
                     contamination=list(t.contaminated.get(run_id, [])),
+                    name=m.get("name") or run_id,
+                    rank=t.rank[i] if i < len(t.rank) else None,
+                    status=t.status[i] if i < len(t.status) else "",
                 )
             )
-        out.append(LeaderboardTable(title=t.title, columns=cols, rows=rows, notes=list(t.notes)))
+        out.append(
+            LeaderboardTable(
+                title=t.title, columns=cols, rows=rows, notes=list(t.notes), ranked_by=t.ranked_by
+            )
+        )
     return out
 
 
@@ -173,11 +186,16 @@ def _cell(v: Any) -> float | int | str | None:
     return str(v)
 
 
-def leaderboard(store: Store, benchmark: str) -> list[LeaderboardTable]:
-    """Every run's last step on ``benchmark`` (``main``: the paper's main table), best first."""
+def leaderboard(store: Store, benchmark: str, rank_all: bool = False) -> list[LeaderboardTable]:
+    """Every run's last step on ``benchmark`` (``main``: the paper's main table), best first by its primary
+    metric; partial runs and runs of another protocol after the ranked ones unless ``rank_all``."""
     with store.session():
         check_benchmark(store, benchmark)
-        tables = [main_table(store)] if benchmark == MAIN else benchmark_tables(store, benchmark)
+        tables = (
+            [main_table(store, rank_all=rank_all)]
+            if benchmark == MAIN
+            else benchmark_tables(store, benchmark, rank_all=rank_all)
+        )
         return to_leaderboard([t for t in tables if t.rows], _runs_meta(store))
 
 
@@ -193,7 +211,8 @@ def sort_and_filter(
     protocol: str | None,
     complete: bool,
 ) -> list[LeaderboardTable]:
-    """Filter rows (model / protocol substring, only complete rows) and sort by a column (None last)."""
+    """Filter rows (model / protocol substring, only complete rows) and sort by a column (None last); the rows
+    shown apart (``rank`` None: partial, other protocol) stay after the ranked ones."""
     if sort is not None:
         have = {c.name for t in tables for c in t.columns} | set(SORT_FIXED)
         if sort not in have:
@@ -213,9 +232,14 @@ def sort_and_filter(
                 v = getattr(r, sort) if sort in SORT_FIXED else r.cells.get(sort)
                 return (0, str(v)) if isinstance(v, str) else (1, v)
 
-            present = [r for r in rows if key(r)[1] is not None]
-            missing = [r for r in rows if key(r)[1] is None]
-            rows = sorted(present, key=key, reverse=descending) + missing
+            def ordered(part: list[LeaderboardRow]) -> list[LeaderboardRow]:
+                present = [r for r in part if key(r)[1] is not None]
+                missing = [r for r in part if key(r)[1] is None]
+                return sorted(present, key=key, reverse=descending) + missing
+
+            rows = ordered([r for r in rows if r.rank is not None]) + ordered(
+                [r for r in rows if r.rank is None]
+            )
         out.append(t.model_copy(update={"rows": rows}))
     return out
 
@@ -245,6 +269,7 @@ def runs(store: Store) -> list[RunSummary]:
             last_step=r["last_step"],
             contaminated=r["contaminated"],
             contamination=r["contamination"],
+            name=run_name(r["model"], r["lora"], _aware(r["created_at"])),
         )
         for r in store.runs()
     ]
@@ -269,6 +294,7 @@ def run_detail(store: Store, run_id: str) -> RunDetail:
             tables=tables,
             contaminated=run.contaminated,
             contamination=run.contamination,
+            name=run_name(run.model, run.lora, _aware(run.created_at)),
         )
 
 
@@ -309,6 +335,28 @@ def sample_page(
             """,
             [*params, limit, offset],
         ).fetchall()
+    samples = _samples(rows)
+    nxt = offset + limit
+    return SamplePage(
+        run_id=run_id,
+        step=step,
+        benchmark=benchmark,
+        total=n_total,
+        offset=offset,
+        limit=limit,
+        next_offset=nxt if nxt < n_total else None,
+        samples=samples,
+    )
+
+
+_SAMPLE_COLUMNS = """
+    p.step, p.benchmark, p.benchmark_version, p.prompt_id, p.prompt_index, p.prompt, p.meta, p.grp,
+    p.image_index, p.seed, p.image_sha256, c.scorer, c.scorer_version, c.value, c.reward, c.details
+"""
+
+
+def _samples(rows: Sequence[Sequence[Any]]) -> list[Sample]:
+    """Rows of ``_SAMPLE_COLUMNS`` (one per image and scorer) as Samples, each with its scores."""
     samples: dict[tuple[str, str, int], Sample] = {}
     for r in rows:
         key = (r[1], r[3], r[8])
@@ -339,17 +387,51 @@ def sample_page(
                     details=_json(r[15]),
                 )
             )
-    nxt = offset + limit
-    return SamplePage(
-        run_id=run_id,
-        step=step,
-        benchmark=benchmark,
-        total=n_total,
-        offset=offset,
-        limit=limit,
-        next_offset=nxt if nxt < n_total else None,
-        samples=list(samples.values()),
-    )
+    return list(samples.values())
+
+
+def prompt_keys(
+    store: Store, run_id: str, step: int | None, benchmark: str | None
+) -> list[tuple[str, str]]:
+    """(benchmark, prompt id) of every prompt a run holds at ``step``, in benchmark and prompt order: the
+    unit the pages paginate by, whatever each benchmark's images per prompt."""
+    where, params = "run_id = ? AND step = ?", [run_id, step]
+    if benchmark is not None:
+        where += " AND benchmark = ?"
+        params.append(benchmark)
+    with store.session() as con:
+        rows = con.execute(
+            f"SELECT benchmark, prompt_id, min(prompt_index) AS i FROM samples WHERE {where} "
+            "GROUP BY benchmark, prompt_id ORDER BY benchmark, i, prompt_id",
+            params,
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def prompt_samples(
+    store: Store, run_id: str, step: int | None, keys: Sequence[tuple[str, str]]
+) -> list[Sample]:
+    """The images of a run's given prompts at ``step`` (in prompt order), each with every score."""
+    if not keys:
+        return []
+    pairs = ", ".join("(?, ?)" for _ in keys)
+    with store.session() as con:
+        rows = con.execute(
+            f"""
+            SELECT {_SAMPLE_COLUMNS}
+            FROM samples p
+            LEFT JOIN scores c USING (run_id, step, benchmark, prompt_id, image_index)
+            WHERE p.run_id = ? AND p.step = ? AND (p.benchmark, p.prompt_id) IN ({pairs})
+            ORDER BY p.benchmark, p.prompt_index, p.image_index, c.scorer
+            """,
+            [run_id, step, *[v for k in keys for v in k]],
+        ).fetchall()
+    return _samples(rows)
+
+
+def history(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A run's headline score per evaluated step (``Store.history``): the points of its training curves."""
+    return store.history(run_id)
 
 
 def image_bytes(store: Store, sha256: str) -> bytes:

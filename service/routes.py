@@ -182,9 +182,17 @@ def leaderboard(
     model: Annotated[str | None, Query(max_length=500, description="model contains")] = None,
     protocol: Annotated[str | None, Query(max_length=500, description="protocol contains")] = None,
     complete: Annotated[bool, Query(description="only rows over the whole benchmark")] = False,
+    rank_all: Annotated[
+        bool, Query(description="rank partial runs and runs of another protocol with the others")
+    ] = False,
 ) -> Leaderboard:
-    """Each run's last step on a benchmark, one row per model and protocol, per-task columns."""
-    tables = cache.get(("leaderboard", benchmark), lambda: queries.leaderboard(store, benchmark))
+    """Each run's last step on a benchmark, one row per model and protocol, per-task columns; ranked by the
+    benchmark's primary metric (``rank``), partial runs and runs of another protocol after them with
+    ``rank`` null and ``status`` saying why, unless ``rank_all``."""
+    tables = cache.get(
+        ("leaderboard", benchmark, rank_all),
+        lambda: queries.leaderboard(store, benchmark, rank_all),
+    )
     try:
         tables = queries.sort_and_filter(
             tables,

@@ -88,6 +88,9 @@ class LeaderboardRow(BaseModel):
     partial: list[str]  # columns computed from fewer images than the benchmark holds
     contaminated: bool = False  # the model was trained on evaluation prompts: not a held-out result
     contamination: list[str] = []  # why, one line each (the training run's manifest: contaminated)
+    name: str = ""  # readable: model + adapter · date
+    rank: int | None = None  # None: shown apart, below the ranked rows
+    status: str = ""  # '' ranked; 'partial', 'other protocol' or both: why it is apart
 
 
 class LeaderboardTable(BaseModel):
@@ -95,6 +98,7 @@ class LeaderboardTable(BaseModel):
     columns: list[Column]
     rows: list[LeaderboardRow]
     notes: list[str]
+    ranked_by: str = ""  # the benchmark's primary metric
 
 
 class Leaderboard(BaseModel):
@@ -114,6 +118,7 @@ class RunSummary(BaseModel):
     last_step: int | None
     contaminated: bool = False  # the model was trained on evaluation prompts: not a held-out result
     contamination: list[str] = []  # why, one line each (the training run's manifest: contaminated)
+    name: str = ""  # readable: model + adapter · date
 
 
 class RunList(BaseModel):
@@ -134,6 +139,7 @@ class RunDetail(BaseModel):
     tables: list[LeaderboardTable]
     contaminated: bool = False  # the model was trained on evaluation prompts: not a held-out result
     contamination: list[str] = []  # why, one line each (provenance["contaminated"])
+    name: str = ""  # readable: model + adapter · date
 
 
 class SampleScore(BaseModel):

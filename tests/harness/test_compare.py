@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from flow_opd.cli import app
 from harness.compare import PromptStats, bootstrap_weights, compare_runs, metric, paired_delta
 from results.store import Store
-from tests.support.runs import TASKS, add_run, paper_sd35m, put
+from tests.support.runs import TASKS, add_run, add_standard_run, paper_sd35m, put
 
 
 def stats(groups: list[str | None], n: list[int], total: list[float]) -> PromptStats:
@@ -86,3 +90,20 @@ def test_compare_runs_reports_each_metric_and_avg(tmp_path) -> None:  # noqa: AN
     assert (last.a, last.b, last.delta) == pytest.approx((0.0, 0.15, -0.15))
     with pytest.raises(KeyError, match="did you mean"):
         compare_runs(s, "a", "bb")
+
+
+def test_compare_prints_the_protocol_settings_that_differ(tmp_path: Path) -> None:
+    # 10 vs 5 steps used to compare silently (the page said "A: mini, step 0 - B: mini, step 0")
+    path = tmp_path / "s.duckdb"
+    s = Store(path)
+    for run, steps in (("ten", 10), ("five", 5)):
+        add_standard_run(s, run, "mini_ocr", 2, 1, steps=steps, seed=7 if steps == 5 else 42)
+        put(s, run, "mini_ocr", "mini_ocr", [0.5, 0.7])
+    res = CliRunner().invoke(
+        app, ["compare", "ten", "five", "--store", str(path), "--resamples", "20"]
+    )
+    assert res.exit_code == 0, res.output  # refuses nothing
+    assert "Protocols differ in 2 settings" in res.output
+    assert "steps: A 10, B 5" in res.output and "seed: A 42, B 7" in res.output
+    same = CliRunner().invoke(app, ["compare", "ten", "ten", "--store", str(path)])
+    assert "Protocols differ" not in same.output

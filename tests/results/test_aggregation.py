@@ -155,12 +155,13 @@ def test_renderers_agree_on_the_numbers() -> None:
     paper_sd35m(s, "sd35m")
     t = tables.main_table(s)
     md = tables.render(t, "markdown").splitlines()
-    assert md[2] == "| run | step | GenEval | OCR | DeQA | PickScore | Avg |"
-    assert md[3] == "|---|---|---:|---:|---:|---:|---:|"
-    assert md[4] == "| sd35m | 0 | 0.6300 | 0.5900 | 4.070 | 21.640 | 0.7166 |"
+    # one image per GenEval prompt (the standard is 4): shown apart, with a status column
+    assert md[2] == "| run | step | GenEval | OCR | DeQA | PickScore | Avg | status |"
+    assert md[3] == "|---|---|---:|---:|---:|---:|---:|---|"
+    assert md[5] == "| sd35m | 0 | 0.6300 | 0.5900 | 4.070 | 21.640 | 0.7166 | other protocol |"
     csv_lines = tables.render(t, "csv").splitlines()
-    assert csv_lines[1] == "run,step,GenEval,OCR,DeQA,PickScore,Avg,partial"
-    assert csv_lines[2].startswith("sd35m,0,0.63") and csv_lines[2].endswith(",")
+    assert csv_lines[1] == "run,step,GenEval,OCR,DeQA,PickScore,Avg,rank,status,partial"
+    assert csv_lines[2].startswith("sd35m,0,0.63") and csv_lines[2].endswith(",,other protocol,")
     (j,) = json.loads(tables.render(t, "json"))
     assert j["rows"][0]["Avg"] == pytest.approx((0.63 + 0.59 + 4.07 / 5 + 21.64 / 26) / 4)
     with pytest.raises(ValueError, match="unknown format"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from harness.benchmarks import BENCHMARKS
+from harness.protocol import EvalProtocol
 from results.store import RunRecord, SampleRow, ScoreRow, Store
 
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -47,3 +49,24 @@ def paper_sd35m(s: Store, run: str) -> None:
     put(s, run, "ocr", "ocr", [0.5, 0.68])
     put(s, run, "drawbench", "deqa", [4.0, 4.14])
     put(s, run, "pickscore", "pickscore", [21.6, 21.68])
+
+
+def add_standard_run(
+    store: Store, run: str, bench: str, prompts: int, k: int, **gen: object
+) -> None:
+    """A runs row whose protocol is ``bench``'s standard one (``prompts`` x ``k`` images) but for ``gen``."""
+    base = dict(BENCHMARKS[bench].protocol)
+    names = set(EvalProtocol.__dataclass_fields__)
+    settings = {n: v for n, v in {**base, **gen}.items() if n in names}
+    protocol = {
+        "version": "1",
+        "generation": EvalProtocol(**settings).to_dict(),  # type: ignore[arg-type]
+        "benchmarks": {
+            bench: {
+                "prompts": prompts,
+                "images_per_prompt": k,
+                "version": BENCHMARKS[bench].version,
+            }
+        },
+    }
+    store.add_run(RunRecord(run, "mini", None, protocol, {"git_sha": "abc"}, "1"))

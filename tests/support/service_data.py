@@ -64,6 +64,8 @@ def add_mini_run(
     seed: int = 0,
     step: int = 0,
     steps: int = 10,
+    size: int = 32,
+    of: int | None = None,
     batch: int = 8,
     benchmarks: tuple[str, ...] = ("geneval", "drawbench"),
     pause: float = 0.0,
@@ -72,16 +74,18 @@ def add_mini_run(
     """Write a scored run into ``store``; returns the number of samples and scores written.
 
     ``pause`` seconds pass between batches (the generation time of a real evaluation). ``contaminated``: the
-    reasons its model counts as trained on evaluation prompts, recorded in its provenance as ``evaluate`` does."""
+    reasons its model counts as trained on evaluation prompts, recorded in its provenance as ``evaluate`` does.
+    ``steps`` and ``size`` are the protocol it records; ``of``: the prompts its protocol says the benchmark holds
+    (more than ``prompts``: a partial run, as ``--limit`` makes)."""
     from scorers.mini import MiniGenEval, MiniQuality
 
     rng = random.Random(f"{run_id}-{seed}")
     items = mini_prompts(prompts, seed)
     protocol = {
         "version": "1",
-        "generation": {"steps": steps, "cfg": 4.5, "height": 32, "width": 32,
+        "generation": {"steps": steps, "cfg": 4.5, "height": size, "width": size,
                        "image_encoding": "png", "sampler": "euler-ode", "seed": seed},
-        "benchmarks": {b: {"prompts": prompts, "images_per_prompt": images_per_prompt}
+        "benchmarks": {b: {"prompts": of or prompts, "images_per_prompt": images_per_prompt}
                        for b in benchmarks},
     }  # fmt: skip
     if store.get_run(run_id) is None:
