@@ -273,12 +273,10 @@ class BenchmarkInfo:
 
 
 def primary_metric(bench: Benchmark) -> str:
-    """The metric a benchmark's tables rank by: its ``primary`` when it names one, else its first scorer (the
-    overall mean of the group means when it groups images: GenEval's tasks, T2I-CompBench's categories)."""
-    declared = getattr(bench, "primary", None)
-    if declared:
-        return str(declared)
-    return f"{bench.scorers[0]} overall" if bench.group_by else bench.scorers[0]
+    """The metric a benchmark's tables rank by, as a user reads it: its primary scorer, and "overall" (the mean of
+    the group means) when it groups images (GenEval's tasks, T2I-CompBench's categories)."""
+    scorer = bench.primary_scorer
+    return f"{scorer} overall" if bench.group_by else scorer
 
 
 def benchmark_listing() -> list[BenchmarkInfo]:
