@@ -35,10 +35,20 @@ from typing import Any
 
 import duckdb
 
-from flowbase.errors import UserError
+from results import integrity
+from results.integrity import StoreDamaged, StoreError
 from results.records import RunRecord, SampleRow, ScoreRow, contamination, to_json
 
-__all__ = ["RunRecord", "SampleRow", "ScoreRow", "Store", "StoreError", "contamination", "to_json"]
+__all__ = [
+    "RunRecord",
+    "SampleRow",
+    "ScoreRow",
+    "Store",
+    "StoreDamaged",
+    "StoreError",
+    "contamination",
+    "to_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +64,6 @@ def default_store() -> Path:
 
 
 _MAGIC = b"DUCK"  # DuckDB's file header carries this at byte 8
-
-
-class StoreError(UserError):
-    """The store cannot be opened or written as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,7 @@ class Store:
         self._check_file()
         if read_only:
             with self.session() as con:
+                integrity.verify(con, self.path)  # a damaged file is refused before it is read
                 self._check_schema(con, write=False)
         else:
             try:
@@ -159,6 +166,7 @@ class Store:
                     "you can write"
                 ) from None
             with self.session() as con:
+                integrity.verify(con, self.path)  # ... and before it is written
                 self._migrate(con)
 
     def __repr__(self) -> str:
@@ -196,6 +204,8 @@ class Store:
                 return duckdb.connect(str(self.path), read_only=self.read_only)
             except duckdb.IOException as e:
                 msg = str(e)
+                if integrity.is_damage(e):
+                    raise integrity.damaged(self.path, integrity.first_line(e)) from None
                 if "lock" not in msg.lower():
                     raise StoreError(
                         f"cannot open store {self.path}: {msg.splitlines()[0]}; it was left untouched"
@@ -208,6 +218,8 @@ class Store:
                 time.sleep(wait)
                 wait = min(wait * 2, 1.0)
             except duckdb.Error as e:
+                if integrity.is_damage(e):
+                    raise integrity.damaged(self.path, integrity.first_line(e)) from None
                 raise StoreError(
                     f"cannot open store {self.path}: {str(e).splitlines()[0]}; it was left untouched"
                 ) from None
@@ -222,6 +234,10 @@ class Store:
         self._con = con
         try:
             yield con
+        except duckdb.Error as e:  # a block read lazily (an index, a page) that turns out damaged
+            if integrity.is_damage(e):
+                raise integrity.damaged(self.path, integrity.first_line(e)) from None
+            raise
         finally:
             self._con = None
             con.close()
@@ -506,6 +522,17 @@ class Store:
                 t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
                 for t in ("runs", "samples", "scores")
             }
+
+    def check(self, images: bool = True) -> dict[str, Any]:
+        """Read every table fully (DuckDB verifies each block's checksum) and, with ``images``, hash every image
+        file: ``{"rows": {table: n}, "images": n, "problems": [one line each]}``; ``StoreDamaged`` when the
+        database file is damaged (``harness store check``)."""
+        with self.session() as con:
+            rows = integrity.verify(con, self.path)
+            sql = "SELECT DISTINCT image_path, image_sha256 FROM samples ORDER BY image_path"
+            files = [(r[0], r[1]) for r in con.execute(sql).fetchall()] if images else []
+        problems = integrity.check_images(self._images(), files) if files else []
+        return {"rows": rows, "images": len(files), "problems": problems}
 
     # --- aggregates (views) ------------------------------------------------------------------------
 
