@@ -37,7 +37,14 @@ import duckdb
 
 from results import integrity
 from results.integrity import StoreDamaged, StoreError
-from results.records import RunRecord, SampleRow, ScoreRow, contamination, to_json
+from results.records import (
+    RunRecord,
+    SampleRow,
+    ScoreRow,
+    check_run_id,
+    contamination,
+    to_json,
+)
 
 __all__ = [
     "RunRecord",
@@ -331,7 +338,8 @@ class Store:
     # --- runs --------------------------------------------------------------------------------------
 
     def add_run(self, run: RunRecord) -> None:
-        """Insert a run (an existing run id is left as it is)."""
+        """Insert a run (an existing run id is left as it is); ``check_run_id`` first."""
+        check_run_id(run.run_id)
         with self.session() as con:
             con.execute(
                 "INSERT INTO runs (run_id, model, lora, protocol_version, protocol, provenance) "
@@ -452,9 +460,15 @@ class Store:
 
     # --- samples and scores ------------------------------------------------------------------------
 
-    def add_samples(self, samples: Sequence[SampleRow], scores: Sequence[ScoreRow]) -> None:
-        """Write images and their scores in one transaction; rows whose key exists already are skipped."""
-        if not samples and not scores:
+    def add_samples(
+        self,
+        samples: Sequence[SampleRow],
+        scores: Sequence[ScoreRow],
+        run: RunRecord | None = None,
+    ) -> None:
+        """Write images and their scores in one transaction (with ``run``'s record, when given: an import that
+        fails leaves no empty run); rows whose key exists already are skipped."""
+        if not samples and not scores and run is None:
             return
         sample_params = [[*astuple(s)[:7], to_json(s.meta), *astuple(s)[8:]] for s in samples]
         score_params = [
@@ -463,6 +477,8 @@ class Store:
         with self.session() as con:
             con.execute("BEGIN")
             try:
+                if run is not None:
+                    self.add_run(run)
                 _insert(
                     con,
                     "samples (run_id, step, benchmark, benchmark_version, prompt_id, prompt_index, prompt, "
