@@ -189,7 +189,9 @@ def score(
     ] = None,
     prompts: Annotated[
         Path | None,
-        typer.Option(help="Prompt file paired by order: .txt lines or .jsonl 'prompt'."),
+        typer.Option(
+            help="Prompt file paired by order: .txt lines, or .jsonl rows ('prompt' and metadata)."
+        ),
     ] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="JSONL manifest naming each image, prompt and metadata.")

@@ -17,6 +17,8 @@ run never duplicates a row.
 
 Safety: a file that is not a DuckDB database, or a DuckDB database that is not a flow-opd store, or a store
 written by a newer flow-opd, is refused with one line saying so; it is never overwritten or migrated blindly.
+A damaged file (cut short, changed bytes) is found before the first read or write and refused the same way
+(``results.integrity``).
 """
 
 from __future__ import annotations
