@@ -9,13 +9,13 @@ needs it, so without help damage shows up late, as a traceback in the middle of 
   ``PRAGMA database_size`` / ``pragma_storage_info``). Costs a few ms; finds a truncated file.
 - ``read_tables``: reads every row of every table (a hash per row), so DuckDB verifies the checksum of every
   block that holds table data. ``Store`` runs both each time it opens a file, before its first read or write
-  (40 ms for 3,000 samples and 6,000 scores, 90 ms for 100,000 and 200,000 on a 2-core machine).
+  (16 ms for 3,000 samples and 6,000 scores, 47 ms for 100,000 and 200,000 on a 2-core machine).
 - ``is_damage`` / ``damaged``: any later DuckDB error that means damage (a block read lazily, e.g. an index block
   an insert needs) becomes the same one-line ``StoreDamaged``, never a traceback.
 - ``check_images``: the sha256 of every image file (``harness store check``), which finds changed or missing PNGs.
 
-Index blocks are read only when an insert or lookup needs them; damage there is refused when it is met (one line,
-the transaction rolled back), not at open.
+Index blocks are read only when an insert or a checkpoint needs them; damage there is refused when it is met
+(the same one line), not at open.
 """
 
 from __future__ import annotations
