@@ -297,7 +297,16 @@ class CompBench:
         extra="compbench",
         gpu_gb=4.0,
         meta=MetaNeed(
-            (MetaField("category", "string", "color"),),
+            (
+                MetaField("category", "string", "color"),
+                # optional parses that stand in for spaCy (see the module docstring)
+                MetaField("questions", "list", ["a red car?"], required=False),
+                MetaField("noun_phrases", "list", ["a red car"], required=False),
+                MetaField("objects", "list", ["dog", "desk"], required=False),
+                MetaField("targets", "list", [["dog", 2]], required=False),
+                MetaField("complex_kind", "string", "spatial", required=False),
+                MetaField("text_without_adjectives", "string", "a car", required=False),
+            ),
             f"the category is one of {', '.join(CATEGORIES)}; `harness eval -b compbench` sets it "
             "from the file name under harness/prompts/t2i_compbench_val/ (a --manifest from "
             "`harness generate --benchmark compbench` carries it)",

@@ -60,6 +60,8 @@ def test_compbench_declares_its_category() -> None:
     requires = scorer_class("compbench").requires
     with pytest.raises(InputError, match="needs 'category' as a string"):
         check_meta("compbench", requires, [{"category": None}])
+    with pytest.raises(InputError, match="needs 'objects' as a list"):
+        check_meta("compbench", requires, [{"category": "spatial", "objects": 3}])
     check_meta("compbench", requires, [{"category": "color"}])
 
 
