@@ -218,7 +218,9 @@ def score(
     ] = None,
     prompts: Annotated[
         Path | None,
-        typer.Option(help="Prompt file paired by order: .txt lines or .jsonl 'prompt'."),
+        typer.Option(
+            help="Prompt file paired by order: .txt lines, or .jsonl rows ('prompt' and metadata)."
+        ),
     ] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="JSONL manifest naming each image, prompt and metadata.")
@@ -573,6 +575,39 @@ def report(
             st, run_id, out, inline=inline, max_prompts=max_prompts, per_page=per_page
         )
         typer.echo(str(page))
+
+    run_light(go)
+
+
+store_app = typer.Typer(help="Check the results store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("check")
+def store_check(
+    store: StoreOpt = None,
+    images: Annotated[bool, typer.Option(help="Also verify every image file's sha256.")] = True,
+) -> None:
+    """Read every table fully (DuckDB's block checksums) and verify the images; exit 2 on any damage."""
+
+    def go() -> None:
+        import time
+
+        from results.store import Store, StoreDamaged  # deferred: duckdb
+
+        t0 = time.perf_counter()
+        path = _store_path(store)
+        found = Store(path, read_only=True).check(images=images)
+        rows = ", ".join(f"{n} {t}" for t, n in found["rows"].items() if not t.startswith("_"))
+        for line in found["problems"][:20]:
+            typer.echo(line, err=True)
+        if found["problems"]:
+            raise StoreDamaged(
+                f"store {path}: {len(found['problems'])} of {found['images']} images are missing or "
+                "changed (listed above); restore them from a backup of the images folder"
+            )
+        checked = f", {found['images']} images (sha256)" if images else ""
+        typer.echo(f"store {path}: ok ({rows}{checked}; {time.perf_counter() - t0:.2f} s)")
 
     run_light(go)
 

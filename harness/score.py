@@ -1,10 +1,14 @@
 """``harness score``: run one scorer over a folder of images and save per-image results as JSONL.
 
 Images pair with prompts by order: image files are sorted naturally (``2.png`` before ``10.png``) and matched to
-the lines of a prompt file (``.txt``, one per non-empty line, or ``.jsonl`` with a ``prompt`` field). A manifest
+the lines of a prompt file (``.txt``, one per non-empty line, or ``.jsonl`` with a ``prompt`` field, whose
+``metadata`` / ``meta`` object or, failing that, whole row is the image's metadata). A manifest
 (``harness generate``'s ``manifest.jsonl``) instead names each row's image and prompt; its ``metadata`` /
 ``meta`` object (or, failing that, the whole row) is handed to the scorer as that image's metadata, which is what
 GenEval needs. Without prompts, prompt-free scorers (jpeg, deqa, judge) still run; the OCR scorer then refuses.
+A scorer that declares the metadata it needs (``Requirements.meta``: geneval, mini_geneval, compbench) has it
+checked before the scorer is loaded or an image opened: one line naming the field and the file format that
+carries it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from PIL import Image
 
 import scorers
 from flowbase.errors import InputError, MissingError
+from scorers.base import Requirements, check_meta
 from scorers.remote import RemoteScorer
 
 log = logging.getLogger(__name__)
@@ -104,17 +109,31 @@ def _jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
-def read_prompts(path: Path) -> list[str]:
-    """Prompts from a .txt file (one per non-empty line) or a .jsonl file (field ``prompt``)."""
+def _row_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """A JSONL row's metadata: its ``metadata`` or ``meta`` object, else the row itself (GenEval's format)."""
+    for key in ("metadata", "meta"):
+        if isinstance(row.get(key), dict):
+            return dict(row[key])
+    return row
+
+
+def read_prompt_rows(path: Path) -> list[tuple[str, dict[str, Any] | None]]:
+    """(prompt, metadata) from a .txt file (one per non-empty line, no metadata) or a .jsonl file (field
+    ``prompt``; metadata as ``_row_meta``)."""
     text = _read_text(path, "prompt file")
     if path.suffix == ".jsonl":
-        prompts = []
+        rows: list[tuple[str, dict[str, Any] | None]] = []
         for number, row in _jsonl(path, text):
             if not isinstance(row.get("prompt"), str):
                 raise InputError(f"{path}:{number}: no string field 'prompt'")
-            prompts.append(row["prompt"])
-        return prompts
-    return [line for line in text.splitlines() if line.strip()]
+            rows.append((row["prompt"], _row_meta(row)))
+        return rows
+    return [(line, None) for line in text.splitlines() if line.strip()]
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a .txt file (one per non-empty line) or a .jsonl file (field ``prompt``)."""
+    return [prompt for prompt, _ in read_prompt_rows(path)]
 
 
 def _resolve(name: str, manifest: Path, images: Path | None) -> Path:
@@ -138,12 +157,11 @@ def read_manifest(manifest: Path, images: Path | None = None) -> list[ScoreItem]
             raise InputError(
                 f"{manifest}:{number}: no image path field (one of {', '.join(IMAGE_KEYS)})"
             )
-        meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else row.get("meta")
         items.append(
             ScoreItem(
                 image=_resolve(row[key], manifest, images),
                 prompt=str(row.get("prompt", "")),
-                meta=meta if isinstance(meta, dict) else row,
+                meta=_row_meta(row),
             )
         )
     if not items:
@@ -164,13 +182,28 @@ def collect_items(
     files = list_images(images)
     if prompts is None:
         return [ScoreItem(f, "") for f in files]
-    texts = read_prompts(prompts)
-    if len(texts) != len(files):
+    rows = read_prompt_rows(prompts)
+    if len(rows) != len(files):
         raise InputError(
-            f"{len(files)} images in {images} but {len(texts)} prompts in {prompts}; they pair by order, "
+            f"{len(files)} images in {images} but {len(rows)} prompts in {prompts}; they pair by order, "
             "so the counts must match (or use --manifest)"
         )
-    return [ScoreItem(f, t) for f, t in zip(files, texts, strict=True)]
+    return [ScoreItem(f, t, m) for f, (t, m) in zip(files, rows, strict=True)]
+
+
+def _metas(items: list[ScoreItem]) -> list[dict[str, Any]] | None:
+    metas = [it.meta for it in items]
+    return None if all(m is None for m in metas) else [m or {} for m in metas]
+
+
+def check_items_meta(scorer: str, items: list[ScoreItem]) -> None:
+    """The metadata ``scorer`` declares it needs (``Requirements.meta``), checked for every item before any
+    work; a name outside the registry (a remote-only scorer) is not checked here."""
+    if scorer not in scorers.SCORERS:
+        return
+    requires = getattr(scorers.scorer_class(scorer), "requires", None)
+    if isinstance(requires, Requirements):
+        check_meta(scorer, requires, _metas(items))
 
 
 def open_image(path: Path) -> Image.Image:
@@ -238,6 +271,7 @@ def score_folder(
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
     items = collect_items(images, prompts, manifest)
+    check_items_meta(scorer, items)  # before the scorer is loaded or an image opened
     if url:
         if scorer not in scorers.SCORERS:
             scorers.scorer_class(scorer)  # raises the unknown-name error with suggestions
@@ -258,11 +292,8 @@ def score_folder(
     rows: list[dict[str, Any]] = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        metas = [it.meta for it in batch]
         scores = model(
-            [open_image(it.image) for it in batch],
-            [it.prompt for it in batch],
-            None if all(m is None for m in metas) else [m or {} for m in metas],
+            [open_image(it.image) for it in batch], [it.prompt for it in batch], _metas(batch)
         )
         details = scores.details or [None] * len(batch)
         for item, value, reward, detail in zip(

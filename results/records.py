@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowbase.errors import InputError
+
 
 def contamination(provenance: Any) -> list[str]:
     """Why a run's model counts as trained on evaluation prompts: ``provenance["contaminated"]`` (a dict or its
@@ -20,6 +22,21 @@ def contamination(provenance: Any) -> list[str]:
     if not reasons:
         return []
     return [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)]
+
+
+RESERVED_SUFFIX = "/samples"  # GET /v1/runs/{id}/samples: a run id ending so could not be addressed
+
+
+def check_run_id(run_id: str) -> None:
+    """``InputError`` unless ``run_id`` is a usable run id: not empty, and not ending in ``/samples`` (the
+    service's ``/v1/runs/{id}/samples`` would read it as another run's images)."""
+    if not run_id.strip():
+        raise InputError("a run id cannot be empty; pass --run-id NAME")
+    if run_id.endswith(RESERVED_SUFFIX) or run_id.endswith(RESERVED_SUFFIX + "/"):
+        raise InputError(
+            f"run id {run_id!r} ends in {RESERVED_SUFFIX!r}, which the service's URLs reserve "
+            "(/v1/runs/{id}/samples); choose another run id"
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ run never duplicates a row.
 
 Safety: a file that is not a DuckDB database, or a DuckDB database that is not a flow-opd store, or a store
 written by a newer flow-opd, is refused with one line saying so; it is never overwritten or migrated blindly.
+A damaged file (cut short, changed bytes) is found before the first read or write and refused the same way
+(``results.integrity``).
 """
 
 from __future__ import annotations
@@ -35,10 +37,27 @@ from typing import Any
 
 import duckdb
 
-from flowbase.errors import UserError
-from results.records import RunRecord, SampleRow, ScoreRow, contamination, to_json
+from results import integrity
+from results.integrity import StoreDamaged, StoreError
+from results.records import (
+    RunRecord,
+    SampleRow,
+    ScoreRow,
+    check_run_id,
+    contamination,
+    to_json,
+)
 
-__all__ = ["RunRecord", "SampleRow", "ScoreRow", "Store", "StoreError", "contamination", "to_json"]
+__all__ = [
+    "RunRecord",
+    "SampleRow",
+    "ScoreRow",
+    "Store",
+    "StoreDamaged",
+    "StoreError",
+    "contamination",
+    "to_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +73,6 @@ def default_store() -> Path:
 
 
 _MAGIC = b"DUCK"  # DuckDB's file header carries this at byte 8
-
-
-class StoreError(UserError):
-    """The store cannot be opened or written as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,7 @@ class Store:
         self._check_file()
         if read_only:
             with self.session() as con:
+                integrity.verify(con, self.path)  # a damaged file is refused before it is read
                 self._check_schema(con, write=False)
         else:
             try:
@@ -159,6 +175,7 @@ class Store:
                     "you can write"
                 ) from None
             with self.session() as con:
+                integrity.verify(con, self.path)  # ... and before it is written
                 self._migrate(con)
 
     def __repr__(self) -> str:
@@ -196,6 +213,8 @@ class Store:
                 return duckdb.connect(str(self.path), read_only=self.read_only)
             except duckdb.IOException as e:
                 msg = str(e)
+                if integrity.is_damage(e):
+                    raise integrity.damaged(self.path, integrity.first_line(e)) from None
                 if "lock" not in msg.lower():
                     raise StoreError(
                         f"cannot open store {self.path}: {msg.splitlines()[0]}; it was left untouched"
@@ -208,6 +227,8 @@ class Store:
                 time.sleep(wait)
                 wait = min(wait * 2, 1.0)
             except duckdb.Error as e:
+                if integrity.is_damage(e):
+                    raise integrity.damaged(self.path, integrity.first_line(e)) from None
                 raise StoreError(
                     f"cannot open store {self.path}: {str(e).splitlines()[0]}; it was left untouched"
                 ) from None
@@ -222,6 +243,10 @@ class Store:
         self._con = con
         try:
             yield con
+        except duckdb.Error as e:  # a block read lazily (an index, a page) that turns out damaged
+            if integrity.is_damage(e):
+                raise integrity.damaged(self.path, integrity.first_line(e)) from None
+            raise
         finally:
             self._con = None
             con.close()
@@ -315,7 +340,8 @@ class Store:
     # --- runs --------------------------------------------------------------------------------------
 
     def add_run(self, run: RunRecord) -> None:
-        """Insert a run (an existing run id is left as it is)."""
+        """Insert a run (an existing run id is left as it is); ``check_run_id`` first."""
+        check_run_id(run.run_id)
         with self.session() as con:
             con.execute(
                 "INSERT INTO runs (run_id, model, lora, protocol_version, protocol, provenance) "
@@ -436,9 +462,15 @@ class Store:
 
     # --- samples and scores ------------------------------------------------------------------------
 
-    def add_samples(self, samples: Sequence[SampleRow], scores: Sequence[ScoreRow]) -> None:
-        """Write images and their scores in one transaction; rows whose key exists already are skipped."""
-        if not samples and not scores:
+    def add_samples(
+        self,
+        samples: Sequence[SampleRow],
+        scores: Sequence[ScoreRow],
+        run: RunRecord | None = None,
+    ) -> None:
+        """Write images and their scores in one transaction (with ``run``'s record, when given: an import that
+        fails leaves no empty run); rows whose key exists already are skipped."""
+        if not samples and not scores and run is None:
             return
         sample_params = [[*astuple(s)[:7], to_json(s.meta), *astuple(s)[8:]] for s in samples]
         score_params = [
@@ -447,6 +479,8 @@ class Store:
         with self.session() as con:
             con.execute("BEGIN")
             try:
+                if run is not None:
+                    self.add_run(run)
                 _insert(
                     con,
                     "samples (run_id, step, benchmark, benchmark_version, prompt_id, prompt_index, prompt, "
@@ -506,6 +540,17 @@ class Store:
                 t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
                 for t in ("runs", "samples", "scores")
             }
+
+    def check(self, images: bool = True) -> dict[str, Any]:
+        """Read every table fully (DuckDB verifies each block's checksum) and, with ``images``, hash every image
+        file: ``{"rows": {table: n}, "images": n, "problems": [one line each]}``; ``StoreDamaged`` when the
+        database file is damaged (``harness store check``)."""
+        with self.session() as con:
+            rows = integrity.verify(con, self.path)
+            sql = "SELECT DISTINCT image_path, image_sha256 FROM samples ORDER BY image_path"
+            files = [(r[0], r[1]) for r in con.execute(sql).fetchall()] if images else []
+        problems = integrity.check_images(self._images(), files) if files else []
+        return {"rows": rows, "images": len(files), "problems": problems}
 
     # --- aggregates (views) ------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 
 from flowbase.errors import InputError, MissingExtraError
-from scorers.base import Requirements, Scores
+from scorers.base import MetaField, MetaNeed, Requirements, Scores, check_meta
 from scorers.compbench_rules import (
     ASSETS,
     ATTRIBUTE,
@@ -293,7 +293,24 @@ class CompBench:
         "1.0+hf-nonref"  # formulas v1; Mask2Former (COCO) instead of UniDet, HF BLIP/CLIP ports
     )
     requires = Requirements(
-        weights=(DEFAULT_BLIP, DEFAULT_CLIP_B32, DEFAULT_DETECTOR), extra="compbench", gpu_gb=4.0
+        weights=(DEFAULT_BLIP, DEFAULT_CLIP_B32, DEFAULT_DETECTOR),
+        extra="compbench",
+        gpu_gb=4.0,
+        meta=MetaNeed(
+            (
+                MetaField("category", "string", "color"),
+                # optional parses that stand in for spaCy (see the module docstring)
+                MetaField("questions", "list", ["a red car?"], required=False),
+                MetaField("noun_phrases", "list", ["a red car"], required=False),
+                MetaField("objects", "list", ["dog", "desk"], required=False),
+                MetaField("targets", "list", [["dog", 2]], required=False),
+                MetaField("complex_kind", "string", "spatial", required=False),
+                MetaField("text_without_adjectives", "string", "a car", required=False),
+            ),
+            f"the category is one of {', '.join(CATEGORIES)}; `harness eval -b compbench` sets it "
+            "from the file name under harness/prompts/t2i_compbench_val/ (a --manifest from "
+            "`harness generate --benchmark compbench` carries it)",
+        ),
     )
 
     def __init__(
@@ -362,12 +379,8 @@ class CompBench:
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
         """Score each image with its category's T2I-CompBench formula."""
-        if meta is None:
-            raise InputError(
-                "compbench needs meta: one dict per image with 'category' (one of "
-                + ", ".join(CATEGORIES)
-                + ")"
-            )
+        check_meta(self.name, self.requires, meta)
+        assert meta is not None  # check_meta refuses None
         rgb = to_rgb_batch(images, prompts, meta)
         values: list[float] = []
         details: list[dict[str, Any]] = []

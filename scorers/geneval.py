@@ -37,9 +37,10 @@ import torch
 from PIL import Image
 
 from flowbase.errors import InputError, MissingError, MissingExtraError
-from scorers.base import Requirements, Scores
+from scorers.base import MetaNeed, Requirements, Scores, check_meta
 from scorers.geneval_rules import (
     COLORS,
+    META_FIELDS,
     Detection,
     Detections,
     Options,
@@ -407,7 +408,16 @@ class GenEval:
 
     name = "geneval"
     version = "1.0+hf-mask2former"  # rules v1; default detector is the non-reference transformers Mask2Former
-    requires = Requirements(weights=(DEFAULT_DETECTOR, DEFAULT_CLIP), extra="geneval", gpu_gb=4.0)
+    requires = Requirements(
+        weights=(DEFAULT_DETECTOR, DEFAULT_CLIP),
+        extra="geneval",
+        gpu_gb=4.0,
+        meta=MetaNeed(
+            META_FIELDS,
+            "the rows of harness/prompts/geneval_official/evaluation_metadata.jsonl carry it: pass such "
+            "a .jsonl file as --prompts, or the manifest.jsonl of `harness generate --benchmark geneval` as --manifest",
+        ),
+    )
 
     def __init__(
         self,
@@ -461,11 +471,8 @@ class GenEval:
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
         """Score each image against its GenEval metadata."""
-        if meta is None:
-            raise InputError(
-                "geneval needs meta: one GenEval metadata dict per image (a line of "
-                "harness/prompts/geneval_official/evaluation_metadata.jsonl)"
-            )
+        check_meta(self.name, self.requires, meta)
+        assert meta is not None  # check_meta refuses None
         rgb = to_rgb_batch(images, prompts, meta)
         for i, m in enumerate(meta):
             try:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowbase.errors import InputError
+from scorers.base import MetaField
 
 COLORS: tuple[str, ...] = (
     "red",
@@ -86,6 +87,14 @@ class Options:
     position_threshold: float = 0.1  # margin factor in the position rule
 
 
+# the fields a GenEval metadata line must carry (``scorers.base.check_meta`` checks them before any work)
+META_FIELDS = (
+    MetaField("tag", "string", "single_object"),
+    MetaField("include", "list", [{"class": "circle", "count": 1}]),
+    MetaField("exclude", "list", [], required=False),
+)
+
+
 class MetadataError(InputError):
     """A GenEval metadata line that the rules cannot evaluate."""
 
@@ -135,8 +144,11 @@ def check_metadata(metadata: Mapping[str, Any]) -> None:
         raise MetadataError(
             f"metadata must be a dict (one GenEval jsonl line), got {type(metadata).__name__}"
         )
-    if "tag" not in metadata:
-        raise MetadataError(f"metadata has no 'tag': {dict(metadata)!r}")
+    if not isinstance(metadata.get("tag"), str):
+        raise MetadataError(f"metadata needs a string 'tag' (a GenEval task): {dict(metadata)!r}")
+    for key in ("include", "exclude"):
+        if not isinstance(metadata.get(key, []), list | tuple):
+            raise MetadataError(f"metadata {key!r} must be a list of clauses: {dict(metadata)!r}")
     includes = metadata.get("include", [])
     for i, req in enumerate(includes):
         if not isinstance(req, Mapping) or "class" not in req or "count" not in req:

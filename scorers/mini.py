@@ -21,7 +21,7 @@ from PIL import Image
 from flowbase.errors import InputError
 from mini_world import world
 from scorers import geneval_rules as rules
-from scorers.base import Requirements, Scores
+from scorers.base import MetaNeed, Requirements, Scores, check_meta
 from scorers.images import check_lengths, to_rgb_batch
 from scorers.ocr import ocr_reward, target_text
 
@@ -42,7 +42,13 @@ class MiniGenEval:
 
     name = "mini_geneval"
     version = "1"
-    requires = Requirements()
+    requires = Requirements(
+        meta=MetaNeed(
+            rules.META_FIELDS,
+            "the rows of harness/prompts/mini/geneval_test.jsonl carry it: pass such a .jsonl file as "
+            "--prompts, or the manifest.jsonl of `harness generate --benchmark mini_geneval` as --manifest",
+        )
+    )
 
     def __call__(
         self,
@@ -50,11 +56,14 @@ class MiniGenEval:
         prompts: list[str],
         meta: list[dict[str, Any]] | None = None,
     ) -> Scores:
-        if meta is None:
-            raise InputError(
-                "mini_geneval needs per-image metadata (the prompt's include/exclude clauses)"
-            )
+        check_meta(self.name, self.requires, meta)
+        assert meta is not None  # check_meta refuses None
         imgs = _world_images(images, prompts, meta)
+        for i, m in enumerate(meta):
+            try:
+                rules.check_metadata(m)
+            except ValueError as e:
+                raise InputError(f"meta {i}: {e}") from None
         values, rewards, details = [], [], []
         for img, m in zip(imgs, meta, strict=True):
             found: dict[str, list[rules.Detection]] = {}

@@ -34,7 +34,7 @@ from service.schemas import (
     SamplePage,
     SampleScore,
 )
-from service.wire import WireError, sniff
+from service.wire import WireError, decode_bytes, sniff
 
 MAIN = "main"
 
@@ -448,8 +448,11 @@ def image_bytes(store: Store, sha256: str) -> bytes:
 # --- writes ------------------------------------------------------------------------------------------
 
 
-def import_run(store: Store, body: RunImport) -> ImportResult:
-    """Store one chunk of a run (see ``RunImport``); rows already stored are skipped, never duplicated."""
+def import_run(store: Store, body: RunImport, max_pixels: int) -> ImportResult:
+    """Store one chunk of a run (see ``RunImport``); rows already stored are skipped, never duplicated.
+
+    Every image is checked first (sha256, PNG, at most ``max_pixels``, a full decode), then the run record and
+    the rows go in one transaction: a refused chunk leaves nothing, not even an empty run."""
     r = body.run
     record = RunRecord(r.run_id, r.model, r.lora, r.protocol, r.provenance, r.protocol_version)
     pngs: dict[str, bytes] = {}
@@ -457,6 +460,8 @@ def import_run(store: Store, body: RunImport) -> ImportResult:
         raw = _png(s.image, i)
         if hashlib.sha256(raw).hexdigest() != s.image_sha256:
             raise WireError(400, f"sample {i}: the image's sha256 is not image_sha256")
+        if s.image_sha256 not in pngs:
+            decode_bytes(raw, f"sample {i}: image", max_pixels, ("PNG",)).close()
         pngs[s.image_sha256] = raw
     with store.session():
         existing = store.get_run(r.run_id)
@@ -531,9 +536,7 @@ def import_run(store: Store, body: RunImport) -> ImportResult:
                     c.details,
                 )  # fmt: skip
             )
-        if existing is None:
-            store.add_run(record)
-        store.add_samples(sample_rows, score_rows)
+        store.add_samples(sample_rows, score_rows, run=None if existing else record)
     return ImportResult(
         run_id=r.run_id,
         created=existing is None,

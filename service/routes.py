@@ -19,7 +19,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from flowbase.errors import InputError, UserError, one_line
-from results.store import to_json
+from results.store import StoreError, to_json
+from scorers.base import Requirements, check_meta
 from service import queries
 from service.batching import ScorerBug
 from service.deps import BatchersDep, CacheDep, SettingsDep, StoreDep, TokenDep
@@ -122,6 +123,12 @@ async def score(body: ScoreRequest, batchers: BatchersDep, settings: SettingsDep
         return ScoreResponse(
             scorer=body.scorer, version=version, values=[], rewards=[], details=None
         )
+    requires = getattr(batcher.scorer, "requires", None)
+    if isinstance(requires, Requirements):  # the metadata it declares it needs, before any decoding
+        try:
+            check_meta(body.scorer, requires, body.meta)
+        except InputError as e:
+            raise HTTPException(400, one_line(e)) from None
     try:
         images = await run_in_threadpool(_decode_all, body.images, settings.max_pixels)
     except WireError as e:
@@ -262,13 +269,19 @@ def get_image(
     if size is not None:
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            if max(im.size) > size:
-                im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-            data = buf.getvalue()
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im = im.convert("RGB")
+                if max(im.size) > size:
+                    im.thumbnail((size, size))
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                data = buf.getvalue()
+        except Exception as e:  # noqa: BLE001 - a stored file PIL cannot decode (imported before checks)
+            raise StoreError(
+                f"stored image {sha256[:12]}... cannot be decoded ({type(e).__name__}: {e}); "
+                "`harness store check` lists damaged images: restore or delete its run"
+            ) from None
     return Response(
         data,
         media_type="image/png",
@@ -282,10 +295,12 @@ def get_image(
     status_code=201,
     responses=_errors(401, 403, 409, 413, 503),
 )
-def import_run(body: RunImport, request: Request, store: StoreDep, cache: CacheDep) -> ImportResult:
+def import_run(
+    body: RunImport, request: Request, store: StoreDep, cache: CacheDep, settings: SettingsDep
+) -> ImportResult:
     """Import (a chunk of) a finished run: its record, samples with PNGs, and scores. Needs the token."""
     with request.app.state.write_lock:
-        result = queries.import_run(store, body)
+        result = queries.import_run(store, body, settings.max_pixels)
     cache.clear()
     return result
 

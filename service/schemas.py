@@ -11,13 +11,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from results.records import check_run_id
 
 Json = dict[str, Any]
 Cell = float | int | str | None
 # a run id may hold "/" (`harness eval --run-id paper/seed0`), but not at its end
 RUN_ID = r"^[A-Za-z0-9](?:[A-Za-z0-9._:@+=/-]{0,198}[A-Za-z0-9._:@+=-])?$"
 SHA256 = r"^[0-9a-f]{64}$"
+# what the store's columns hold (results/schema.sql): INTEGER step/prompt_index/image_index, BIGINT seed
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Error(BaseModel):
@@ -187,25 +192,31 @@ class ImportRun(BaseModel):
     protocol: Json
     provenance: Json
 
+    @field_validator("run_id")
+    @classmethod
+    def _usable(cls, v: str) -> str:
+        check_run_id(v)  # not ending in /samples: GET /v1/runs/{id}/samples could not reach it
+        return v
+
 
 class _ImportRow(BaseModel):
     """The key every imported row shares: which image of which prompt of which benchmark, at which step."""
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=INT32_MAX)
     benchmark: str = Field(min_length=1, max_length=200)
     benchmark_version: str = Field(max_length=100)
     prompt_id: str = Field(min_length=1, max_length=300)
     grp: str | None = Field(default=None, max_length=200)
-    image_index: int = Field(ge=0)
+    image_index: int = Field(ge=0, le=INT32_MAX)
 
 
 class ImportSample(_ImportRow):
-    prompt_index: int = Field(ge=0)
+    prompt_index: int = Field(ge=0, le=INT32_MAX)
     prompt: str = Field(max_length=10_000)
     meta: Json
-    seed: int
+    seed: int = Field(ge=INT64_MIN, le=INT64_MAX)
     image_sha256: str = Field(pattern=SHA256)
     image: str = Field(description="base64 PNG bytes; their sha256 must be image_sha256")
 

@@ -43,25 +43,35 @@ def decode_image(data: str, index: int, max_pixels: int) -> Image.Image:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
         raise WireError(400, f"image {index}: not valid base64 ({e})") from None
+    return decode_bytes(raw, f"image {index}", max_pixels)
+
+
+def decode_bytes(
+    raw: bytes, label: str, max_pixels: int, formats: tuple[str, ...] = FORMATS
+) -> Image.Image:
+    """PNG/JPEG file bytes to a fully decoded PIL image, every limit checked first: WireError 400 (not one of
+    ``formats``, broken, truncated) or 413 (more than ``max_pixels``, or a decompression bomb)."""
     kind = sniff(raw)
-    if kind is None:
-        raise WireError(
-            400,
-            f"image {index}: not a PNG or JPEG file (starts with {raw[:8]!r}); send PNG or JPEG",
-        )
+    if kind is None or kind not in formats:
+        want = " or ".join(formats)
+        raise WireError(400, f"{label}: not a {want} file (starts with {raw[:8]!r}); send {want}")
     try:
-        image = Image.open(io.BytesIO(raw), formats=[kind])  # header only: no pixels decoded yet
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below
+            image = Image.open(
+                io.BytesIO(raw), formats=[kind]
+            )  # header only: no pixels decoded yet
+    except Image.DecompressionBombError as e:  # PIL refuses past twice its own limit, at open
+        raise WireError(413, f"{label}: refused as a decompression bomb ({e})") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types for broken headers
-        raise WireError(
-            400, f"image {index}: broken {kind} header ({type(e).__name__}: {e})"
-        ) from None
+        raise WireError(400, f"{label}: broken {kind} header ({type(e).__name__}: {e})") from None
     w, h = image.size
     if w < 1 or h < 1:
-        raise WireError(400, f"image {index}: has zero size ({w} x {h})")
+        raise WireError(400, f"{label}: has zero size ({w} x {h})")
     if w * h > max_pixels:
         raise WireError(
             413,
-            f"image {index}: {w} x {h} = {w * h} pixels is over this server's limit of {max_pixels}; "
+            f"{label}: {w} x {h} = {w * h} pixels is over this server's limit of {max_pixels}; "
             "downscale it before sending",
         )
     try:
@@ -69,9 +79,7 @@ def decode_image(data: str, index: int, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise WireError(413, f"image {index}: refused as a decompression bomb ({e})") from None
+        raise WireError(413, f"{label}: refused as a decompression bomb ({e})") from None
     except Exception as e:  # noqa: BLE001 - truncated data, bad chunks, ...
-        raise WireError(
-            400, f"image {index}: cannot be decoded ({type(e).__name__}: {e})"
-        ) from None
+        raise WireError(400, f"{label}: cannot be decoded ({type(e).__name__}: {e})") from None
     return image

@@ -323,7 +323,7 @@ def test_bad_input_and_missing_weights(tiny: dict[str, Path]) -> None:
     cb = CompBench(
         blip=None, clip=None, detector=FixedDetector({}), categories=["numeracy"], parser=None
     )
-    with pytest.raises(ValueError, match="needs meta"):
+    with pytest.raises(ValueError, match="needs per-image metadata"):
         cb([img()], ["two dogs"])
     with pytest.raises(ValueError, match="'category'"):
         cb([img()], ["two dogs"], [{}])

@@ -305,7 +305,7 @@ def test_bad_input_gives_clear_errors(fake_scorer: GenEval) -> None:
         fake_scorer([rgb(4, 4), rgb(4, 4)], ["p"], [SINGLE, SINGLE])
     with pytest.raises(ValueError, match="metadata entries"):
         fake_scorer([rgb(4, 4)], ["p"], [SINGLE, SINGLE])
-    with pytest.raises(ValueError, match="geneval needs meta"):
+    with pytest.raises(ValueError, match="geneval needs per-image metadata"):
         fake_scorer([rgb(4, 4)], ["p"])
     with pytest.raises(ValueError, match="meta 0: .*tag"):
         fake_scorer([rgb(4, 4)], ["p"], [{"include": []}])
