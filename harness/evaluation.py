@@ -10,8 +10,12 @@ The one function behind ``harness eval`` and the trainer's in-loop evaluation (a
 3. **score**: every scorer reads the stored PNG through the protocol's image encoding;
 4. **store** (rank 0): the batch's samples and scores in one transaction.
 
-Killed at any point and started again, it redoes only batches whose transaction never committed (existing keys
-are never written twice). With several processes (``accelerate launch`` or ``torchrun``), the planned batches are
+Before any work, every input is checked and every weight the call needs (the model, the LoRA, each scorer's)
+is looked up; all missing ones are listed in one error. The run's record is written in the transaction of its
+first batch, so an evaluation that fails before storing a sample leaves no run behind. One evaluation of a run
+at a time per store (``harness.runlock``): a second one waits, then does only what is still missing. Killed at
+any point and started again, it redoes only batches whose transaction never committed (existing keys are never
+written twice); the counts it returns are rows actually inserted. With several processes (``accelerate launch`` or ``torchrun``), the planned batches are
 dealt round-robin to the ranks; batches are formed before they are dealt, so every image is made in the same batch
 as in a one-process run and the rows are the same. Rank 0 alone opens the store; the images folder must be on a
 filesystem every rank can see.
@@ -27,6 +31,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,11 +39,12 @@ from typing import Any
 
 from flowbase.code import git_dirty, git_sha
 from flowbase.errors import InputError, UserError
-from flowmodels.models import native_settings, resolve_device, resolve_dtype, resolve_model_dir
+from flowmodels.models import native_settings, resolve_device, resolve_dtype
 from harness.benchmarks import sampling_settings
 from harness.dist import broadcast, current, gather
 from harness.plan import (
     Job,
+    check_requirements,
     check_scorer_names,
     make_batches,
     plan_benchmarks,
@@ -46,6 +52,7 @@ from harness.plan import (
     scorer_class_version,
 )
 from harness.protocol import PROTOCOL_VERSION, EvalProtocol
+from harness.runlock import run_lock
 from harness.session import Session
 from harness.splits import recorded_contamination
 from harness.worker import Worker
@@ -251,34 +258,38 @@ def evaluate(
     )
     all_scorers = sorted({s for p in plans for s in p.scorers})
     check_scorer_names(all_scorers, extra=list(lent))
-    # a missing model fails here (unknown names first), before the store is touched
-    native = native_settings(str(model) if isinstance(model, Path) else model)
-    protocol, batch_size = resolve_protocol(protocol, names, native, batch_size)
-    model_dir = None
-    if isinstance(model, (str, Path)):
-        model = str(model)
-        model_id = model
-        run_id = run_id or default_run_id(model, lora, protocol)
-        model_dir = str(resolve_model_dir(model))
-    else:
-        model_id = str(getattr(model, "model_id", type(model).__name__))
-        if run_id is None:
-            raise ValueError(
-                "evaluating a loaded model needs run_id (and step): its weights are not on disk"
-            )
+    # every input is checked, and every missing weight listed, before the store is touched
     if step < 0:
         raise InputError(f"step must be >= 0, got {step}")
-    if contaminated is None:
-        contaminated = source_contamination(model_id, model_dir, lora)
-    elif isinstance(contaminated, str):
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if isinstance(contaminated, str):
         raise TypeError("contaminated must be a list of reasons, not one string")
     dist = current()
     if device == "auto" and dist.device is not None:
         device = dist.device
-    if (
-        model_dir is not None
-    ):  # a device or dtype this machine lacks fails here, before the store is touched
-        resolve_dtype(dtype, resolve_device(device))
+    on_disk = isinstance(model, (str, Path))
+    if on_disk:
+        model = str(model)
+        resolve_dtype(dtype, resolve_device(device))  # a device or dtype this machine lacks
+    elif run_id is None:
+        raise ValueError(
+            "evaluating a loaded model needs run_id (and step): its weights are not on disk"
+        )
+    model_dir = check_requirements(
+        model if on_disk else None,
+        lora if on_disk else None,  # a loaded model carries its LoRA already
+        [s for s in all_scorers if s not in lent],
+    )
+    protocol, batch_size = resolve_protocol(protocol, names, native_settings(model), batch_size)
+    if on_disk:
+        model_id = model
+        run_id = run_id or default_run_id(model, lora, protocol)
+    else:
+        model_id = str(getattr(model, "model_id", type(model).__name__))
+    assert run_id is not None
+    if contaminated is None:
+        contaminated = source_contamination(model_id, model_dir, lora)
     session = Session(
         model=model,
         model_id=model_id,
@@ -298,6 +309,15 @@ def evaluate(
         contaminated=[str(r) for r in contaminated],
         lent=lent,
     )
+    with ExitStack() as held:
+        return _run(session, store, held, progress, t_start)
+
+
+def _run(
+    session: Session, store: Store | str | Path | None, held: ExitStack, progress: bool, t0: float
+) -> EvalResult:
+    """Plan (rank 0, holding the run's lock in ``held``), then generate, score and store batch by batch."""
+    dist, run_id, step = session.dist, session.run_id, session.step
     # Rank 0 alone opens the store, plans the work and tells the others (or tells them why it failed).
     payload: dict[str, Any] = {}
     st: Store | None = None
@@ -305,8 +325,12 @@ def evaluate(
     if dist.rank == 0:
         try:
             st = store if isinstance(store, Store) else Store(store or default_store())
+            if not st.memory:
+                held.enter_context(run_lock(st.path, run_id))
             payload = _prepare(st, session)
-            payload["batches"] = make_batches(payload.pop("jobs"), batch_size)
+            payload["batches"] = make_batches(payload.pop("jobs"), session.batch_size)
+            if not payload["batches"]:  # nothing to do: record this session now
+                st.add_samples([], [], run=payload.pop("run"))
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
             failure = e
             # strings: any exception, picklable; a user's error stays one line on every rank
@@ -319,7 +343,8 @@ def evaluate(
         raise kind(f"rank 0 could not start the evaluation: {payload['error']}")
 
     batches: list[list[Job]] = payload["batches"]
-    result = EvalResult(run_id, step, payload["store"], [p.name for p in plans], dist.world)
+    run = payload.get("run")  # written with the first batch
+    result = EvalResult(run_id, step, payload["store"], list(session.plans), dist.world)
     result.images_skipped = payload["complete"]
     worker = Worker(session, Path(payload["images_dir"]))
     total = {"generate": 0.0, "encode": 0.0, "score": 0.0, "store": 0.0}
@@ -338,23 +363,24 @@ def evaluate(
             continue
         samples = [s for part in parts for s in part[0]]
         scores = [c for part in parts for c in part[1]]
-        t0 = time.perf_counter()
+        t_store = time.perf_counter()
         assert st is not None
-        st.add_samples(samples, scores)
-        total["store"] += time.perf_counter() - t0
+        n_samples, n_scores = st.add_samples(samples, scores, run=run)
+        run = None
+        total["store"] += time.perf_counter() - t_store
         for part in parts:
             for k, v in part[2].items():
                 total[k] += v
         this_round = batches[r * dist.world : (r + 1) * dist.world]
         done = sum(len(b) for b in this_round)
-        result.images_generated += sum(len(b) for b in this_round if b[0].image is None)
+        result.images_generated += n_samples  # rows inserted, not rows attempted
         result.images_rescored += sum(len(b) for b in this_round if b[0].image is not None)
-        result.scores_added += len(scores)
+        result.scores_added += n_scores
         if bar is not None:
             bar.update(done)
     if bar is not None:
         bar.close()
-    total["total"] = time.perf_counter() - t_start
+    total["total"] = time.perf_counter() - t0
     result.timings = total
     log.info(
         "run %s step %d: %d images generated, %d scores added, %d images already complete",
@@ -368,7 +394,8 @@ def evaluate(
 
 
 def _prepare(st: Store, session: Session) -> dict[str, Any]:
-    """Record (or check) the run and its contamination verdict, then plan the missing jobs (rank 0)."""
+    """Check the run against the stored one, make its record (with this session and the contamination verdict)
+    and plan the missing jobs (rank 0); nothing is written here."""
     run_id, protocol, plans = session.run_id, session.protocol, list(session.plans.values())
     device, dtype = session.device, session.dtype
     if st.images_dir is None:
@@ -389,25 +416,26 @@ def _prepare(st: Store, session: Session) -> dict[str, Any]:
     )
     existing = st.get_run(run_id)
     if existing is None:
-        st.add_run(
-            RunRecord(
-                run_id,
-                session.model_id,
-                session.lora,
-                want,
-                {**prov, "contaminated": session.contaminated, "sessions": [_session_record(prov)]},
-                PROTOCOL_VERSION,
-            )
+        run = RunRecord(
+            run_id,
+            session.model_id,
+            session.lora,
+            want,
+            {**prov, "contaminated": session.contaminated, "sessions": [_session_record(prov)]},
+            PROTOCOL_VERSION,
         )
     else:
         merged = _check_run(existing, session.model_id, session.lora, want)
-        if merged is not None:
-            st.update_run_protocol(run_id, merged)
         sessions = [*existing.provenance.get("sessions", []), _session_record(prov)]
         kept = existing.contamination
         reasons = kept + [r for r in session.contaminated if r not in kept]
-        st.update_run_provenance(
-            run_id, {**existing.provenance, "contaminated": reasons, "sessions": sessions}
+        run = RunRecord(
+            run_id,
+            existing.model,
+            existing.lora,
+            merged if merged is not None else existing.protocol,
+            {**existing.provenance, "contaminated": reasons, "sessions": sessions},
+            existing.protocol_version,
         )
     jobs, complete = plan_jobs(st, run_id, session.step, plans, protocol, session.versions)
     return {
@@ -415,6 +443,7 @@ def _prepare(st: Store, session: Session) -> dict[str, Any]:
         "complete": complete,
         "images_dir": str(st.images_dir),
         "store": str(st.path),
+        "run": run,  # written in the transaction of the first batch: a failed start leaves no run
     }
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import scorers as scorer_registry
-from flowbase.errors import InputError
+from flowbase.errors import InputError, MissingError, UserError
+from flowmodels.adapters import resolve_adapter_dir
+from flowmodels.models import resolve_model_dir
 from harness.benchmarks import (
     BENCHMARKS,
     SUITES,
@@ -23,6 +25,7 @@ from harness.benchmarks import (
 )
 from harness.protocol import EvalProtocol
 from results.store import Store
+from scorers.catalog import missing_requirements
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,33 @@ def check_scorer_names(names: Sequence[str], extra: Sequence[str] = ()) -> None:
             raise scorer_registry.UnknownScorerError(
                 f"unknown scorer {name!r}{maybe}; known: {', '.join(sorted(known)) or '(none registered)'}"
             )
+
+
+def check_requirements(model: str | None, lora: str | None, scorers: Sequence[str]) -> str | None:
+    """Check, before any work, that the model, the LoRA and every scorer's weights (or worker) are here; every
+    missing one is listed in one error, each with how to get it. Returns the model's folder (None: no model)."""
+    errors: list[UserError] = []
+    model_dir = None
+    for what, resolve in ((model, resolve_model_dir), (lora, resolve_adapter_dir)):
+        if what is None:
+            continue
+        try:
+            found = str(resolve(what))
+        except UserError as e:
+            errors.append(e)
+            continue
+        if resolve is resolve_model_dir:
+            model_dir = found
+    lines = [str(e) for e in errors] + missing_requirements(scorers)
+    if len(lines) == 1 and errors:
+        raise errors[0]  # one missing thing keeps its own error type
+    if lines:
+        raise MissingError(
+            "\n".join([f"{len(lines)} things this evaluation needs are not here", *lines])
+            if len(lines) > 1
+            else lines[0]
+        )
+    return model_dir
 
 
 def plan_benchmarks(

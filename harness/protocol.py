@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -46,8 +47,8 @@ class EvalProtocol:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}")
-        if self.cfg < 0:
-            raise InputError(f"cfg must be >= 0, got {self.cfg}")
+        if not math.isfinite(self.cfg) or self.cfg < 0:
+            raise InputError(f"cfg must be a number >= 0, got {self.cfg}")
         if self.height <= 0 or self.width <= 0:
             raise InputError(f"size must be positive, got {self.height}x{self.width}")
         if self.images_per_prompt is not None and self.images_per_prompt < 1:
@@ -56,7 +57,7 @@ class EvalProtocol:
             raise InputError(
                 f"unknown image encoding {self.image_encoding!r}; use one of {', '.join(IMAGE_ENCODINGS)}"
             )
-        if not 0.0 <= self.noise_level:
+        if not (math.isfinite(self.noise_level) and self.noise_level >= 0.0):
             raise InputError(f"noise level must be >= 0, got {self.noise_level}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -467,11 +467,14 @@ class Store:
         samples: Sequence[SampleRow],
         scores: Sequence[ScoreRow],
         run: RunRecord | None = None,
-    ) -> None:
-        """Write images and their scores in one transaction (with ``run``'s record, when given: an import that
-        fails leaves no empty run); rows whose key exists already are skipped."""
+    ) -> tuple[int, int]:
+        """Write images and their scores in one transaction; rows whose key exists already are skipped.
+
+        ``run``, when given, is written (inserted, or its protocol and provenance replaced) in the same
+        transaction, so a run's record appears with its first rows (and a write that fails leaves no
+        empty run). Returns (samples, scores) inserted."""
         if not samples and not scores and run is None:
-            return
+            return 0, 0
         sample_params = [[*astuple(s)[:7], to_json(s.meta), *astuple(s)[8:]] for s in samples]
         score_params = [
             [*astuple(c)[:11], None if c.details is None else to_json(c.details)] for c in scores
@@ -480,14 +483,21 @@ class Store:
             con.execute("BEGIN")
             try:
                 if run is not None:
-                    self.add_run(run)
-                _insert(
+                    check_run_id(run.run_id)
+                    con.execute(
+                        "INSERT INTO runs (run_id, model, lora, protocol_version, protocol, provenance) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                        "protocol = excluded.protocol, provenance = excluded.provenance",
+                        [run.run_id, run.model, run.lora, run.protocol_version,
+                         to_json(run.protocol), to_json(run.provenance)],
+                    )  # fmt: skip
+                n_samples = _insert(
                     con,
                     "samples (run_id, step, benchmark, benchmark_version, prompt_id, prompt_index, prompt, "
                     "meta, grp, image_index, seed, image_sha256, image_path)",
                     sample_params,
                 )
-                _insert(
+                n_scores = _insert(
                     con,
                     "scores (run_id, step, benchmark, benchmark_version, prompt_id, grp, image_index, "
                     "scorer, scorer_version, value, reward, details)",
@@ -497,6 +507,7 @@ class Store:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        return n_samples, n_scores
 
     def existing(
         self, run_id: str, step: int, benchmark: str
@@ -634,18 +645,22 @@ class Store:
         return None if row is None else row[0]
 
 
-def _insert(con: duckdb.DuckDBPyConnection, target: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING (one statement per chunk: executemany is ~50x slower)."""
+def _insert(con: duckdb.DuckDBPyConnection, target: str, rows: Sequence[Sequence[Any]]) -> int:
+    """Multi-row INSERT ... ON CONFLICT DO NOTHING (one statement per chunk: executemany is ~50x slower);
+    returns the number of rows inserted (existing keys are not counted)."""
     if not rows:
-        return
+        return 0
     width = len(rows[0])
     one = "(" + ", ".join("?" * width) + ")"
+    inserted = 0
     for start in range(0, len(rows), 500):
         chunk = rows[start : start + 500]
-        con.execute(
+        n = con.execute(
             f"INSERT INTO {target} VALUES {', '.join([one] * len(chunk))} ON CONFLICT DO NOTHING",
             [v for r in chunk for v in r],
-        )
+        ).fetchone()
+        inserted += int(n[0]) if n else 0
+    return inserted
 
 
 def _filters(run_ids: Sequence[str] | None, benchmark: str | None) -> tuple[str, list[Any]]:

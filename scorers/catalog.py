@@ -7,15 +7,17 @@ do no heavy work at import: models and engines load in ``__init__``), so listing
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from scorers import SCORERS, scorer_class
-from scorers.fetch import weights_status
+from scorers import SCORERS, hub, scorer_class
+from scorers.fetch import hf_download_command, local_snapshot, parse_spec, weights_status
 
 
 def summary(cls: Any) -> str:
@@ -108,6 +110,54 @@ def scorer_infos(check_local: bool = True) -> list[ScorerInfo]:
             )
         )
     return infos
+
+
+def missing_requirements(names: Sequence[str]) -> list[str]:
+    """What the named scorers need and this machine lacks, one line each with how to get it ([] = ready).
+
+    In-process scorers need their weights (looked up in the HF cache; downloaded now when the hub is reachable)
+    and their pip extra; a worker scorer (``runs = "worker"``) needs its ``url_env`` set; an endpoint scorer has
+    a default URL and is not checked. Nothing is loaded: this runs before any work starts."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    lines: list[str] = []
+    for name in dict.fromkeys(names):
+        cls = scorer_class(name)
+        runs = getattr(cls, "runs", None)
+        if runs == "worker":
+            env = getattr(cls, "url_env", None)
+            if env and not os.environ.get(env):
+                lines.append(
+                    f"{name}: runs as a worker in its own environment and {env} is not set; start "
+                    f"`python -m {cls.__module__}_worker` there and set {env}=http://HOST:PORT "
+                    "(docs/eval.md, 'Scorers that run elsewhere')"
+                )
+            continue
+        if runs == "endpoint":
+            continue
+        req = cls.requires
+        get: list[str] = []
+        for spec in req.weights:
+            if local_snapshot(spec) is not None:
+                continue
+            if parse_spec(spec).is_local_path:
+                lines.append(f"{name}: weights folder {spec} does not exist")
+                continue
+            if not offline:
+                try:
+                    hub.fetch(spec)  # what loading the scorer would download
+                    continue
+                except Exception:  # noqa: BLE001 - reported below with how to get it
+                    pass
+            get.append(f"`{hf_download_command(spec)}`")
+        if get:
+            lines.append(
+                f"{name}: weights not here (`harness fetch {name}`, or {' and '.join(get)})"
+            )
+        if extra_status(req.extra) == "missing":
+            lines.append(
+                f"{name}: needs the {req.extra} extra (`pip install 'flow-opd[{req.extra}]'`)"
+            )
+    return lines
 
 
 def table_markdown() -> str:

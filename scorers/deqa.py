@@ -108,6 +108,7 @@ class DeQA:
     version = "1-hf"
     requires = Requirements(weights=(MODEL_ID,), extra=None, gpu_gb=16.0)
     runs = "worker"  # `python -m scorers.deqa_worker` in an env with transformers==4.36.1
+    url_env = URL_ENV  # where the worker listens; checked before an evaluation starts
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ class WeightSpec:
 
     repo: str  # hub repo id, or a local path
     revision: str | None = None
+    files: tuple[str, ...] = ()  # ``:file`` or ``:glob,glob`` after the revision (see scorers.hub)
 
     @property
     def is_local_path(self) -> bool:
@@ -40,11 +41,26 @@ class WeightSpec:
 
 
 def parse_spec(spec: str) -> WeightSpec:
-    """``org/name@rev`` -> WeightSpec(org/name, rev); a path stays a path."""
+    """``org/name@rev[:file-or-globs]`` -> WeightSpec(org/name, rev, files); a path stays a path."""
     if spec.startswith(("/", ".", "~")):
         return WeightSpec(spec)
-    repo, _, revision = spec.partition("@")
-    return WeightSpec(repo, revision or None)
+    head, _, files = spec.partition(":")
+    repo, _, revision = head.partition("@")
+    names = tuple(f.strip() for f in files.split(",") if f.strip())
+    return WeightSpec(repo, revision or None, names)
+
+
+def hf_download_command(spec: str) -> str:
+    """The ``hf download`` line (huggingface_hub's CLI) that puts ``spec``'s files into the HF cache."""
+    parsed = parse_spec(spec)
+    parts = ["hf", "download", parsed.repo]
+    if len(parsed.files) == 1 and not set("*?[") & set(parsed.files[0]):
+        parts.append(parsed.files[0])
+    elif parsed.files:
+        parts += ["--include", *(f"'{f}'" for f in parsed.files)]
+    if parsed.revision:
+        parts += ["--revision", parsed.revision]
+    return " ".join(parts)
 
 
 def missing_weights_message(scorer: str, spec: str, error: BaseException | None = None) -> str:
@@ -63,9 +79,16 @@ def local_snapshot(spec: str) -> Path | None:
     if parsed.is_local_path:
         path = Path(parsed.repo).expanduser()
         return path if path.exists() else None
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    one = parsed.files[0] if len(parsed.files) == 1 else None
+    if one is not None and not set("*?[") & set(one):  # one file: is that file cached?
+        try:
+            found = try_to_load_from_cache(parsed.repo, one, revision=parsed.revision)
+        except (ValueError, OSError):
+            return None
+        return Path(found).parent if isinstance(found, str) else None
     try:
         return Path(snapshot_download(parsed.repo, revision=parsed.revision, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError, OSError):
@@ -100,7 +123,11 @@ def download(spec: str) -> Path:
             "`harness fetch` there and copy its ~/.cache/huggingface/hub here"
         )
     try:
-        return Path(snapshot_download(parsed.repo, revision=parsed.revision))
+        return Path(
+            snapshot_download(
+                parsed.repo, revision=parsed.revision, allow_patterns=list(parsed.files) or None
+            )
+        )
     except (
         Exception
     ) as e:  # connection errors come wrapped in several huggingface_hub / requests types

@@ -4,6 +4,7 @@ and the read commands (runs, leaderboard, compare, report) on the result."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,3 +263,127 @@ def test_sampling_settings_option_then_benchmark_protocol_then_paper() -> None:
         "width": 64,
         "batch_size": 8,
     }
+
+
+SUMMARY = re.compile(
+    r"(\d+) images generated, (\d+) re-scored, (\d+) already complete, (\d+) scores added"
+)
+
+
+def test_two_concurrent_evals_of_one_run_share_the_work_and_count_true(
+    tiny_sd3_dir: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.duckdb"
+    cmd = [sys.executable, "-m", "tests.support.harness_with_fakes", "eval", "--model", str(tiny_sd3_dir),
+           "--benchmark", "geneval", "--scorers", "fake", "--limit", "4", "--batch-size", "2",
+           "--store", str(store), *FAST]  # fmt: skip
+    gate = (
+        tmp_path / "gate"
+    )  # the first process's scorer holds its first batch until this file exists
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, env=env(FAKE_SCORER_GATE=str(gate)), stderr=subprocess.PIPE, text=True
+    )
+    images = tmp_path / "images"
+    deadline = time.monotonic() + 240
+    while not list(images.glob("*/*.png")):  # the first has planned and is scoring its first batch
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() < deadline, "eval made no progress"
+        time.sleep(0.05)
+    second = subprocess.Popen(cmd, cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True)
+    assert second.stderr is not None
+    err2 = ""
+    for (
+        line
+    ) in second.stderr:  # until it says it waits, or (without the lock) ends having done it all
+        err2 += line
+        if "waiting for it to finish" in line:
+            break
+    gate.touch()
+    err1 = first.communicate(timeout=400)[1]
+    err2 += second.communicate(timeout=400)[1]
+    assert first.returncode == 0 and second.returncode == 0, err1[-2000:] + err2[-2000:]
+    (m1,), (m2,) = SUMMARY.findall(err1), SUMMARY.findall(err2)
+    counts = Store(store, read_only=True).count_rows()
+    assert counts == {"runs": 1, "samples": 16, "scores": 16}
+    # every count printed is true: together they are exactly the rows stored
+    assert int(m1[0]) + int(m2[0]) == counts["samples"]
+    assert int(m1[3]) + int(m2[3]) == counts["scores"]
+    # the second waited for the first and found the work done instead of doing it again
+    assert m2 == ("0", "0", "16", "0"), err2[-2000:]
+    assert "waiting for it to finish" in err2
+
+
+def one_line_error(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output[-3000:]
+    return lines[0]
+
+
+def test_bad_eval_inputs_are_one_line_before_any_work_and_leave_no_run(
+    tiny_sd3_dir: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    store = tmp_path / "s.duckdb"
+    base = ["eval", "--model", str(tiny_sd3_dir), "-b", "geneval", "--scorers", "fake", "--limit", "1",
+            "--store", str(store), *FAST]  # fmt: skip
+    res = runner.invoke(app, [*base, "--run", "kept"])
+    assert res.exit_code == 0, res.output
+    before = rows(store)
+    images = sorted((tmp_path / "images").rglob("*.png"))
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    bad = {
+        "--device cuda:99": "device 'cuda:99' is not available here",
+        "--device foo": "unknown device 'foo'",
+        f"--prompts {folder}": "is a folder",
+        "--format xml": "unknown format 'xml'",
+        "--batch-size 0": "--batch-size must be >= 1",
+        "--dtype int8": "unknown dtype 'int8'",
+        "--cfg nan": "cfg must be a number >= 0",
+        f"--lora {tmp_path / 'no-lora'}": "LoRA",
+        f"--lora {folder}": "nor a PEFT LoRA folder",
+    }
+    for option, why in bad.items():
+        res = runner.invoke(app, [*base, *option.split(), "--run", "bad"])
+        assert res.exit_code == 2, (option, res.output)
+        assert why in one_line_error(res.output), option
+    # an evaluation that fails once it has started (the size does not fit the model) leaves no run either
+    res = runner.invoke(app, [*base, "--size", "72", "--run", "bad"])
+    assert res.exit_code == 2 and "multiple of 16" in one_line_error(res.output)
+    assert Store(store, read_only=True).run_ids() == ["kept"]
+    assert rows(store) == before
+    assert sorted((tmp_path / "images").rglob("*.png")) == images
+
+
+def test_every_missing_weight_is_listed_at_once_before_any_work(
+    tiny_sd3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("FLOW_OPD_DEQA_URL", raising=False)
+    store = tmp_path / "s.duckdb"
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_sd3_dir), "-b", "main", "--limit", "1",
+                                   "--store", str(store), *FAST])  # fmt: skip
+    assert res.exit_code == 2
+    line = one_line_error(res.output)
+    assert "things this evaluation needs are not here" in line
+    for needed in (
+        "geneval: weights not here (`harness fetch geneval`, or `hf download facebook/mask2former",
+        "deqa: runs as a worker in its own environment and FLOW_OPD_DEQA_URL is not set",
+        "python -m scorers.deqa_worker",
+        "pickscore: weights not here (`harness fetch pickscore`, or",
+        "`hf download yuvalkirstain/PickScore_v1 --revision a4e4367c6dfa7288a00c550414478f865b875800`",
+        " and `hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K --include '*.json' '*.txt' --revision",
+    ):
+        assert needed in line, needed
+    assert "huggingface-cli" not in line.split("deqa:")[1]  # the scorers' lines name `hf`
+    assert not store.exists() and not (tmp_path / "images").exists()  # nothing was started
+
+    # the model and the LoRA are checked in the same pass
+    res = CliRunner().invoke(app, ["eval", "--model", "x/y", "--lora", "org/no-lora", "-b", "pickscore",
+                                   "--store", str(store), *FAST])  # fmt: skip
+    line = one_line_error(res.output)
+    assert res.exit_code == 2 and "3 things" in line
+    assert "model 'x/y' is not available here" in line and "LoRA 'org/no-lora'" in line
+    assert "pickscore: weights not here" in line and not store.exists()

@@ -128,10 +128,10 @@ def test_writes_are_idempotent_and_keep_details(tmp_path: Path) -> None:
         [_sample("r", f"b/{i}") for i in range(3)],
         [_score("r", f"b/{i}", i / 10) for i in range(3)],
     )
-    s.add_samples(*rows)
-    s.add_samples(*rows)  # a resumed batch that had in fact committed
+    assert s.add_samples(*rows) == (3, 3)  # rows inserted
+    assert s.add_samples(*rows) == (0, 0)  # a resumed batch that had in fact committed: nothing new
     # a second write with another value for an existing key does not overwrite the first
-    s.add_samples([], [_score("r", "b/0", 99.0)])
+    assert s.add_samples([], [_score("r", "b/0", 99.0)]) == (0, 0)
     assert s.count_rows() == {"runs": 0, "samples": 3, "scores": 3}
     got = s.sample_scores("r")
     assert [r["value"] for r in got] == [0.0, 0.1, 0.2]

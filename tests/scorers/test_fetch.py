@@ -9,11 +9,18 @@ import pytest
 
 from scorers import UnknownScorerError
 from scorers.base import Requirements
-from scorers.catalog import device_needs, extra_status, scorer_class, scorer_infos
+from scorers.catalog import (
+    device_needs,
+    extra_status,
+    missing_requirements,
+    scorer_class,
+    scorer_infos,
+)
 from scorers.fetch import (
     HubUnavailableError,
     download,
     fetch,
+    hf_download_command,
     local_snapshot,
     missing_weights_message,
     parse_spec,
@@ -123,3 +130,33 @@ def test_hub_failure_is_one_clear_line(hf_cache: Path, monkeypatch: pytest.Monke
     assert download("org/present") == local_snapshot(
         "org/present"
     )  # cached copy is used, with a warning
+
+
+def test_specs_naming_files_are_found_in_the_cache(hf_cache: Path) -> None:
+    # `org/repo@rev:file` and `org/repo@rev:glob,glob` (scorers.hub) name files of a snapshot
+    assert parse_spec(f"org/present@{COMMIT}:*.json,*.txt").files == ("*.json", "*.txt")
+    assert local_snapshot(f"org/present@{COMMIT}:config.json") is not None
+    assert local_snapshot(f"org/present@{COMMIT}:*.json,*.txt") is not None
+    assert local_snapshot(f"org/present@{COMMIT}:weights.pt") is None  # that file is not cached
+    assert weights_status(Requirements(weights=(f"org/present@{COMMIT}:config.json",))) == "present"
+    assert hf_download_command("org/a@r1:w.pt") == "hf download org/a w.pt --revision r1"
+    assert hf_download_command("org/a@r1:*.json,*.txt") == (
+        "hf download org/a --include '*.json' '*.txt' --revision r1"
+    )
+    assert hf_download_command("org/a") == "hf download org/a"
+
+
+def test_missing_requirements_lists_every_scorer_at_once(
+    hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("FLOW_OPD_DEQA_URL", raising=False)
+    assert missing_requirements(["jpeg", "ocr", "unifiedreward"]) == []  # nothing to check here
+    pick, deqa = missing_requirements(["pickscore", "jpeg", "deqa", "pickscore"])
+    assert pick.startswith(
+        "pickscore: weights not here (`harness fetch pickscore`, or `hf download "
+    )
+    assert pick.count("`hf download ") == 2 and "huggingface-cli" not in pick
+    assert "deqa: runs as a worker" in deqa and "FLOW_OPD_DEQA_URL" in deqa
+    monkeypatch.setenv("FLOW_OPD_DEQA_URL", "http://127.0.0.1:1")
+    assert missing_requirements(["deqa"]) == []  # its weights live in the worker's environment

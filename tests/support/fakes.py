@@ -3,7 +3,8 @@
 ``FakeScorer`` follows the ``Scorer`` protocol: a deterministic value in [0, 1) from the sha256 of each image's RGB
 pixels, its reward (value / 2) and details echoing the prompt's metadata tag. ``register()`` adds it to the
 registry of the current process (tests call it through monkeypatch, subprocesses through ``python -c``).
-Environment knobs for the crash tests: ``FAKE_SCORER_DELAY`` (seconds slept per call).
+Environment knobs for the crash and concurrency tests: ``FAKE_SCORER_DELAY`` (seconds slept per call) and
+``FAKE_SCORER_GATE`` (a path: each call waits until that file exists, so a test decides when a batch ends).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FakeScorer:
     def __init__(self) -> None:
         self.calls = 0
         self.delay = float(os.environ.get("FAKE_SCORER_DELAY", "0"))
+        self.gate = os.environ.get("FAKE_SCORER_GATE")
 
     def __call__(
         self,
@@ -46,6 +48,8 @@ class FakeScorer:
         self.calls += 1
         if self.delay:
             time.sleep(self.delay)
+        while self.gate and not os.path.exists(self.gate):
+            time.sleep(0.05)
         values = [pixel_value(im) for im in images]
         details = [
             {"tag": (m or {}).get("tag"), "size": list(im.size)}
