@@ -427,11 +427,13 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
     """List the runs in the store: model, benchmarks, images, score rows, git sha."""
 
     def go() -> None:
+        from harness.standing import minute  # deferred: duckdb
         from harness.tables import Table, check_format, marked, render  # deferred: duckdb
         from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
         rows = Store(_store_path(store), read_only=True).runs()
+        readable = fmt in ("text", "markdown")  # csv and json keep the full timestamp
         t = Table(
             "Runs",
             [
@@ -448,7 +450,7 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
             [
                 [
                     r["run_id"],
-                    str(r["created_at"])[:19],
+                    minute(r["created_at"]) if readable else str(r["created_at"]),
                     r["model"],
                     r["lora"],
                     r["benchmarks"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -51,11 +52,16 @@ def test_ls_runs_lists_the_store_runs(tmp_path: Path) -> None:
     code, out = _cli("ls", "runs", "--store", str(tmp_path / "s.duckdb"))
     assert code == 0, out
     assert "base" in out and "tuned" in out and "runs/ocr" in out and "mini_ocr" in out
+    # dates to the minute for reading (no seconds, no microseconds); csv keeps the full timestamp
+    assert re.search(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\s", out) and not re.search(
+        r"\d\d:\d\d:\d\d", out
+    )
     code, out = _cli("ls", "runs", "--store", str(tmp_path / "s.duckdb"), "--format", "csv")
     assert code == 0, out
     rows = {r["run"]: r for r in csv.DictReader(io.StringIO(out.split("\n", 1)[1]))}
     assert rows["tuned"]["lora"] == "runs/ocr" and rows["tuned"]["images"] == "2"
     assert rows["base"]["images"] == "0"
+    assert re.search(r"\d\d:\d\d:\d\d", rows["base"]["created"])
 
 
 def test_ls_scorers_fits_100_columns_and_formats_give_everything() -> None:
