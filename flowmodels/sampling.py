@@ -257,10 +257,10 @@ def rollout(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if sde_window is not None:
-        start, stop = sde_window
-        if not 0 <= start < stop <= steps:
+        lo, hi = sde_window
+        if not 0 <= lo < hi <= steps:
             raise ValueError(f"sde_window {sde_window} must lie in [0, {steps}] and hold a step")
-        sde_window = (int(start), int(stop))
+        sde_window = (int(lo), int(hi))
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if stop is not None and not 0 <= stop <= steps:

@@ -218,7 +218,12 @@ def main(cfg: Config) -> None:
         step_before = run.step
         t_epoch = time.perf_counter()
         mine, batches, window = epoch.sample_epoch(
-            run, model, pools, s, task_mix=cfg.task_mix or None
+            run,
+            model,
+            pools,
+            s,
+            keep=rollout_keep(cfg, bool(scorers)),
+            task_mix=cfg.task_mix or None,
         )
         epoch_stats = _rewards(run, cfg, scorers, batches, mine)
         epoch_stats["time/sample_s"] = (
@@ -320,6 +325,15 @@ def main(cfg: Config) -> None:
             "task_mix": dict(cfg.task_mix),
         },
     )
+
+
+def rollout_keep(cfg: Config, scoring: bool) -> epoch.Keep:
+    """How much of a rollout OPD reads: the final images only when rewards are scored (logged, or the task
+    advantage of ``mixed``), the next states only when a log-prob is trained (``pg``, ``mixed``), else the visited
+    states alone. The student's sampling then stops after the last trained state (the same bits up to it)."""
+    if scoring:
+        return "all"
+    return "states" if cfg.loss == "direct" else "transitions"
 
 
 def mar_on(cfg: Config, sigma: float) -> bool:

@@ -19,7 +19,8 @@ SEEDS = list(range(len(PROMPTS)))
 
 def _mini() -> MiniFlow:
     model = MiniFlow.create(MiniConfig(dim=32, layers=2, heads=4, text_layers=1), seed=0)
-    with torch.no_grad():  # adaLN-zero and the output layer start at 0: give the untrained net some output
+    # adaLN-zero and the output layer start at 0: give the untrained net some output
+    with torch.no_grad():
         for p in model.denoiser.parameters():
             if not p.any():
                 p.normal_(0, 0.05)
