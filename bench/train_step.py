@@ -3,8 +3,11 @@
 Both recipes run through their real ``main`` on the same model, prompts, batch and sampler (one process, CPU or
 one GPU), with ``steps_per_epoch = 1`` so an iteration = sample the batch + score/label + train every step once.
 The ratio compares the second iteration of each (the first warms caches up), in ``--pairs`` interleaved pairs of
-GRPO, OPD and OPD with full rollouts (the schedule before OPD's rollouts stopped at the last trained state), and
-reports the median of the per-pair ratios: on a shared machine the load moves both sides of a pair alike.
+GRPO, OPD and OPD on its schedule before (full rollouts with images, then one pass per teacher and one for the
+anchor, instead of rollouts that stop at the last trained state and one pass with per-row adapters), and
+reports the median of the per-pair ratios: on a shared machine the load moves both sides of a pair alike. The
+recipes' iteration times are read in this process's CPU seconds by default (``--clock cpu``; one thread), so time
+spent waiting for a core on a loaded machine is not counted; ``--clock wall`` reads wall seconds.
 
 Memory: OPD with K = 1 and K = 4 teacher adapters (plus the anchor) in separate fresh processes on the same batch,
 each routed sample to its task's teacher. The peak is taken over training only (rollouts, teacher and anchor
@@ -108,6 +111,16 @@ def common(args: argparse.Namespace, out: Path) -> list[str]:
     ]
 
 
+class _CpuClock:
+    """The ``time`` module as the recipes see it, with ``perf_counter`` reading this process's CPU seconds: on a
+    machine shared with other jobs, waiting for a core then costs nothing (``--clock cpu``)."""
+
+    perf_counter = staticmethod(time.process_time)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
 def _iteration_s(run: Path) -> dict[str, float]:
     """The last (warm) iteration of a run: sampling (+ rewards) and training seconds."""
     from trainer.metrics import read_metrics
@@ -123,8 +136,8 @@ def _iteration_s(run: Path) -> dict[str, float]:
 def time_ratio(args: argparse.Namespace, work: Path) -> dict[str, object]:
     """GRPO (brightness reward, KL to the base) and OPD (4 routed teachers + MAR anchor), same batch, interleaved.
 
-    Each pair runs GRPO, OPD and OPD with full rollouts (every sampling step and the decoded images, as before
-    OPD's rollouts stopped at the last trained state) one after another, two iterations each; the second is timed.
+    Each pair runs GRPO, OPD and OPD on its schedule before (full rollouts with images, one pass per teacher and
+    one for the anchor) one after another, two iterations each; the second is timed.
     The ratios are taken within a pair, so load on a shared machine moves both sides of each ratio alike.
     """
     import statistics
@@ -134,42 +147,48 @@ def time_ratio(args: argparse.Namespace, work: Path) -> dict[str, object]:
 
     teachers = {f"t{k}": str(args.teachers[k]) for k in range(4)}
     opd_args = ["teachers=" + json.dumps(teachers), f"anchor={args.anchor}", "mar_lambda=0.02"]
-    keep = opd.rollout_keep
+    keep, mixable = opd.rollout_keep, opd.mixable
+
+    def run_grpo(out: Path) -> dict[str, float]:
+        grpo_args = ["rewards={brightness: 1.0}", "kl_beta=0.04"]
+        grpo.main(load(grpo.Config, None, [*common(args, out), *grpo_args]))
+        return _iteration_s(out)
 
     def run_opd(out: Path, full: bool) -> dict[str, float]:
-        opd.rollout_keep = (lambda cfg, scoring: "all") if full else keep
+        if (
+            full
+        ):  # the schedule before: full rollouts, then one pass per teacher and one for the anchor
+            opd.rollout_keep = lambda cfg, scoring: "all"
+            opd.mixable = lambda net: False
         try:
             opd.main(load(opd.Config, None, [*common(args, out), *opd_args]))
         finally:
-            opd.rollout_keep = keep
+            opd.rollout_keep, opd.mixable = keep, mixable
         return _iteration_s(out)
 
+    if args.clock == "cpu":
+        grpo.time = opd.time = _CpuClock()  # type: ignore[attr-defined]
     pairs = []
     for i in range(args.pairs):
-        g_out = work / f"grpo{i}"
-        grpo.main(
-            load(
-                grpo.Config,
-                None,
-                [*common(args, g_out), "rewards={brightness: 1.0}", "kl_beta=0.04"],
-            )
-        )
-        g = _iteration_s(g_out)
-        o = run_opd(work / f"opd{i}", full=False)
-        f = run_opd(work / f"opd_full{i}", full=True)
+        runs = {
+            "grpo": lambda i=i: run_grpo(work / f"grpo{i}"),
+            "opd": lambda i=i: run_opd(work / f"opd{i}", full=False),
+            "opd_before": lambda i=i: run_opd(work / f"opd_before{i}", full=True),
+        }
+        order = list(runs) if i % 2 == 0 else list(reversed(runs))  # drift favours neither side
+        got = {name: runs[name]() for name in order}
+        g, o, f = got["grpo"], got["opd"], got["opd_before"]
         pairs.append(
             {
-                "grpo": g,
-                "opd": o,
-                "opd_full_rollouts": f,
+                **got,
                 "opd_over_grpo": o["iteration_s"] / g["iteration_s"],
-                "opd_full_rollouts_over_grpo": f["iteration_s"] / g["iteration_s"],
+                "opd_before_over_grpo": f["iteration_s"] / g["iteration_s"],
             }
         )
         print(
-            f"pair {i + 1}/{args.pairs}: grpo {g['iteration_s']:.2f} s, opd {o['iteration_s']:.2f} s "
-            f"({pairs[-1]['opd_over_grpo']:.3f}), opd with full rollouts {f['iteration_s']:.2f} s "
-            f"({pairs[-1]['opd_full_rollouts_over_grpo']:.3f})",
+            f"pair {i + 1}/{args.pairs} ({args.clock} s): grpo {g['iteration_s']:.2f}, opd "
+            f"{o['iteration_s']:.2f} ({pairs[-1]['opd_over_grpo']:.3f}), opd before "
+            f"{f['iteration_s']:.2f} ({pairs[-1]['opd_before_over_grpo']:.3f})",
             file=sys.stderr,
             flush=True,
         )
@@ -178,13 +197,14 @@ def time_ratio(args: argparse.Namespace, work: Path) -> dict[str, object]:
         return statistics.median(p[key] for p in pairs)  # type: ignore[misc]
 
     return {
+        "clock": args.clock,
         "pairs": pairs,
         "opd_over_grpo_median": med("opd_over_grpo"),
         "opd_over_grpo_range": [
             min(p["opd_over_grpo"] for p in pairs),
             max(p["opd_over_grpo"] for p in pairs),
         ],  # type: ignore[type-var]
-        "opd_full_rollouts_over_grpo_median": med("opd_full_rollouts_over_grpo"),
+        "opd_before_over_grpo_median": med("opd_before_over_grpo"),
     }
 
 
@@ -288,6 +308,12 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=5, help="interleaved GRPO / OPD pairs timed")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time iterations in this process's CPU seconds (robust on a shared machine) or wall seconds",
+    )
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
@@ -359,10 +385,11 @@ def main() -> None:
     emit(
         {
             "pairs": args.pairs,
+            "clock": args.clock,
             "opd_over_grpo_median": timing["opd_over_grpo_median"],
             "opd_over_grpo_min": timing["opd_over_grpo_range"][0],
             "opd_over_grpo_max": timing["opd_over_grpo_range"][1],
-            "opd_full_rollouts_over_grpo_median": timing["opd_full_rollouts_over_grpo_median"],
+            "opd_before_over_grpo_median": timing["opd_before_over_grpo_median"],
             "peak_memory_4_teachers_over_1": result["memory"]["ratio_4_over_1"],
             "peak_memory_above_runtime_4_teachers_over_1": result["memory"]["ratio_above_runtime"],
         }

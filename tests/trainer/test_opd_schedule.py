@@ -1,5 +1,6 @@
-"""What one OPD step costs against one GRPO step, counted in denoiser rows (not timed), and that OPD's cheaper
-rollouts leave its training bit for bit the same."""
+"""What one OPD step costs against one GRPO step, counted in denoiser rows and passes (not timed), and that OPD's
+cheaper schedule (rollouts that stop at the last trained state, teachers and anchor in one pass) trains bit for
+bit as the per-adapter passes over full rollouts did."""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def test_an_opd_step_costs_at_most_a_tenth_more_denoiser_rows_than_a_grpo_step(
     rows = _count_rows(monkeypatch)
     _grpo(tmp_path / "grpo")
     grpo_rows = sum(rows)
+    assert len(rows) == BATCHES * (STEPS + TRAINED * 2)
     # GRPO: every sampling step (its reward reads the final image), then per trained step the student and the
     # KL reference (the base)
     assert grpo_rows == BATCHES * ROWS * (STEPS + TRAINED * 2)
@@ -113,14 +115,19 @@ def test_an_opd_step_costs_at_most_a_tenth_more_denoiser_rows_than_a_grpo_step(
     # step the routed teachers (each sample once), the anchor and the student
     assert opd_rows == BATCHES * ROWS * (2 + TRAINED * 3)
     assert opd_rows <= 1.1 * grpo_rows
+    # in passes: teachers and anchor run as one pass with per-row adapters, so a trained step is two passes in
+    # either recipe (labels + student; student + reference)
+    assert len(rows) == BATCHES * (2 + TRAINED * 2)
 
 
-def test_opd_trains_bit_for_bit_as_with_full_rollouts(
+def test_opd_trains_bit_for_bit_as_with_full_rollouts_and_one_pass_per_adapter(
     adapters: tuple[dict[str, Path], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     teachers, anchor = adapters
     short = _opd(tmp_path / "short", teachers, anchor, "run.max_steps=2")
+    # the schedule before: every sampling step with decoded images, then teachers and anchor one pass each
     monkeypatch.setattr(opd, "rollout_keep", lambda cfg, scoring: "all")
+    monkeypatch.setattr(opd, "mixable", lambda net: False)
     full = _opd(tmp_path / "full", teachers, anchor, "run.max_steps=2")
     a = load_file(str(short / "lora" / "adapter_model.safetensors"))
     b = load_file(str(full / "lora" / "adapter_model.safetensors"))
