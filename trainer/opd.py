@@ -374,18 +374,6 @@ def labels(
     return mix_targets(dict(zip(routed, outs, strict=True)), alpha, rows), v_anchor
 
 
-def teacher_targets(
-    model: FlowModel,
-    net: torch.nn.Module,
-    ro: Rollout,
-    j: int,
-    names: list[str],
-    alpha: torch.Tensor,
-) -> torch.Tensor:
-    """The routed teachers' target alone (``labels`` without the anchor)."""
-    return labels(model, net, ro, j, names, alpha, anchor=False)[0]
-
-
 def _attach_teachers(net: torch.nn.Module, dirs: dict[str, Path]) -> dict[str, str]:
     """Load each distinct teacher folder once as a frozen adapter; returns task -> adapter name."""
     by_folder: dict[Path, str] = {}
