@@ -7,7 +7,7 @@ timings ``evaluate`` records per phase. The tiny model generates in milliseconds
 of the overhead; the absolute ms per image is the number to hold against a real model's generation time
 (SD3.5-M, 40 steps at 512 px: seconds per image on a GPU).
 
-    python bench/eval_overhead.py [--images 64] [--size 512] [--steps 10] [--batch-size 8]
+    PYTHONPATH=. python bench/eval_overhead.py [--images 64] [--size 512] [--steps 10] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from result_lines import emit
 
 
 class MeanPixel:
@@ -77,6 +78,7 @@ def main() -> None:
     t = res.timings
     n = res.images_generated
     outside = t["encode"] + t["score"] + t["store"]
+    share = outside / (outside + t["generate"])
     print(
         json.dumps(
             {
@@ -98,11 +100,19 @@ def main() -> None:
                         2,
                     ),
                 },
-                "share_outside_generation": round(outside / (outside + t["generate"]), 4),
+                "share_outside_generation": round(share, 4),
                 "wall_s": round(wall, 2),
             },
             indent=2,
         )
+    )
+    emit(
+        {
+            "images": n,
+            "generate_ms_per_image": 1000 * t["generate"] / n,
+            "outside_generation_ms_per_image": 1000 * outside / n,
+            "share_outside_generation": share,
+        }
     )
 
 

@@ -11,7 +11,7 @@ Why a teacher learns or not, measured before paying for training. For each task 
 3. step the weights by ``+eps g/|g|`` and ``-eps g/|g|`` and evaluate each with the ODE on held-out train prompts
    and fixed seeds (common random numbers): ``up - down`` is the first-order gain along the estimate.
 
-    python bench/gradient_signal.py [--tasks geneval ocr quality] [--prompts 128] [--group 4] [--eps 0.01]
+    PYTHONPATH=. python bench/gradient_signal.py [--tasks geneval ocr quality] [--prompts 128] [--group 4] [--eps 0.01]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from result_lines import emit  # noqa: E402  (bench/, the script's own folder)
 
 TASKS = {  # task -> (train prompt file, registry scorer)
     "geneval": ("harness/prompts/mini/geneval_train.jsonl", "mini_geneval"),
@@ -165,6 +167,12 @@ def main() -> None:
         )
     )
     print(f"-> {args.out}")
+    emit(
+        {
+            r["task"]: {"cos": r["cos"], "up": r["up"] - r["base"], "down": r["down"] - r["base"]}
+            for r in results
+        }
+    )
 
 
 if __name__ == "__main__":

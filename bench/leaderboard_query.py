@@ -5,7 +5,7 @@ sizes (GenEval 553 x 4 images scored by geneval with tags, OCR 1018, DrawBench 9
 6277 score rows per run, 160 runs ~ 1.0M rows; then times the read paths a user or the service hits, each
 including opening and closing the connection (a file store holds none between calls).
 
-    python bench/leaderboard_query.py [--rows 1000000] [--store /tmp/flow-opd-bench.duckdb] [--repeat 5]
+    PYTHONPATH=. python bench/leaderboard_query.py [--rows 1000000] [--store /tmp/flow-opd-bench.duckdb] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+from result_lines import emit
 
 from harness import tables
 from results.store import Store
@@ -97,6 +99,12 @@ def main() -> None:
         },
     }
     print(json.dumps(result, indent=2))
+    emit(
+        {
+            "score_rows": counts["scores"],
+            "median_ms": {k: 1000 * v for k, v in result["median_s"].items()},
+        }
+    )
 
 
 if __name__ == "__main__":

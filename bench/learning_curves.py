@@ -5,7 +5,7 @@ velocity gap to its teacher.
   by several initial stds (the random tiny VAE makes brightness move only a little in absolute terms).
 - OPD: ``E w(t) ||v_theta - v_T||^2`` on the states the student visited at each step, toward a random-LoRA teacher.
 
-    python bench/learning_curves.py [--grpo-steps 30] [--opd-steps 12]
+    PYTHONPATH=. python bench/learning_curves.py [--grpo-steps 30] [--opd-steps 12]
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from result_lines import emit  # noqa: E402  (bench/, the script's own folder)
 
 
 def main() -> None:
@@ -60,7 +62,7 @@ def main() -> None:
                 "optim.lr=1e-2",
                 "lora.rank=8",
                 "lora.alpha=16",
-                "datasets={geneval: harness/prompts/flow_grpo_geneval/test_metadata.jsonl}",
+                "datasets={geneval: harness/prompts/geneval_train/train_metadata.jsonl}",
             ],
         )
     )
@@ -114,6 +116,13 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    emit(
+        {
+            "grpo_rise_in_initial_stds": result["grpo_rise_in_initial_stds"],
+            "opd_gap_last3_over_first3": result["opd_gap_last3_over_first3"],
+            "wall_s": result["wall_s"],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from result_lines import emit
+
 from trainer.jobs import Job, run_jobs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "trainer" / "configs"
@@ -68,6 +70,14 @@ def main() -> None:
     print(f"  alone, 1 thread:  {one:.1f} s")
     print(f"  two at once, 1 thread each: {both:.1f} s for both ({both / 2:.1f} s each)")
     print(f"  one after the other on {cores} threads / side by side: {2 * alone / both:.2f}")
+    emit(
+        {
+            "alone_all_threads_s": alone,
+            "alone_1_thread_s": one,
+            "side_by_side_both_s": both,
+            "sequential_over_side_by_side": 2 * alone / both,
+        }
+    )
 
 
 if __name__ == "__main__":

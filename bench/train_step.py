@@ -2,7 +2,12 @@
 
 Both recipes run through their real ``main`` on the same model, prompts, batch and sampler (one process, CPU or
 one GPU), with ``steps_per_epoch = 1`` so an iteration = sample the batch + score/label + train every step once.
-The ratio compares the second iteration of each (the first warms caches up) and is measured in one run.
+The ratio compares the second iteration of each (the first warms caches up), in ``--pairs`` interleaved pairs of
+GRPO, OPD and OPD on its schedule before (full rollouts with images, then one pass per teacher and one for the
+anchor, instead of rollouts that stop at the last trained state and one pass with per-row adapters), and
+reports the median of the per-pair ratios: on a shared machine the load moves both sides of a pair alike. The
+recipes' iteration times are read in this process's CPU seconds by default (``--clock cpu``; one thread), so time
+spent waiting for a core on a loaded machine is not counted; ``--clock wall`` reads wall seconds.
 
 Memory: OPD with K = 1 and K = 4 teacher adapters (plus the anchor) in separate fresh processes on the same batch,
 each routed sample to its task's teacher. The peak is taken over training only (rollouts, teacher and anchor
@@ -15,7 +20,9 @@ adapters on one base (memory = base + K adapters), not K pipelines.
 The model is a random SD3 transformer with SD3.5-M's LoRA-to-layer ratio (hidden 768, r 16, as 1536 / r 32) and the
 tiny VAE and text encoders, so a CPU can run it; numbers are relative, not absolute.
 
-    python bench/train_step.py [--out bench/results/train_step.json] [--size 128] [--layers 2]
+    PYTHONPATH=. python bench/train_step.py [--pairs 5] [--out bench/results/train_step.json] [--size 128]
+
+The figures end the output as ``RESULT name=value`` lines.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from result_lines import emit  # noqa: E402  (bench/, the script's own folder)
 
 
 def build_model(folder: Path, layers: int, heads: int) -> Path:
@@ -80,7 +89,7 @@ def make_teacher(model_dir: Path, folder: Path, seed: int, rank: int) -> Path:
 
 def common(args: argparse.Namespace, out: Path) -> list[str]:
     """The settings GRPO and OPD share: same model, prompts, batch, sampler, LoRA."""
-    tasks = {f"t{k}": "harness/prompts/flow_grpo_ocr/test.txt" for k in range(4)}
+    tasks = {f"t{k}": "harness/prompts/ocr_train/train.txt" for k in range(4)}
     return [
         f"model={args.model_dir}",
         "datasets=" + json.dumps(tasks),
@@ -102,43 +111,100 @@ def common(args: argparse.Namespace, out: Path) -> list[str]:
     ]
 
 
-def time_ratio(args: argparse.Namespace, work: Path) -> dict[str, float]:
-    """GRPO (brightness reward, KL to the base) and OPD (4 routed teachers + MAR anchor), same batch."""
-    from trainer import grpo, opd
-    from trainer.config import load
+class _CpuClock:
+    """The ``time`` module as the recipes see it, with ``perf_counter`` reading this process's CPU seconds: on a
+    machine shared with other jobs, waiting for a core then costs nothing (``--clock cpu``)."""
+
+    perf_counter = staticmethod(time.process_time)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def _iteration_s(run: Path) -> dict[str, float]:
+    """The last (warm) iteration of a run: sampling (+ rewards) and training seconds."""
     from trainer.metrics import read_metrics
 
-    teachers = {f"t{k}": str(args.teachers[k]) for k in range(4)}
-    grpo.main(
-        load(
-            grpo.Config,
-            None,
-            [*common(args, work / "grpo"), "rewards={brightness: 1.0}", "kl_beta=0.04"],
-        )
-    )
-    opd.main(
-        load(
-            opd.Config,
-            None,
-            [
-                *common(args, work / "opd"),
-                "teachers=" + json.dumps(teachers),
-                f"anchor={args.anchor}",
-                "mar_lambda=0.02",
-            ],
-        )
-    )
-    g, o = read_metrics(work / "grpo")[-1], read_metrics(work / "opd")[-1]
-    g_it = g["time/sample_s"] + g["time/train_s"]
-    o_it = o["time/sample_s"] + o["time/train_s"]
+    last = read_metrics(run)[-1]
     return {
-        "grpo_iteration_s": g_it,
-        "grpo_sample_s": g["time/sample_s"],
-        "grpo_train_s": g["time/train_s"],
-        "opd_iteration_s": o_it,
-        "opd_sample_s": o["time/sample_s"],
-        "opd_train_s": o["time/train_s"],
-        "opd_over_grpo": o_it / g_it,
+        "sample_s": last["time/sample_s"],
+        "train_s": last["time/train_s"],
+        "iteration_s": last["time/sample_s"] + last["time/train_s"],
+    }
+
+
+def time_ratio(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """GRPO (brightness reward, KL to the base) and OPD (4 routed teachers + MAR anchor), same batch, interleaved.
+
+    Each pair runs GRPO, OPD and OPD on its schedule before (full rollouts with images, one pass per teacher and
+    one for the anchor) one after another, two iterations each; the second is timed.
+    The ratios are taken within a pair, so load on a shared machine moves both sides of each ratio alike.
+    """
+    import statistics
+
+    from trainer import grpo, opd
+    from trainer.config import load
+
+    teachers = {f"t{k}": str(args.teachers[k]) for k in range(4)}
+    opd_args = ["teachers=" + json.dumps(teachers), f"anchor={args.anchor}", "mar_lambda=0.02"]
+    keep, mixable = opd.rollout_keep, opd.mixable
+
+    def run_grpo(out: Path) -> dict[str, float]:
+        grpo_args = ["rewards={brightness: 1.0}", "kl_beta=0.04"]
+        grpo.main(load(grpo.Config, None, [*common(args, out), *grpo_args]))
+        return _iteration_s(out)
+
+    def run_opd(out: Path, full: bool) -> dict[str, float]:
+        if (
+            full
+        ):  # the schedule before: full rollouts, then one pass per teacher and one for the anchor
+            opd.rollout_keep = lambda cfg, scoring: "all"
+            opd.mixable = lambda net: False
+        try:
+            opd.main(load(opd.Config, None, [*common(args, out), *opd_args]))
+        finally:
+            opd.rollout_keep, opd.mixable = keep, mixable
+        return _iteration_s(out)
+
+    if args.clock == "cpu":
+        grpo.time = opd.time = _CpuClock()  # type: ignore[attr-defined]
+    pairs = []
+    for i in range(args.pairs):
+        runs = {
+            "grpo": lambda i=i: run_grpo(work / f"grpo{i}"),
+            "opd": lambda i=i: run_opd(work / f"opd{i}", full=False),
+            "opd_before": lambda i=i: run_opd(work / f"opd_before{i}", full=True),
+        }
+        order = list(runs) if i % 2 == 0 else list(reversed(runs))  # drift favours neither side
+        got = {name: runs[name]() for name in order}
+        g, o, f = got["grpo"], got["opd"], got["opd_before"]
+        pairs.append(
+            {
+                **got,
+                "opd_over_grpo": o["iteration_s"] / g["iteration_s"],
+                "opd_before_over_grpo": f["iteration_s"] / g["iteration_s"],
+            }
+        )
+        print(
+            f"pair {i + 1}/{args.pairs} ({args.clock} s): grpo {g['iteration_s']:.2f}, opd "
+            f"{o['iteration_s']:.2f} ({pairs[-1]['opd_over_grpo']:.3f}), opd before "
+            f"{f['iteration_s']:.2f} ({pairs[-1]['opd_before_over_grpo']:.3f})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def med(key: str) -> float:
+        return statistics.median(p[key] for p in pairs)  # type: ignore[misc]
+
+    return {
+        "clock": args.clock,
+        "pairs": pairs,
+        "opd_over_grpo_median": med("opd_over_grpo"),
+        "opd_over_grpo_range": [
+            min(p["opd_over_grpo"] for p in pairs),
+            max(p["opd_over_grpo"] for p in pairs),
+        ],  # type: ignore[type-var]
+        "opd_before_over_grpo_median": med("opd_before_over_grpo"),
     }
 
 
@@ -241,6 +307,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved GRPO / OPD pairs timed")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time iterations in this process's CPU seconds (robust on a shared machine) or wall seconds",
+    )
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
@@ -309,6 +382,18 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    emit(
+        {
+            "pairs": args.pairs,
+            "clock": args.clock,
+            "opd_over_grpo_median": timing["opd_over_grpo_median"],
+            "opd_over_grpo_min": timing["opd_over_grpo_range"][0],
+            "opd_over_grpo_max": timing["opd_over_grpo_range"][1],
+            "opd_before_over_grpo_median": timing["opd_before_over_grpo_median"],
+            "peak_memory_4_teachers_over_1": result["memory"]["ratio_4_over_1"],
+            "peak_memory_above_runtime_4_teachers_over_1": result["memory"]["ratio_above_runtime"],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -168,6 +168,47 @@ def using(module: nn.Module, name: str | None) -> Iterator[None]:
             activate(module, previous)
 
 
+@contextmanager
+def per_row(module: nn.Module, names: list[str]) -> Iterator[None]:
+    """Run row ``i`` of each batch under adapter ``names[i]`` (PEFT's mixed-adapter batch): one pass over every row
+    of the base plus each adapter's LoRA on its own rows, the same numbers as one pass per adapter and no adapter
+    switch. A batch that repeats its rows (classifier-free guidance's [uncond; cond]) repeats the names. Only where
+    ``mixable`` says so."""
+    missing = sorted(set(names) - set(adapter_names(module)))
+    if missing:
+        raise KeyError(f"no adapter {missing} on this model; attached: {adapter_names(module)}")
+
+    def inject(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        rows = (args[0] if args else kwargs["x"]).shape[0]
+        if rows % len(names):
+            raise ValueError(f"{len(names)} adapter names for a batch of {rows} rows")
+        return args, {**kwargs, "adapter_names": names * (rows // len(names))}
+
+    handles = [
+        layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in _tuner_layers(module)
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def mixable(module: nn.Module) -> bool:
+    """Whether ``per_row`` can run this module's adapters: plain LoRA on linear layers only, enabled, none merged,
+    no DoRA (what PEFT's mixed-adapter batch takes)."""
+    from peft.tuners.lora import Linear
+
+    layers = list(_tuner_layers(module))
+    return bool(layers) and all(
+        type(m) is Linear
+        and not m.disable_adapters
+        and not m.merged
+        and not any(m.use_dora.values())
+        for m in layers
+    )
+
+
 def disabled(module: nn.Module) -> Any:
     """Context: run the base network with every adapter off (the KL reference in GRPO)."""
     return using(module, None)

@@ -55,6 +55,10 @@ class FlowModel(Protocol):
         """Encode prompts (no gradient)."""
         ...
 
+    def encode_negative(self, prompt: str) -> Conditioning:
+        """``encode([prompt])``, computed once per model and prompt (the negative prompt of every batch)."""
+        ...
+
     def velocity(
         self,
         x: Tensor,
@@ -101,3 +105,18 @@ def guided_velocity(
         torch.cat([x, x]), torch.cat([s, s]), Conditioning.cat([uncond, cond])
     ).chunk(2)
     return v_u + cfg * (v_c - v_u)
+
+
+def encode_prompts(model: FlowModel, prompts: list[str]) -> Conditioning:
+    """One row per prompt, each distinct prompt encoded once and on its own: a group's K images share one
+    encoding, and a row depends only on its prompt, never on the rest of the batch (a text encoder's batched
+    matmuls can round a row differently at another batch size)."""
+    unique = list(dict.fromkeys(prompts))
+    position = {p: i for i, p in enumerate(unique)}
+    parts = Conditioning.cat([model.encode([p]) for p in unique])
+    return parts.select(torch.tensor([position[p] for p in prompts], device=parts.embeds.device))
+
+
+def repeat_rows(cond: Conditioning, n: int) -> Conditioning:
+    """A one-row conditioning repeated for ``n`` images (a copy, like encoding the prompt ``n`` times)."""
+    return cond.select(torch.zeros(n, dtype=torch.long, device=cond.embeds.device))

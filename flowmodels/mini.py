@@ -213,6 +213,10 @@ class MiniFlow:
         self.device = next(denoiser.parameters()).device
         self.dtype = next(denoiser.parameters()).dtype
         self.vocab = {t: i for i, t in enumerate(cfg.vocab)}
+        self._uncond_cache: dict[str, Conditioning] = {}
+        self._uncond_encoder: tuple[int, int] | None = (
+            None  # the text encoder the cache was filled by
+        )
 
     @classmethod
     def create(cls, cfg: MiniConfig | None = None, seed: int = 0) -> MiniFlow:
@@ -286,6 +290,7 @@ class MiniFlow:
         self.denoiser.to(device=device, dtype=dtype)
         self.device = device
         self.dtype = dtype or self.dtype
+        self._uncond_cache.clear()
         return self
 
     # -- interface ---------------------------------------------------------------------------------------------
@@ -296,6 +301,18 @@ class MiniFlow:
         with torch.no_grad():
             tokens, pooled = self.text_encoder(self.encode_ids(prompts))
         return Conditioning(tokens, pooled)
+
+    def encode_negative(self, prompt: str) -> Conditioning:
+        # pretraining trains (and swaps in an EMA copy of) the text encoder: its identity and the parameters'
+        # in-place update counters are part of the key, so a changed encoder never serves a stale embedding
+        enc = self.text_encoder
+        state = (id(enc), sum(p._version for p in enc.parameters()))
+        if state != self._uncond_encoder:
+            self._uncond_cache.clear()
+            self._uncond_encoder = state
+        if prompt not in self._uncond_cache:
+            self._uncond_cache[prompt] = self.encode([prompt])
+        return self._uncond_cache[prompt]
 
     def velocity(
         self,

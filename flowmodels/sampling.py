@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from flowmodels.backend import Conditioning
+from flowmodels.backend import Conditioning, encode_prompts, repeat_rows
 
 if TYPE_CHECKING:
     from flowmodels.backend import FlowModel
@@ -243,32 +243,40 @@ def rollout(
     cond: Conditioning | None = None,
     progress: bool = False,
     sde_window: tuple[int, int] | None = None,
+    stop: int | None = None,
 ) -> Rollout:
     """Sample ``len(prompts)`` images with the SDE (or the ODE when ``noise_level = 0``), recording everything.
 
     Image ``b`` starts from noise seeded by ``seeds[b]`` and draws its step noise from the same generator, so an
     image depends only on its own seed, not on the batch it was made in. ``sde_window = (start, stop)`` takes SDE
     steps only there and ODE steps elsewhere (Flow-GRPO-Fast); the ODE steps' log-probs are recorded as 0.
+    Each distinct prompt is encoded once (``encode_prompts``) and the negative prompt once per model.
+    ``stop = n`` takes only the first ``n`` steps and decodes nothing: the states ``x_0 .. x_n`` (the same bits as
+    in the full rollout) for a trainer that reads no final image.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if sde_window is not None:
-        start, stop = sde_window
-        if not 0 <= start < stop <= steps:
+        lo, hi = sde_window
+        if not 0 <= lo < hi <= steps:
             raise ValueError(f"sde_window {sde_window} must lie in [0, {steps}] and hold a step")
-        sde_window = (int(start), int(stop))
+        sde_window = (int(lo), int(hi))
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    if stop is not None and not 0 <= stop <= steps:
+        raise ValueError(f"stop={stop} must lie in [0, {steps}]")
     shape = model.latent_shape(height, width)
     sigmas = model.sigmas(steps).float().cpu()
     if cond is None:
-        cond = model.encode(prompts)
-    uncond = model.encode([negative_prompt] * len(prompts)) if cfg != 1.0 else None
+        cond = encode_prompts(model, prompts)
+    uncond = (
+        repeat_rows(model.encode_negative(negative_prompt), len(prompts)) if cfg != 1.0 else None
+    )
     x, gens = initial_noise(shape, seeds)
     x = x.to(model.device)
     traj, logps = [x.float()], []
     sigma_cap = float(sigmas[1]) if steps > 1 else None
-    it = range(steps)
+    it = range(steps if stop is None else stop)
     if progress:
         from tqdm.auto import tqdm
 
@@ -290,10 +298,12 @@ def rollout(
         traj.append(x)
         logps.append(step.log_prob if step.log_prob is not None else torch.zeros(len(prompts)))
     latents = torch.stack(traj, dim=1)
-    images = model.decode(x) if decode else None
+    images = model.decode(x) if decode and stop is None else None
     return Rollout(
         latents=latents,
-        log_probs=torch.stack([lp.to(latents.device) for lp in logps], dim=1),
+        log_probs=torch.stack([lp.to(latents.device) for lp in logps], dim=1)
+        if logps
+        else torch.zeros(len(prompts), 0, device=latents.device),
         sigmas=sigmas,
         images=images,
         cond=cond,

@@ -85,6 +85,12 @@ class SD3:
         )
         return Conditioning(embeds.to(self.dtype), pooled.to(self.dtype))
 
+    def encode_negative(self, prompt: str) -> Conditioning:
+        # the text encoders are frozen and the device and dtype fixed at load: the prompt alone is the key
+        if prompt not in self._uncond_cache:
+            self._uncond_cache[prompt] = self.encode([prompt])
+        return self._uncond_cache[prompt]
+
     def velocity(
         self,
         x: Tensor,

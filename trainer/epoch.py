@@ -5,7 +5,7 @@ Flow-GRPO's re-batching before training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from trainer.data import plan_epoch, shard
 
 if TYPE_CHECKING:
     from trainer.runs import Run
+
+# how much of each rollout an epoch keeps (``rollout_stop``)
+Keep = Literal["all", "transitions", "states"]
 
 
 class EpochLayout(NamedTuple):
@@ -75,10 +78,12 @@ def sample_epoch(
     model: FlowModel,
     pools: dict[str, list[PromptItem]],
     s: SampleConfig,
+    *,
+    keep: Keep = "all",
     **mixing: dict[str, int] | None,
 ) -> EpochRollouts:
     """Plan the epoch (the same on every process; ``mixing``: ``partitions`` or ``task_mix``), take this process's
-    share of it and roll it out with the epoch's SDE window."""
+    share of it and roll it out with the epoch's SDE window, as far as ``keep`` needs (``rollout_stop``)."""
     plan = plan_epoch(
         pools,
         run.epoch,
@@ -89,9 +94,23 @@ def sample_epoch(
     )
     mine = shard(len(plan.items), run.rank, run.world)
     window = s.sde_window(run.rcfg.seed, run.epoch)
+    stop = rollout_stop(s, window, keep)
     return EpochRollouts(
-        mine, sample(run, model, plan.items[mine], plan.seeds[mine], s, window), window
+        mine, sample(run, model, plan.items[mine], plan.seeds[mine], s, window, stop), window
     )
+
+
+def rollout_stop(s: SampleConfig, window: tuple[int, int] | None, keep: Keep) -> int | None:
+    """How many sampling steps an epoch's rollouts take (None: all of them, decoded for rewards).
+
+    ``"all"``: every step and the final images; ``"transitions"``: up to the next state of the last trained step
+    (its log-prob needs it); ``"states"``: up to the last trained state (a velocity loss reads only the visited
+    states). The steps after it change nothing that training reads, so they are not taken.
+    """
+    if keep == "all":
+        return None
+    last = max(s.trained_steps(window))
+    return last + 1 if keep == "transitions" else last
 
 
 def sample(
@@ -101,10 +120,12 @@ def sample(
     seeds: list[int],
     scfg: SampleConfig,
     sde_window: tuple[int, int] | None = None,
+    stop: int | None = None,
 ) -> list[Batch]:
     """SDE rollouts of this process's items with the student, in ``batch_size`` chunks (no gradient).
 
     ``sde_window``: this epoch's ``scfg.sde_window(...)`` (SDE only on those steps), None for the SDE throughout.
+    ``stop``: take only that many steps, no images (``rollout_stop``).
     """
     batches = []
     was_training = model.denoiser.training
@@ -124,6 +145,7 @@ def sample(
                 negative_prompt=scfg.negative_prompt,
                 logprob=scfg.logprob,
                 sde_window=sde_window,
+                stop=stop,
             )
             batches.append(Batch(ro=ro, items=chunk))
     model.denoiser.train(was_training)

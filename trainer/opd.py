@@ -9,8 +9,8 @@ with its velocity (same CFG, no gradient). The default loss is the paper's final
 
 with ``w(t)`` from the exact Gaussian KL between the two SDE transitions (``trainer.objectives``). ``pg`` (dense
 detached reward in the PPO surrogate) and ``mixed`` (plus the GRPO task advantage) are the named variants.
-Teachers and the anchor are frozen LoRA adapters on the one base model, switched per pass: memory is base + K
-adapters. No sample is dropped for tied task rewards; rewards are optional and only logged (or used by ``mixed``).
+Teachers and the anchor are frozen LoRA adapters on the one base model, run together in one no-grad pass with
+per-row adapters (``labels``): memory is base + K adapters. No sample is dropped for tied task rewards; rewards are optional and only logged (or used by ``mixed``).
 
     accelerate launch -m trainer.opd trainer/configs/opd_tiny.yaml
 """
@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from flowmodels.adapters import LoraSpec, using
+from flowmodels.adapters import LoraSpec, mixable, per_row, using
 from flowmodels.backend import FlowModel
 from flowmodels.images import to_pil
 from flowmodels.sampling import Rollout, recompute_step, velocity_at
@@ -221,7 +221,12 @@ def main(cfg: Config) -> None:
         step_before = run.step
         t_epoch = time.perf_counter()
         mine, batches, window = epoch.sample_epoch(
-            run, model, pools, s, task_mix=cfg.task_mix or None
+            run,
+            model,
+            pools,
+            s,
+            keep=rollout_keep(cfg, bool(scorers)),
+            task_mix=cfg.task_mix or None,
         )
         epoch_stats = _rewards(run, cfg, scorers, batches, mine)
         epoch_stats["time/sample_s"] = (
@@ -252,12 +257,12 @@ def main(cfg: Config) -> None:
                     )
                 )
                 with optim.no_sync(run, tr, sync), run.acc.autocast():
-                    # teacher labels on the student's states, each teacher only on its routed samples
-                    v_teacher = teacher_targets(model, net, b.ro, j, names, alpha)
-                    v_anchor = None
-                    if anchor_dir is not None and mar_on(cfg, float(b.ro.sigmas[j])):
-                        with torch.no_grad(), using(net, ANCHOR):
-                            v_anchor = velocity_at(model, b.ro, j)
+                    # teacher labels on the student's states, each teacher only on its routed samples, and
+                    # the anchor's where MAR weighs this step: one no-grad pass (per-row adapters)
+                    anchored_step = anchor_dir is not None and mar_on(cfg, float(b.ro.sigmas[j]))
+                    v_teacher, v_anchor = labels(
+                        model, net, b.ro, j, names, alpha, anchor=anchored_step
+                    )
                     with optim.student_forward(model, tr):
                         v = velocity_at(model, b.ro, j)
                     logp_new = logp_old = None
@@ -325,29 +330,51 @@ def main(cfg: Config) -> None:
     )
 
 
+def rollout_keep(cfg: Config, scoring: bool) -> epoch.Keep:
+    """How much of a rollout OPD reads: the final images only when rewards are scored (logged, or the task
+    advantage of ``mixed``), the next states only when a log-prob is trained (``pg``, ``mixed``), else the visited
+    states alone. The student's sampling then stops after the last trained state (the same bits up to it)."""
+    if scoring:
+        return "all"
+    return "states" if cfg.loss == "direct" else "transitions"
+
+
 def mar_on(cfg: Config, sigma: float) -> bool:
     """Whether MAR anchors a step that starts at noise level ``sigma`` (a float32 schedule's 0.5 may be 0.50000006)."""
     return cfg.mar_lambda > 0 and sigma <= cfg.mar_sigma_max + 1e-6
 
 
 @torch.no_grad()
-def teacher_targets(
+def labels(
     model: FlowModel,
     net: torch.nn.Module,
     ro: Rollout,
     j: int,
     names: list[str],
     alpha: torch.Tensor,
-) -> torch.Tensor:
-    """``v_target = sum_k alpha_k v_k`` on the recorded states of step ``j``: each teacher adapter runs once, on
-    the samples routed to it (one adapter switch per teacher per step). alpha: [b, K] -> [b, C, h, w]."""
+    anchor: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step ``j``'s targets on the recorded states: ``v_target = sum_k alpha_k v_k`` of the routed teachers and,
+    with ``anchor``, the anchor's velocity. Each sample runs once under each teacher routed to it (and once under
+    the anchor), all in one pass with per-row adapters where the adapters allow (``adapters.mixable``), else one
+    pass per adapter; the numbers are the same. alpha: [b, K] -> ([b, C, h, w], [b, C, h, w] or None)."""
     rows = {k: torch.nonzero(alpha[:, k] > 0).flatten() for k in range(len(names))}
-    v_k = {}
-    for k, name in enumerate(names):
-        if len(rows[k]):
+    parts = [(names[k], rows[k]) for k in range(len(names)) if len(rows[k])]
+    if anchor:
+        parts.append((ANCHOR, torch.arange(alpha.shape[0])))
+    if len(parts) > 1 and mixable(net):
+        tags = [name for name, r in parts for _ in range(len(r))]
+        with per_row(net, tags):
+            v = velocity_at(model, ro, j, batch=torch.cat([r for _, r in parts]))
+        outs = list(v.split([len(r) for _, r in parts]))
+    else:
+        outs = []
+        for name, r in parts:
             with using(net, name):
-                v_k[k] = velocity_at(model, ro, j, batch=rows[k])
-    return mix_targets(v_k, alpha, rows)
+                outs.append(velocity_at(model, ro, j, batch=r))
+    v_anchor = outs.pop() if anchor else None
+    routed = [k for k in range(len(names)) if len(rows[k])]
+    return mix_targets(dict(zip(routed, outs, strict=True)), alpha, rows), v_anchor
 
 
 def _attach_teachers(net: torch.nn.Module, dirs: dict[str, Path]) -> dict[str, str]:

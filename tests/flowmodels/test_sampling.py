@@ -187,3 +187,18 @@ def test_window_over_every_step_is_the_plain_sde_and_before_it_the_ode(tiny_mode
     assert not torch.allclose(late.latents[:, 3], ode.latents[:, 3])
     with pytest.raises(ValueError, match="sde_window"):
         rollout(tiny_model, ["a"], [7], sde_window=(3, 5), **kw)
+
+
+@pytest.mark.parametrize("window", [None, (1, 3)])
+def test_a_stopped_rollout_is_the_full_rollouts_first_states(tiny_model, window) -> None:  # noqa: ANN001
+    from flowmodels.sampling import rollout
+
+    kw = dict(steps=4, height=64, width=64, sde_window=window)
+    full = rollout(tiny_model, ["a", "b", "a"], [3, 4, 5], **kw)
+    short = rollout(tiny_model, ["a", "b", "a"], [3, 4, 5], stop=2, **kw)
+    assert short.images is None and short.latents.shape[1] == 3 and short.log_probs.shape[1] == 2
+    assert torch.equal(short.latents, full.latents[:, :3])
+    assert torch.equal(short.log_probs, full.log_probs[:, :2])
+    assert torch.equal(short.sigmas, full.sigmas)
+    with pytest.raises(ValueError, match="stop=5"):
+        rollout(tiny_model, ["a"], [0], stop=5, **kw)

@@ -122,6 +122,33 @@ def test_adapters_switch_and_disable(tiny_model) -> None:  # noqa: ANN001
         A.activate(net, "nope")
 
 
+def test_per_row_adapters_give_each_row_its_adapters_velocity_bit_for_bit(tiny_model) -> None:  # noqa: ANN001
+    """One CFG pass with a teacher, another teacher and the base on different rows equals one pass per adapter."""
+    net = tiny_model.denoiser
+    for i, name in enumerate(("student", "t1", "t2")):
+        A.add_lora(net, name, SPEC, trainable=name == "student")
+        _randomise_lora(net, name, i + 1)
+    A.activate(net, "student")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, *tiny_model.latent_shape(64, 64), generator=g)
+    cond = tiny_model.encode(list("abcdef"))
+    uncond = tiny_model.encode([""] * 6)
+    tags = ["t1", "t2", "t1", "student", "t2", "student"]
+    assert A.mixable(net)
+    with torch.no_grad(), A.per_row(net, tags):
+        mixed = tiny_model.velocity(x, 0.7, cond, uncond, 4.5)
+    for name in ("t1", "t2", "student"):  # what OPD ran before: one pass per adapter over its rows
+        rows = torch.tensor([i for i, t in enumerate(tags) if t == name])
+        with torch.no_grad(), A.using(net, name):
+            alone = tiny_model.velocity(x[rows], 0.7, cond.select(rows), uncond.select(rows), 4.5)
+        assert torch.equal(mixed[rows], alone), name
+    assert A.active_adapter(net) == "student"  # nothing switched
+    with pytest.raises(KeyError, match="nope"), A.per_row(net, ["nope"]):
+        pass
+    A.fuse(net)
+    assert not A.mixable(net)  # no adapter left
+
+
 def test_adapter_round_trip_and_manifest(tiny_model, tiny_sd3_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
     net = tiny_model.denoiser
     A.add_lora(net, "student", SPEC, trainable=True)

@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from flowmodels.adapters import LoraSpec, add_lora, load_adapter, save_adapter
+from flowmodels.adapters import LoraSpec, add_lora, load_adapter
 from flowmodels.models import load_model
 from flowmodels.sampling import rollout, velocity_at
 from flowmodels.tiny import default_tiny_dir
-from tests.support.training import QUIET
+from tests.support.training import QUIET, synthetic_lora
 from trainer import grpo, merge, opd, sft
 from trainer.config import ConfigError, load
 from trainer.metrics import read_metrics
@@ -42,21 +42,6 @@ def _cwd(path: Path) -> Iterator[None]:
 
 def _lora_state(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "adapter_model.safetensors"))
-
-
-def synthetic_lora(
-    folder: Path, seed: int, scale: float, base: str = "tiny", rank: int = 4
-) -> Path:
-    """A LoRA on the tiny model with random A and B (a stand-in teacher that differs from the base)."""
-    model = load_model(default_tiny_dir())
-    torch.manual_seed(seed)  # A's gaussian init draws from the global generator
-    add_lora(model.denoiser, "t", LoraSpec(rank=rank, alpha=2 * rank))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.denoiser.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return save_adapter(model.denoiser, "t", folder, {"base_model": base})
 
 
 # -- the README chain: every recipe, two steps, from its preset ------------------------------------------------------
@@ -246,7 +231,8 @@ def test_each_prompt_is_routed_to_its_task_teacher(tiny_home, tmp_path):
     alpha = routing_weights(
         tasks, names, {"geneval": "teacher_geneval", "ocr": "teacher_ocr"}, soft
     )
-    got = opd.teacher_targets(model, net, ro, 1, names, alpha)
+    got, no_anchor = opd.labels(model, net, ro, 1, names, alpha, anchor=False)
+    assert no_anchor is None
     expected = {}
     for name in names:
         from flowmodels.adapters import using

@@ -11,7 +11,7 @@ Scorers that need weights or a server this machine lacks (deqa, unifiedreward, a
 skipped with the reason. Each measurement scores the same ``--n`` images of ``--size`` pixels (rendered text,
 quoted prompts) in chunks of the batch size, after one warm-up call; model loading is not timed.
 
-    python bench/scorers.py [--n 64] [--size 512] [--only ocr jpeg]
+    PYTHONPATH=. python bench/scorer_batching.py [--n 64] [--size 512] [--only ocr jpeg]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from result_lines import emit  # noqa: E402  (bench/, the script's own folder)
 
 from scorers import SCORERS  # noqa: E402
 
@@ -148,6 +150,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {label} | {r1:.2f} | {r32:.2f} | {ratio:.2f}x |")
     for name, reason in skipped.items():
         print(f"| {name} | skipped: {reason} | | |")
+    emit(
+        {
+            label.split(" ")[0]: {"per_s_batch1": r1, "per_s_batch32": r32, "speedup": ratio}
+            for label, r1, r32, ratio in rows
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Phases (each a fixed number of requests from a fixed number of client threads, a
 The server runs in its own process (``uvicorn``, one worker), the clients in this one; both share this machine's
 cores, so absolute numbers are a floor. Nothing leaves 127.0.0.1.
 
-    python bench/service.py [--runs 12] [--clients 16] [--requests 320] [--call-ms 20]
+    PYTHONPATH=. python bench/service_load.py [--runs 12] [--clients 16] [--requests 320] [--call-ms 20]
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from result_lines import emit  # noqa: E402  (bench/, the script's own folder)
 
 TOKEN = "bench-token-0123456789abcdef"
 TIME_CAP = 120.0  # seconds per phase, whatever the counts say
@@ -365,6 +367,20 @@ def main() -> None:
     if verdict:
         print(f"\n{verdict}")
     print(json.dumps({"lost_or_duplicated": verdict}), file=sys.stderr)
+    emit(
+        {
+            re.sub(r"\W+", "_", r.name).strip("_"): {
+                "req_per_s": r.requests / r.seconds,
+                "errors": r.errors,
+                "p50_ms": 1000 * statistics.median(r.latencies) if r.latencies else float("nan"),
+            }
+            for r in results
+        }
+        | {
+            f"writes_{kind}_rows": int(n)
+            for n, kind in re.findall(r"(\d+) (lost|duplicated) rows", verdict)
+        }
+    )
 
 
 if __name__ == "__main__":
