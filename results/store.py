@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,11 +160,12 @@ class Store:
             self.images_dir: Path | None = Path(images_dir)
         else:
             self.images_dir = None if self.memory else self.path.parent / "images"
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        self._sessions = threading.local()  # each thread's open session, if any
         self._held: Held | None = None
         if self.memory:
-            self._con = duckdb.connect(":memory:")
-            self._migrate(self._con)
+            self._memory = duckdb.connect(":memory:")
+            self._migrate(self._memory)
             return
         self._check_file()
         if not read_only:
@@ -235,6 +237,15 @@ class Store:
                 raise integrity.damaged(self.path, integrity.first_line(e)) from None
             raise
 
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection | None:
+        """The connection of this thread's open session (the in-memory store: its one connection)."""
+        return self._memory or getattr(self._sessions, "con", None)
+
+    @_con.setter
+    def _con(self, con: duckdb.DuckDBPyConnection | None) -> None:
+        self._sessions.con = con
+
     @contextmanager
     def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One connection for a burst of statements (re-entrant); closed, and the file unlocked, at the end,
@@ -261,20 +272,39 @@ class Store:
             con.close()
 
     def hold(self, idle_s: float | None = None) -> Store:
-        """Keep one connection open across verbs, shared safely by threads (each session gets a cursor); with
-        ``idle_s``, closed after that many seconds without use and reopened on demand (the service)."""
+        """Keep one connection open across verbs, shared safely by threads (each session gets a cursor). It is
+        closed between verbs while another process waits for the file (and, with ``idle_s``, after that many
+        seconds without use), and opened again by the next verb (``results.connections``)."""
         if not self.memory and self._held is None:
-            self._held = Held(self._open, idle_s=idle_s)
+            self._held = Held(self._open, path=self.path, idle_s=idle_s)
         return self
+
+    @contextmanager
+    def holding(self) -> Iterator[Store]:
+        """``hold()`` for the duration of a ``with`` block (a no-op where the store holds one already)."""
+        if self.memory or self._held is not None:
+            yield self
+            return
+        self.hold()
+        try:
+            yield self
+        finally:
+            self.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close the store's connection (the in-memory one, or the one ``keep_open``/``hold`` keeps)."""
         if self._held is not None:
             self._held.close()
             self._held = None
-        if self._con is not None and self.memory:
-            self._con.close()
-            self._con = None
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
 
     # --- schema ------------------------------------------------------------------------------------
 
