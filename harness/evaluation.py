@@ -35,6 +35,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -387,21 +388,39 @@ def _run(
             bar.update(sum(len(b) for b in this_round))
 
     held.callback(worker.close)
-    # Round r's images are written while round r + 1 generates; round r is stored right after that starts.
+    # Round r's images are written while round r + 1 generates; round r is stored right after that starts. In
+    # one process its rows are stored on a thread too (one store in flight, waited on before the next).
+    storer = ThreadPoolExecutor(1, thread_name_prefix="store") if dist.world == 1 else None
+    storing: Future[None] | None = None
+
+    def store(prev: tuple[int, Pending | None], *, now: bool = False) -> None:
+        nonlocal storing
+        if storing is not None:
+            done, storing = storing, None
+            done.result()  # an error storing the last batch stops the run here
+        if storer is None or now:
+            store_round(*prev)
+        else:
+            storing = storer.submit(store_round, *prev)
+
     previous: tuple[int, Pending | None] | None = None
-    for r in range(rounds):
-        mine = r * dist.world + dist.rank
-        try:
-            current = worker.start(batches[mine]) if mine < len(batches) else None
-        except BaseException:
-            if previous is not None and dist.world == 1:
-                store_round(*previous)  # keep the work done before the failure
-            raise
+    try:
+        for r in range(rounds):
+            mine = r * dist.world + dist.rank
+            try:
+                current = worker.start(batches[mine]) if mine < len(batches) else None
+            except BaseException:
+                if previous is not None and dist.world == 1:
+                    store(previous, now=True)  # keep the work done before the failure
+                raise
+            if previous is not None:
+                store(previous)
+            previous = (r, current)
         if previous is not None:
-            store_round(*previous)
-        previous = (r, current)
-    if previous is not None:
-        store_round(*previous)
+            store(previous, now=True)
+    finally:
+        if storer is not None:
+            storer.shutdown(wait=True)
     if bar is not None:
         bar.close()
     total["total"] = time.perf_counter() - t0

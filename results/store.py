@@ -9,10 +9,11 @@ numbers in a table, the leaderboard and the service all come from one place. Lay
 Concurrency: DuckDB lets one process write a file, and while a process has it open (read-write or read-only)
 no other process can write it. What each user keeps open is therefore chosen (``results.connections``): a
 ``Store`` opens a connection per verb and closes it straight after, unless it holds one: ``with
-store.session():`` for a burst of queries or a whole evaluation (``harness eval`` holds its connection for the
-run), ``keep_open=True`` for a command's lifetime (the CLI opens once per command), ``store.hold(idle_s)`` for
-the service (one connection shared by its threads, closed after ``idle_s`` seconds without a request). A process
-that finds the file locked retries for ``lock_timeout`` seconds before it gives up with a clear error. Each batch
+store.session():`` for a burst of queries, ``keep_open=True`` for a command's lifetime (the CLI opens once per
+command), ``store.holding()`` for a whole evaluation (``harness eval``) and ``store.hold(idle_s)`` for the
+service (one connection shared by threads through cursors). A held connection is closed between uses
+while another process waits for the file, and reopened by the next use. A process that finds the file locked
+retries for ``lock_timeout`` seconds before it gives up with a clear error. Each batch
 of rows is written in one transaction with the summaries it changes (``results.writes``): a process killed at any
 point leaves whole batches only (DuckDB replays or discards its WAL on the next open), and re-inserting an
 existing key is a no-op, so a resumed run never duplicates a row.
