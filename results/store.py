@@ -164,6 +164,7 @@ class Store:
         self._memory: duckdb.DuckDBPyConnection | None = None
         self._sessions = threading.local()  # each thread's open session, if any
         self._held: Held | None = None
+        self._remembered: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] | None = None
         if self.memory:
             self._memory = duckdb.connect(":memory:")
             self._migrate(self._memory)
@@ -195,7 +196,8 @@ class Store:
             con.close()
             raise
         if keep_open:
-            self._held = Held(self._open, con=con)
+            self._held = Held(self._open, con=con)  # not handed over: held until close()
+            self._remembered = {} if read_only else None
         else:
             con.close()
 
@@ -432,9 +434,8 @@ class Store:
     def protocols(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """run id -> stored protocol, for all runs or the given ones (one query)."""
         where, params = _filters(run_ids, None)
-        with self.session() as con:
-            rows = con.execute(f"SELECT run_id, protocol FROM runs {where}", params).fetchall()
-        return {r[0]: json.loads(r[1]) for r in rows}
+        rows = self._aggregate(f"SELECT run_id, protocol FROM runs {where}", params)
+        return {r["run_id"]: json.loads(r["protocol"]) for r in rows}
 
     def update_run_protocol(self, run_id: str, protocol: dict[str, Any]) -> None:
         """Replace a run's stored protocol (used to record benchmarks added to an existing run)."""
@@ -585,6 +586,19 @@ class Store:
 
     # --- aggregates (views) ------------------------------------------------------------------------
 
+    def _aggregate(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """Rows of a view query. A read-only store that keeps its connection (a command) remembers them: no
+        other process can write the file while it is held, so the same query gives the same rows."""
+        key = (sql, tuple(params))
+        if self._remembered is not None and key in self._remembered:
+            return [dict(r) for r in self._remembered[key]]
+        with self.session() as con:
+            rows = _rows(con, sql, params)
+        if self._remembered is not None:
+            self._remembered[key] = rows
+            return [dict(r) for r in rows]
+        return rows
+
     def benchmark_scores(
         self,
         *,
@@ -595,13 +609,11 @@ class Store:
         """Rows of the ``benchmark_scores`` view; ``latest`` keeps each run's last evaluated step."""
         where, params = _filters(run_ids, benchmark)
         qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id, benchmark)" if latest else ""
-        with self.session() as con:
-            return _rows(
-                con,
-                f"SELECT * FROM benchmark_scores {where} {qualify} "
-                "ORDER BY run_id, step, benchmark, scorer",
-                params,
-            )
+        return self._aggregate(
+            f"SELECT * FROM benchmark_scores {where} {qualify} "
+            "ORDER BY run_id, step, benchmark, scorer",
+            params,
+        )
 
     def group_scores(
         self,
@@ -613,12 +625,10 @@ class Store:
         """Rows of the ``group_scores`` view for one benchmark (per GenEval task, T2I-CompBench category)."""
         where, params = _filters(run_ids, benchmark)
         qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id)" if latest else ""
-        with self.session() as con:
-            return _rows(
-                con,
-                f"SELECT * FROM group_scores {where} {qualify} ORDER BY run_id, step, scorer, grp",
-                params,
-            )
+        return self._aggregate(
+            f"SELECT * FROM group_scores {where} {qualify} ORDER BY run_id, step, scorer, grp",
+            params,
+        )
 
     def main_table(
         self, *, run_ids: Sequence[str] | None = None, latest: bool = True
@@ -626,13 +636,11 @@ class Store:
         """Rows of the ``main_table`` view (GenEval, OCR, DeQA, PickScore, Avg), best Avg first."""
         where, params = _filters(run_ids, None)
         qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id)" if latest else ""
-        with self.session() as con:
-            return _rows(
-                con,
-                f"SELECT * FROM main_table {where} {qualify} "
-                "ORDER BY avg DESC NULLS LAST, run_id, step",
-                params,
-            )
+        return self._aggregate(
+            f"SELECT * FROM main_table {where} {qualify} "
+            "ORDER BY avg DESC NULLS LAST, run_id, step",
+            params,
+        )
 
     def leaderboard(self, benchmark: str | None = None) -> list[dict[str, Any]]:
         """Each run's last step, best first: the main table, or one benchmark's per-scorer scores."""
