@@ -30,6 +30,10 @@ SCORE_COLUMNS = (
     "reward, details"
 )
 SUMMARY_TABLES = ("sample_sums", "score_sums", "group_sums")
+# numeric columns are converted first (a value may arrive as a bool or a numpy scalar; DuckDB infers an object
+# column's type from its values)
+_NUMBERS = {"step": int, "prompt_index": int, "image_index": int, "seed": int, "value": float,
+            "reward": float}  # fmt: skip
 _FILL_MARK = "-- fill:"
 
 
@@ -89,10 +93,9 @@ def _insert(
     names = [c.strip() for c in columns.split(",")]
     frame = {}
     for name, values in zip(names, zip(*rows, strict=True), strict=True):
-        col = np.empty(
-            len(values), dtype=object
-        )  # object columns: DuckDB infers each column's type
-        col[:] = values
+        kind = _NUMBERS.get(name)
+        col = np.empty(len(values), dtype=object)
+        col[:] = values if kind is None else [None if v is None else kind(v) for v in values]
         frame[name] = col
     view = f"_new_{table}"
     con.register(view, frame)
@@ -102,7 +105,10 @@ def _insert(
             f"ON CONFLICT DO NOTHING RETURNING {returning}"
         ).fetchall()
     finally:
-        con.unregister(view)
+        try:
+            con.unregister(view)
+        except duckdb.Error:  # an aborted transaction: the insert's own error is the one raised
+            pass
 
 
 def _add_sums(
