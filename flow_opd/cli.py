@@ -394,14 +394,14 @@ def eval_(
         shutdown_distributed()  # every rank has written its rows; rank 0 prints
         if int(os.environ.get("RANK", "0")) != 0:
             return
-        st = Store(result.store, read_only=True)
-        typer.echo(render(benchmark_tables(st, run_ids=[result.run_id]), fmt), nl=False)
-        typer.echo(
-            f"run {result.run_id} step {result.step}: {result.images_generated} images generated, "
-            f"{result.images_rescored} re-scored, {result.images_skipped} already complete, "
-            f"{result.scores_added} scores added (world size {result.world_size}) -> {result.store}",
-            err=True,
-        )
+        with Store(result.store, read_only=True, keep_open=True) as st:
+            typer.echo(render(benchmark_tables(st, run_ids=[result.run_id]), fmt), nl=False)
+            typer.echo(
+                f"run {result.run_id} step {result.step}: {result.images_generated} images generated, "
+                f"{result.images_rescored} re-scored, {result.images_skipped} already complete, "
+                f"{result.scores_added} scores added (world size {result.world_size}) -> {result.store}",
+                err=True,
+            )
 
     run(go)
 
@@ -432,7 +432,8 @@ def runs_(store: StoreOpt = None, fmt: FormatOpt = "text") -> None:
         from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
-        rows = Store(_store_path(store), read_only=True).runs()
+        with Store(_store_path(store), read_only=True, keep_open=True) as st:
+            rows = st.runs()
         readable = fmt in ("text", "markdown")  # csv and json keep the full timestamp
         t = Table(
             "Runs",
@@ -505,8 +506,8 @@ def leaderboard(
         from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
-        st = Store(_store_path(store), read_only=True)
-        tables = benchmark_tables(st, benchmark, rank_all=rank_all)
+        with Store(_store_path(store), read_only=True, keep_open=True) as st:
+            tables = benchmark_tables(st, benchmark, rank_all=rank_all)
         if not tables:
             raise UserError(f"no scores{' for ' + benchmark if benchmark else ''} in the store yet")
         typer.echo(render(tables, fmt), nl=False)
@@ -533,16 +534,18 @@ def compare(
         from results.store import Store  # deferred: duckdb
 
         check_format(fmt)
-        st = Store(_store_path(store), read_only=True)
-        deltas = compare_runs(st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed)
-        prot = st.protocols([run_a, run_b])
-        table = deltas_table(
-            deltas,
-            run_a,
-            run_b,
-            st.contaminated_runs([run_a, run_b]),
-            (prot.get(run_a, {}), prot.get(run_b, {})),
-        )
+        with Store(_store_path(store), read_only=True, keep_open=True) as st:
+            deltas = compare_runs(
+                st, run_a, run_b, benchmark=benchmark, resamples=resamples, seed=seed
+            )
+            prot = st.protocols([run_a, run_b])
+            table = deltas_table(
+                deltas,
+                run_a,
+                run_b,
+                st.contaminated_runs([run_a, run_b]),
+                (prot.get(run_a, {}), prot.get(run_b, {})),
+            )
         typer.echo(render(table, fmt), nl=False)
 
     run_light(go)
@@ -572,10 +575,10 @@ def report(
         from harness.report import write_report  # deferred: duckdb
         from results.store import Store  # deferred: duckdb
 
-        st = Store(_store_path(store), read_only=True)
-        page = write_report(
-            st, run_id, out, inline=inline, max_prompts=max_prompts, per_page=per_page
-        )
+        with Store(_store_path(store), read_only=True, keep_open=True) as st:
+            page = write_report(
+                st, run_id, out, inline=inline, max_prompts=max_prompts, per_page=per_page
+            )
         typer.echo(str(page))
 
     run_light(go)

@@ -6,9 +6,13 @@ The one function behind ``harness eval`` and the trainer's in-loop evaluation (a
 1. **plan** (rank 0): for each benchmark, the (prompt, image) pairs and the scorers the store does not hold yet
    for this run and step; a sample that exists but lacks a scorer is re-scored from its stored PNG;
 2. **generate**: ``rollout`` with the protocol's ODE settings, image ``j`` of prompt ``i`` seeded
-   ``seed + i*K + j``; each image is written to the store's images folder under its sha256;
-3. **score**: every scorer reads the stored PNG through the protocol's image encoding;
-4. **store** (rank 0): the batch's samples and scores in one transaction.
+   ``seed + i*K + j``;
+3. **score**: every scorer gets the generated images in memory through the protocol's image encoding (the
+   pixels of the lossless PNG), while each image is PNG-encoded and written to the store's images folder under
+   its sha256 in the background, overlapping the next batch's generation (``harness.worker``);
+4. **store** (rank 0): once the batch's image files exist, its samples and scores in one transaction, on the
+   one connection the evaluation holds for the run (handed over between batches while another process waits
+   for the store, ``results.connections``).
 
 Before any work, every input is checked and every weight the call needs (the model, the LoRA, each scorer's)
 is looked up; all missing ones are listed in one error. The run's record is written in the transaction of its
@@ -31,6 +35,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -55,7 +60,7 @@ from harness.protocol import PROTOCOL_VERSION, EvalProtocol
 from harness.runlock import run_lock
 from harness.session import Session
 from harness.splits import recorded_contamination
-from harness.worker import Worker
+from harness.worker import Pending, Worker
 from results.store import RunRecord, Store, StoreError, default_store
 
 log = logging.getLogger(__name__)
@@ -327,6 +332,8 @@ def _run(
             st = store if isinstance(store, Store) else Store(store or default_store())
             if not st.memory:
                 held.enter_context(run_lock(st.path, run_id))
+            # one connection for planning and every batch, handed over between batches to a waiting reader
+            held.enter_context(st.holding())
             payload = _prepare(st, session)
             payload["batches"] = make_batches(payload.pop("jobs"), session.batch_size)
             if not payload["batches"]:  # nothing to do: record this session now
@@ -355,12 +362,14 @@ def _run(
 
         bar = tqdm(total=n_images, desc=f"eval {run_id}", unit="img")
     rounds = math.ceil(len(batches) / dist.world)
-    for r in range(rounds):
-        mine = r * dist.world + dist.rank
-        out = worker.run(batches[mine]) if mine < len(batches) else ([], [], {})
+
+    def store_round(r: int, pending: Pending | None) -> None:
+        """Wait for round ``r``'s image files on every rank, then (rank 0) store its rows in one batch."""
+        nonlocal run
+        out = pending.finish() if pending is not None else ([], [], {})
         parts = gather(out, dist)
         if dist.rank != 0:
-            continue
+            return
         samples = [s for part in parts for s in part[0]]
         scores = [c for part in parts for c in part[1]]
         t_store = time.perf_counter()
@@ -372,12 +381,46 @@ def _run(
             for k, v in part[2].items():
                 total[k] += v
         this_round = batches[r * dist.world : (r + 1) * dist.world]
-        done = sum(len(b) for b in this_round)
         result.images_generated += n_samples  # rows inserted, not rows attempted
         result.images_rescored += sum(len(b) for b in this_round if b[0].image is not None)
         result.scores_added += n_scores
         if bar is not None:
-            bar.update(done)
+            bar.update(sum(len(b) for b in this_round))
+
+    held.callback(worker.close)
+    # Round r's images are written while round r + 1 generates; round r is stored right after that starts. In
+    # one process its rows are stored on a thread too (one store in flight, waited on before the next).
+    storer = ThreadPoolExecutor(1, thread_name_prefix="store") if dist.world == 1 else None
+    storing: Future[None] | None = None
+
+    def store(prev: tuple[int, Pending | None], *, now: bool = False) -> None:
+        nonlocal storing
+        if storing is not None:
+            done, storing = storing, None
+            done.result()  # an error storing the last batch stops the run here
+        if storer is None or now:
+            store_round(*prev)
+        else:
+            storing = storer.submit(store_round, *prev)
+
+    previous: tuple[int, Pending | None] | None = None
+    try:
+        for r in range(rounds):
+            mine = r * dist.world + dist.rank
+            try:
+                current = worker.start(batches[mine]) if mine < len(batches) else None
+            except BaseException:
+                if previous is not None and dist.world == 1:
+                    store(previous, now=True)  # keep the work done before the failure
+                raise
+            if previous is not None:
+                store(previous)
+            previous = (r, current)
+        if previous is not None:
+            store(previous, now=True)
+    finally:
+        if storer is not None:
+            storer.shutdown(wait=True)
     if bar is not None:
         bar.close()
     total["total"] = time.perf_counter() - t0

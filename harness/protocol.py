@@ -108,7 +108,15 @@ def scorer_input(png: bytes, encoding: str) -> Any:
 
     img = Image.open(io.BytesIO(png))
     img.load()
-    img = img.convert("RGB")
+    return scorer_image(img, encoding)
+
+
+def scorer_image(image: Any, encoding: str) -> Any:
+    """The RGB PIL image a scorer receives for a generated (or decoded) image under ``encoding``: the image
+    itself for ``png`` (lossless, so the same pixels as its stored file), a JPEG round trip for ``jpeg75``."""
+    from PIL import Image
+
+    img = image.convert("RGB") if image.mode != "RGB" else image
     if encoding == "png":
         return img
     if encoding == "jpeg75":

@@ -14,6 +14,7 @@ show the same verdicts; ``run_name`` is the readable name the pages give a run.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -73,8 +74,14 @@ def standard_generation(benchmark: str) -> dict[str, Any] | None:
     bench = BENCHMARKS.get(benchmark)
     if bench is None:
         return None
+    return dict(_generation(tuple(bench.protocol)))
+
+
+@functools.cache
+def _generation(settings: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    # a table asks once per (run, benchmark): hundreds of times for the same few benchmarks
     names = {f.name for f in fields(EvalProtocol)}
-    return EvalProtocol(**{k: v for k, v in bench.protocol if k in names}).to_dict()
+    return tuple(EvalProtocol(**{k: v for k, v in settings if k in names}).to_dict().items())
 
 
 def deviations(protocol: dict[str, Any], benchmark: str) -> list[str]:

@@ -1,5 +1,12 @@
 """One process's share of an evaluation: load the model and scorers on first use, generate a batch (or read its
-stored PNGs), write the images under their sha256, score them, and return the rows for rank 0 to store."""
+stored PNGs), score it, write the images under their sha256, and return the rows for rank 0 to store.
+
+Only generation and scoring sit on the critical path: the scorers get the generated images from memory (the
+image a scorer would decode from the lossless PNG, through the protocol's image encoding), while PNG encoding,
+hashing and writing run on background threads during the next batch's generation. ``Worker.start`` returns a
+``Pending`` batch; its ``finish`` waits for the batch's files and only then hands out its sample rows, so a row
+is never stored before its image file exists (resume and crash semantics as before). At most two batches are in
+flight: the evaluation finishes batch ``r`` right after starting batch ``r + 1``."""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +25,7 @@ from flowmodels.sampling import rollout
 from harness.benchmarks import PromptItem
 from harness.generate import GenerateSettings, load_generation_model
 from harness.plan import BenchmarkPlan, Job
-from harness.protocol import encode_png, scorer_input
+from harness.protocol import encode_png, scorer_image, scorer_input
 from harness.session import Session
 from results.store import SampleRow, ScoreRow, read_image_file, write_image_file
 
@@ -34,6 +42,7 @@ class Worker:
         self.model = session.model  # replaced by the loaded model on first use
         self.images_dir = images_dir
         self.scorers: dict[str, Any] = dict(session.lent)
+        self._writer: ThreadPoolExecutor | None = None
 
     def flow_model(self) -> Any:
         if isinstance(self.model, str):
@@ -67,13 +76,29 @@ class Worker:
             self.scorers[name] = obj
         return self.scorers[name]
 
-    def run(self, batch: list[Job]) -> tuple[list[SampleRow], list[ScoreRow], dict[str, float]]:
-        """Generate (if needed) and score one batch; images go to disk, rows are returned."""
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(
+                max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="png-writer"
+            )
+        return self._writer
 
+    def close(self) -> None:
+        """Wait for the image writes in flight and stop their threads."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def run(self, batch: list[Job]) -> tuple[list[SampleRow], list[ScoreRow], dict[str, float]]:
+        """Generate (if needed) and score one batch and write its images; the rows (``start`` + ``finish``)."""
+        return self.start(batch).finish()
+
+    def start(self, batch: list[Job]) -> Pending:
+        """Generate (if needed) and score one batch; its images are written in the background."""
         plan = self.session.plans[batch[0].benchmark]
         t0 = time.perf_counter()
-        samples: list[SampleRow] = []
         enc = self.session.protocol.image_encoding
+        pending = Pending()
         if batch[0].image is None:
             p = self.session.protocol
             ro = rollout(
@@ -87,29 +112,29 @@ class Worker:
                 width=p.width,
                 negative_prompt=p.negative_prompt,
             )
-
             t1 = time.perf_counter()
-            # PNG encoding and decoding release the GIL: one thread per image keeps them off the critical path
-            stored = parallel(lambda im: store_png(self.images_dir, im, enc), to_pil(ro.images))
-            for job, (sha, rel, _) in zip(batch, stored, strict=True):
-                samples.append(
-                    SampleRow(
-                        run_id=self.session.run_id,
-                        step=self.session.step,
-                        benchmark=plan.name,
-                        benchmark_version=plan.version,
-                        prompt_id=job.item.id,
-                        prompt_index=job.item.index,
-                        prompt=job.item.prompt,
-                        meta=job.item.meta,
-                        grp=group(plan, job.item),
-                        image_index=job.image_index,
-                        seed=job.seed,
-                        image_sha256=sha,
-                        image_path=rel,
-                    )
+            generated = to_pil(ro.images)
+            pool = self._pool()
+            pending.files = [pool.submit(store_png, self.images_dir, im) for im in generated]
+            pending.rows = [
+                SampleRow(
+                    run_id=self.session.run_id,
+                    step=self.session.step,
+                    benchmark=plan.name,
+                    benchmark_version=plan.version,
+                    prompt_id=job.item.id,
+                    prompt_index=job.item.index,
+                    prompt=job.item.prompt,
+                    meta=job.item.meta,
+                    grp=group(plan, job.item),
+                    image_index=job.image_index,
+                    seed=job.seed,
+                    image_sha256="",  # filled in by finish() from the written file
+                    image_path="",
                 )
-            images = [im for _, _, im in stored]
+                for job in batch
+            ]
+            images = [scorer_image(im, enc) for im in generated]
             generate_s = t1 - t0
         else:
             images = parallel(
@@ -122,24 +147,46 @@ class Worker:
         t2 = time.perf_counter()
         prompts = [j.item.prompt for j in batch]
         metas = [dict(j.item.meta) for j in batch]
-        scores: list[ScoreRow] = []
         for name in batch[0].scorers:
             scorer = self.scorer(name)
             out = scorer(images, prompts, metas)
-            scores += score_rows(
+            pending.scores += score_rows(
                 name, str(scorer.version), out, batch, plan, self.session.run_id, self.session.step
             )
         t3 = time.perf_counter()
-        # encode: PNG encode + hash + write + decode for the scorers (or read + check + decode)
-        timings = {"generate": generate_s, "encode": t2 - t0 - generate_s, "score": t3 - t2}
-        return samples, scores, timings
+        # encode: what the critical path spends on images besides generating them (PIL conversion for the
+        # scorers, or reading, checking and decoding stored PNGs); finish() adds any wait for the files
+        pending.timings = {"generate": generate_s, "encode": t2 - t0 - generate_s, "score": t3 - t2}
+        return pending
 
 
-def store_png(images_dir: Path, image: Any, encoding: str) -> tuple[str, str, Any]:
-    """Encode, write (content-addressed) and decode for the scorers: (sha256, path, scorer image)."""
-    png = encode_png(image)
-    sha, rel = write_image_file(images_dir, png)
-    return sha, rel, scorer_input(png, encoding)
+@dataclass
+class Pending:
+    """A generated and scored batch whose image files may still be being written."""
+
+    rows: list[SampleRow] = field(default_factory=list)
+    files: list[Future[tuple[str, str]]] = field(default_factory=list)
+    scores: list[ScoreRow] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def finish(self) -> tuple[list[SampleRow], list[ScoreRow], dict[str, float]]:
+        """Wait until every image file is written; then (samples, scores, timings)."""
+        t0 = time.perf_counter()
+        samples = []
+        for row, done in zip(self.rows, self.files, strict=True):
+            sha, rel = (
+                done.result()
+            )  # an error writing a file is raised here, before any row is stored
+            samples.append(replace(row, image_sha256=sha, image_path=rel))
+        timings = dict(self.timings)
+        if timings:
+            timings["encode"] += time.perf_counter() - t0
+        return samples, self.scores, timings
+
+
+def store_png(images_dir: Path, image: Any) -> tuple[str, str]:
+    """Encode as PNG and write it under its sha256 (content-addressed): (sha256, path)."""
+    return write_image_file(images_dir, encode_png(image))
 
 
 def parallel(fn: Any, items: Sequence[Any]) -> list[Any]:

@@ -49,7 +49,41 @@ CREATE TABLE scores (
     PRIMARY KEY (run_id, step, benchmark, prompt_id, image_index, scorer)
 );
 
--- each image's prompt, seed and file for provenance and reports.
+-- Summaries of `samples` and `scores`, kept by `Store.add_samples` in the transaction that inserts the rows they
+-- summarise (and emptied with them by `Store.delete_run`), so the aggregate views read hundreds of rows, not
+-- millions. Sums and counts, never running means: a mean is `value_sum / n_images`, as exact as avg() over the rows.
+CREATE TABLE sample_sums (
+    run_id     VARCHAR NOT NULL,
+    step       INTEGER NOT NULL,
+    benchmark  VARCHAR NOT NULL,
+    n_samples  BIGINT NOT NULL,
+    PRIMARY KEY (run_id, step, benchmark)
+);
+
+CREATE TABLE score_sums (
+    run_id            VARCHAR NOT NULL,
+    step              INTEGER NOT NULL,
+    benchmark         VARCHAR NOT NULL,
+    scorer            VARCHAR NOT NULL,
+    benchmark_version VARCHAR NOT NULL,  -- the least over the rows (as min() over them)
+    scorer_version    VARCHAR NOT NULL,  -- the least over the rows
+    n_images          BIGINT NOT NULL,
+    value_sum         DOUBLE NOT NULL,
+    n_rewards         BIGINT NOT NULL,   -- rows whose reward is not NULL
+    reward_sum        DOUBLE NOT NULL,
+    PRIMARY KEY (run_id, step, benchmark, scorer)
+);
+
+CREATE TABLE group_sums (
+    run_id     VARCHAR NOT NULL,
+    step       INTEGER NOT NULL,
+    benchmark  VARCHAR NOT NULL,
+    scorer     VARCHAR NOT NULL,
+    grp        VARCHAR NOT NULL,
+    n_images   BIGINT NOT NULL,
+    value_sum  DOUBLE NOT NULL,
+    PRIMARY KEY (run_id, step, benchmark, scorer, grp)
+);
 
 -- One row per (image, scorer): everything a number needs to be traced back.
 CREATE VIEW sample_scores AS
@@ -61,29 +95,22 @@ JOIN scores c USING (run_id, step, benchmark, prompt_id, image_index);
 
 -- Per aggregation group (GenEval task, T2I-CompBench category): the mean over its images.
 CREATE VIEW group_scores AS
-SELECT run_id, step, benchmark, scorer, grp, count(*) AS n_images, avg(value) AS mean
-FROM scores
-WHERE grp IS NOT NULL
-GROUP BY run_id, step, benchmark, scorer, grp;
+SELECT run_id, step, benchmark, scorer, grp, n_images, value_sum / n_images AS mean
+FROM group_sums;
 
 -- Per (run, step, benchmark, scorer): the image mean, the mean of group means, and the headline `score`
 -- (the mean of group means where the benchmark groups its images, else the image mean).
 CREATE VIEW benchmark_scores AS
-WITH img AS (
-    SELECT run_id, step, benchmark, scorer,
-           min(benchmark_version) AS benchmark_version, min(scorer_version) AS scorer_version,
-           count(*) AS n_images, avg(value) AS image_mean, avg(reward) AS reward_mean
-    FROM scores
-    GROUP BY run_id, step, benchmark, scorer
-), grp AS (
-    SELECT run_id, step, benchmark, scorer, count(*) AS n_groups, avg(mean) AS group_mean
-    FROM group_scores
+WITH grp AS (
+    SELECT run_id, step, benchmark, scorer, count(*) AS n_groups, avg(value_sum / n_images) AS group_mean
+    FROM group_sums
     GROUP BY run_id, step, benchmark, scorer
 )
 SELECT img.run_id, img.step, img.benchmark, img.benchmark_version, img.scorer, img.scorer_version,
-       img.n_images, grp.n_groups, img.image_mean, grp.group_mean, img.reward_mean,
-       coalesce(grp.group_mean, img.image_mean) AS score
-FROM img
+       img.n_images, grp.n_groups, img.value_sum / img.n_images AS image_mean, grp.group_mean,
+       CASE WHEN img.n_rewards > 0 THEN img.reward_sum / img.n_rewards END AS reward_mean,
+       coalesce(grp.group_mean, img.value_sum / img.n_images) AS score
+FROM score_sums img
 LEFT JOIN grp USING (run_id, step, benchmark, scorer);
 
 -- The paper's main table: GenEval, OCR, DeQA (DrawBench), PickScore and

@@ -6,19 +6,27 @@ numbers in a table, the leaderboard and the service all come from one place. Lay
     results/flow-opd.duckdb        runs, samples, scores, _migrations (+ the .wal DuckDB keeps while writing)
     results/images/ab/ab12....png  every generated image, named by the sha256 of its PNG bytes
 
-Concurrency: DuckDB lets one process write a file, and a process that has it open for writing locks out every
-other process, readers included. So a file store opens a connection per verb and closes it straight after
-(``with store.session():`` keeps one open for a burst of queries); a writer such as ``harness eval`` therefore
-holds the lock only for the milliseconds of each batch's transaction, and a reader (the service, ``harness
-leaderboard``) that finds the file locked retries for ``lock_timeout`` seconds before it gives up with a clear
-error. Each batch of rows is written in one transaction: a process killed at any point leaves whole batches only
-(DuckDB replays or discards its WAL on the next open), and re-inserting an existing key is a no-op, so a resumed
-run never duplicates a row.
+Concurrency: DuckDB lets one process write a file, and while a process has it open (read-write or read-only)
+no other process can write it. What each user keeps open is therefore chosen (``results.connections``): a
+``Store`` opens a connection per verb and closes it straight after, unless it holds one: ``with
+store.session():`` for a burst of queries, ``keep_open=True`` for a command's lifetime (the CLI opens once per
+command), ``store.holding()`` for a whole evaluation (``harness eval``) and ``store.hold(idle_s)`` for the
+service (one connection shared by threads through cursors). A held connection is closed between uses
+while another process waits for the file, and reopened by the next use. A process that finds the file locked
+retries for ``lock_timeout`` seconds before it gives up with a clear error. Each batch
+of rows is written in one transaction with the summaries it changes (``results.writes``): a process killed at any
+point leaves whole batches only (DuckDB replays or discards its WAL on the next open), and re-inserting an
+existing key is a no-op, so a resumed run never duplicates a row.
+
+Aggregates read the summaries (``sample_sums``, ``score_sums``, ``group_sums``: counts and sums per run, step,
+benchmark, scorer and group), not the millions of score rows: the views in ``schema.sql`` give the numbers a
+full scan of ``scores`` gives.
 
 Safety: a file that is not a DuckDB database, or a DuckDB database that is not a flow-opd store, or a store
 written by a newer flow-opd, is refused with one line saying so; it is never overwritten or migrated blindly.
-A damaged file (cut short, changed bytes) is found before the first read or write and refused the same way
-(``results.integrity``).
+A damaged file is refused the same way (``results.integrity``): one opened for writing is read in full before
+the first write; one opened read-only gets the cheap size check, and damage in a block a read meets is the same
+one line when it is met.
 """
 
 from __future__ import annotations
@@ -28,16 +36,17 @@ import json
 import logging
 import os
 import re
-import time
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from results import integrity
+from results import integrity, writes
+from results.connections import Held, open_file
 from results.integrity import StoreDamaged, StoreError
 from results.records import (
     RunRecord,
@@ -142,6 +151,7 @@ class Store:
         read_only: bool = False,
         images_dir: str | Path | None = None,
         lock_timeout: float = 30.0,
+        keep_open: bool = False,
     ) -> None:
         self.memory = str(path) == ":memory:"
         self.path = Path(path) if not self.memory else Path(":memory:")
@@ -151,17 +161,16 @@ class Store:
             self.images_dir: Path | None = Path(images_dir)
         else:
             self.images_dir = None if self.memory else self.path.parent / "images"
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        self._sessions = threading.local()  # each thread's open session, if any
+        self._held: Held | None = None
+        self._remembered: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] | None = None
         if self.memory:
-            self._con = duckdb.connect(":memory:")
-            self._migrate(self._con)
+            self._memory = duckdb.connect(":memory:")
+            self._migrate(self._memory)
             return
         self._check_file()
-        if read_only:
-            with self.session() as con:
-                integrity.verify(con, self.path)  # a damaged file is refused before it is read
-                self._check_schema(con, write=False)
-        else:
+        if not read_only:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -174,9 +183,23 @@ class Store:
                     f"cannot create the folder of store {self.path} ({why}); pass --store with a path "
                     "you can write"
                 ) from None
-            with self.session() as con:
-                integrity.verify(con, self.path)  # ... and before it is written
-                self._migrate(con)
+        con = self._open()
+        try:
+            with self._damage_is_one_line():
+                # damaged files are refused before they are read (size) or written (every block)
+                integrity.verify(con, self.path, full=not read_only)
+                if read_only:
+                    self._check_schema(con, write=False)
+                else:
+                    self._migrate(con)
+        except BaseException:
+            con.close()
+            raise
+        if keep_open:
+            self._held = Held(self._open, con=con)  # not handed over: held until close()
+            self._remembered = {} if read_only else None
+        else:
+            con.close()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -206,56 +229,85 @@ class Store:
             )
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout
-        wait = 0.05
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
-            except duckdb.IOException as e:
-                msg = str(e)
-                if integrity.is_damage(e):
-                    raise integrity.damaged(self.path, integrity.first_line(e)) from None
-                if "lock" not in msg.lower():
-                    raise StoreError(
-                        f"cannot open store {self.path}: {msg.splitlines()[0]}; it was left untouched"
-                    ) from None
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"store {self.path} is locked by another process (a running `harness eval`?) "
-                        f"for more than {self.lock_timeout:.0f} s; try again when it is done"
-                    ) from None
-                time.sleep(wait)
-                wait = min(wait * 2, 1.0)
-            except duckdb.Error as e:
-                if integrity.is_damage(e):
-                    raise integrity.damaged(self.path, integrity.first_line(e)) from None
-                raise StoreError(
-                    f"cannot open store {self.path}: {str(e).splitlines()[0]}; it was left untouched"
-                ) from None
+        return open_file(self.path, read_only=self.read_only, lock_timeout=self.lock_timeout)
 
     @contextmanager
-    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One connection for a burst of statements (re-entrant); closed, and the file unlocked, at the end."""
-        if self._con is not None:
-            yield self._con
-            return
-        con = self._open()
-        self._con = con
+    def _damage_is_one_line(self) -> Iterator[None]:
         try:
-            yield con
+            yield
         except duckdb.Error as e:  # a block read lazily (an index, a page) that turns out damaged
             if integrity.is_damage(e):
                 raise integrity.damaged(self.path, integrity.first_line(e)) from None
             raise
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection | None:
+        """The connection of this thread's open session (the in-memory store: its one connection)."""
+        return self._memory or getattr(self._sessions, "con", None)
+
+    @_con.setter
+    def _con(self, con: duckdb.DuckDBPyConnection | None) -> None:
+        self._sessions.con = con
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One connection for a burst of statements (re-entrant); closed, and the file unlocked, at the end,
+        unless the store holds its connection (``keep_open``, ``hold``): then a cursor of the held one."""
+        if self._con is not None:
+            yield self._con
+            return
+        if self._held is not None:
+            with self._held.cursor() as cur:
+                self._con = cur
+                try:
+                    with self._damage_is_one_line():
+                        yield cur
+                finally:
+                    self._con = None
+            return
+        con = self._open()
+        self._con = con
+        try:
+            with self._damage_is_one_line():
+                yield con
         finally:
             self._con = None
             con.close()
 
+    def hold(self, idle_s: float | None = None) -> Store:
+        """Keep one connection open across verbs, shared safely by threads (each session gets a cursor). It is
+        closed between verbs while another process waits for the file (and, with ``idle_s``, after that many
+        seconds without use), and opened again by the next verb (``results.connections``)."""
+        if not self.memory and self._held is None:
+            self._held = Held(self._open, path=self.path, idle_s=idle_s)
+        return self
+
+    @contextmanager
+    def holding(self) -> Iterator[Store]:
+        """``hold()`` for the duration of a ``with`` block (a no-op where the store holds one already)."""
+        if self.memory or self._held is not None:
+            yield self
+            return
+        self.hold()
+        try:
+            yield self
+        finally:
+            self.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Close the in-memory connection (file stores hold none between calls)."""
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        """Close the store's connection (the in-memory one, or the one ``keep_open``/``hold`` keeps)."""
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
 
     # --- schema ------------------------------------------------------------------------------------
 
@@ -358,19 +410,9 @@ class Store:
 
     def delete_run(self, run_id: str) -> dict[str, int]:
         """Remove a run's record, samples and scores in one transaction (image files stay: content-addressed,
-        maybe shared). Returns how many rows of each went; all zeros for an unknown run."""
-        gone: dict[str, int] = {}
+        maybe shared), with its summaries. Returns how many rows of each went; all zeros for an unknown run."""
         with self.session() as con:
-            con.execute("BEGIN")
-            try:
-                for table in ("scores", "samples", "runs"):  # DuckDB's DELETE returns its row count
-                    n = con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()
-                    gone[table] = int(n[0]) if n else 0
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return gone
+            return writes.delete_run(con, run_id)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run called ``run_id``, or None."""
@@ -392,9 +434,8 @@ class Store:
     def protocols(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """run id -> stored protocol, for all runs or the given ones (one query)."""
         where, params = _filters(run_ids, None)
-        with self.session() as con:
-            rows = con.execute(f"SELECT run_id, protocol FROM runs {where}", params).fetchall()
-        return {r[0]: json.loads(r[1]) for r in rows}
+        rows = self._aggregate(f"SELECT run_id, protocol FROM runs {where}", params)
+        return {r["run_id"]: json.loads(r["protocol"]) for r in rows}
 
     def update_run_protocol(self, run_id: str, protocol: dict[str, Any]) -> None:
         """Replace a run's stored protocol (used to record benchmarks added to an existing run)."""
@@ -433,10 +474,11 @@ class Store:
                        coalesce(s.n_images, 0) AS images, coalesce(c.n_scores, 0) AS scores,
                        s.benchmarks, s.last_step
                 FROM runs r
-                LEFT JOIN (SELECT run_id, count(*) AS n_images, max(step) AS last_step,
+                LEFT JOIN (SELECT run_id, sum(n_samples)::BIGINT AS n_images, max(step) AS last_step,
                                   string_agg(DISTINCT benchmark, ',' ORDER BY benchmark) AS benchmarks
-                           FROM samples GROUP BY run_id) s USING (run_id)
-                LEFT JOIN (SELECT run_id, count(*) AS n_scores FROM scores GROUP BY run_id) c USING (run_id)
+                           FROM sample_sums GROUP BY run_id) s USING (run_id)
+                LEFT JOIN (SELECT run_id, sum(n_images)::BIGINT AS n_scores FROM score_sums GROUP BY run_id)
+                     c USING (run_id)
                 ORDER BY r.created_at, r.run_id
                 """,
             )
@@ -472,42 +514,17 @@ class Store:
 
         ``run``, when given, is written (inserted, or its protocol and provenance replaced) in the same
         transaction, so a run's record appears with its first rows (and a write that fails leaves no
-        empty run). Returns (samples, scores) inserted."""
+        empty run); the summaries the new rows change are updated in it too. Returns (samples, scores)
+        inserted."""
         if not samples and not scores and run is None:
             return 0, 0
-        sample_params = [[*astuple(s)[:7], to_json(s.meta), *astuple(s)[8:]] for s in samples]
-        score_params = [
-            [*astuple(c)[:11], None if c.details is None else to_json(c.details)] for c in scores
-        ]
         with self.session() as con:
-            con.execute("BEGIN")
-            try:
-                if run is not None:
-                    check_run_id(run.run_id)
-                    con.execute(
-                        "INSERT INTO runs (run_id, model, lora, protocol_version, protocol, provenance) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-                        "protocol = excluded.protocol, provenance = excluded.provenance",
-                        [run.run_id, run.model, run.lora, run.protocol_version,
-                         to_json(run.protocol), to_json(run.provenance)],
-                    )  # fmt: skip
-                n_samples = _insert(
-                    con,
-                    "samples (run_id, step, benchmark, benchmark_version, prompt_id, prompt_index, prompt, "
-                    "meta, grp, image_index, seed, image_sha256, image_path)",
-                    sample_params,
-                )
-                n_scores = _insert(
-                    con,
-                    "scores (run_id, step, benchmark, benchmark_version, prompt_id, grp, image_index, "
-                    "scorer, scorer_version, value, reward, details)",
-                    score_params,
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return n_samples, n_scores
+            return writes.write_batch(con, samples, scores, run)
+
+    def rebuild_summaries(self) -> None:
+        """Fill the summaries again from every stored row (after rows were written by plain SQL)."""
+        with self.session() as con:
+            writes.rebuild(con, next(MIGRATIONS.glob("003_*.sql")))
 
     def existing(
         self, run_id: str, step: int, benchmark: str
@@ -557,13 +574,30 @@ class Store:
         file: ``{"rows": {table: n}, "images": n, "problems": [one line each]}``; ``StoreDamaged`` when the
         database file is damaged (``harness store check``)."""
         with self.session() as con:
-            rows = integrity.verify(con, self.path)
+            rows = {
+                t: n
+                for t, n in integrity.verify(con, self.path).items()
+                if t not in writes.SUMMARY_TABLES  # read (checked) too; the counts are of the rows
+            }
             sql = "SELECT DISTINCT image_path, image_sha256 FROM samples ORDER BY image_path"
             files = [(r[0], r[1]) for r in con.execute(sql).fetchall()] if images else []
         problems = integrity.check_images(self._images(), files) if files else []
         return {"rows": rows, "images": len(files), "problems": problems}
 
     # --- aggregates (views) ------------------------------------------------------------------------
+
+    def _aggregate(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """Rows of a view query. A read-only store that keeps its connection (a command) remembers them: no
+        other process can write the file while it is held, so the same query gives the same rows."""
+        key = (sql, tuple(params))
+        if self._remembered is not None and key in self._remembered:
+            return [dict(r) for r in self._remembered[key]]
+        with self.session() as con:
+            rows = _rows(con, sql, params)
+        if self._remembered is not None:
+            self._remembered[key] = rows
+            return [dict(r) for r in rows]
+        return rows
 
     def benchmark_scores(
         self,
@@ -575,13 +609,11 @@ class Store:
         """Rows of the ``benchmark_scores`` view; ``latest`` keeps each run's last evaluated step."""
         where, params = _filters(run_ids, benchmark)
         qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id, benchmark)" if latest else ""
-        with self.session() as con:
-            return _rows(
-                con,
-                f"SELECT * FROM benchmark_scores {where} {qualify} "
-                "ORDER BY run_id, step, benchmark, scorer",
-                params,
-            )
+        return self._aggregate(
+            f"SELECT * FROM benchmark_scores {where} {qualify} "
+            "ORDER BY run_id, step, benchmark, scorer",
+            params,
+        )
 
     def group_scores(
         self,
@@ -593,12 +625,10 @@ class Store:
         """Rows of the ``group_scores`` view for one benchmark (per GenEval task, T2I-CompBench category)."""
         where, params = _filters(run_ids, benchmark)
         qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id)" if latest else ""
-        with self.session() as con:
-            return _rows(
-                con,
-                f"SELECT * FROM group_scores {where} {qualify} ORDER BY run_id, step, scorer, grp",
-                params,
-            )
+        return self._aggregate(
+            f"SELECT * FROM group_scores {where} {qualify} ORDER BY run_id, step, scorer, grp",
+            params,
+        )
 
     def main_table(
         self, *, run_ids: Sequence[str] | None = None, latest: bool = True
@@ -606,13 +636,11 @@ class Store:
         """Rows of the ``main_table`` view (GenEval, OCR, DeQA, PickScore, Avg), best Avg first."""
         where, params = _filters(run_ids, None)
         qualify = "QUALIFY step = max(step) OVER (PARTITION BY run_id)" if latest else ""
-        with self.session() as con:
-            return _rows(
-                con,
-                f"SELECT * FROM main_table {where} {qualify} "
-                "ORDER BY avg DESC NULLS LAST, run_id, step",
-                params,
-            )
+        return self._aggregate(
+            f"SELECT * FROM main_table {where} {qualify} "
+            "ORDER BY avg DESC NULLS LAST, run_id, step",
+            params,
+        )
 
     def leaderboard(self, benchmark: str | None = None) -> list[dict[str, Any]]:
         """Each run's last step, best first: the main table, or one benchmark's per-scorer scores."""
@@ -641,26 +669,10 @@ class Store:
     def last_step(self, run_id: str) -> int | None:
         """The last step a run has samples for."""
         with self.session() as con:
-            row = con.execute("SELECT max(step) FROM samples WHERE run_id = ?", [run_id]).fetchone()
+            row = con.execute(
+                "SELECT max(step) FROM sample_sums WHERE run_id = ?", [run_id]
+            ).fetchone()
         return None if row is None else row[0]
-
-
-def _insert(con: duckdb.DuckDBPyConnection, target: str, rows: Sequence[Sequence[Any]]) -> int:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING (one statement per chunk: executemany is ~50x slower);
-    returns the number of rows inserted (existing keys are not counted)."""
-    if not rows:
-        return 0
-    width = len(rows[0])
-    one = "(" + ", ".join("?" * width) + ")"
-    inserted = 0
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        n = con.execute(
-            f"INSERT INTO {target} VALUES {', '.join([one] * len(chunk))} ON CONFLICT DO NOTHING",
-            [v for r in chunk for v in r],
-        ).fetchone()
-        inserted += int(n[0]) if n else 0
-    return inserted
 
 
 def _filters(run_ids: Sequence[str] | None, benchmark: str | None) -> tuple[str, list[Any]]:

@@ -85,6 +85,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         token = settings.write_token()
         store = Store(settings.store, lock_timeout=settings.lock_timeout_s)
+        store.hold(
+            idle_s=settings.store_idle_s
+        )  # one connection between requests, closed when idle
         app.state.settings = settings
         app.state.token = token
         app.state.store = store

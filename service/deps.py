@@ -1,9 +1,11 @@
 """FastAPI dependencies: the store, the settings, the scorers' batchers, the read cache and the write token.
 
-``Store`` keeps no connection between verbs (a file store opens one per verb, so ``harness eval`` in another
-process can take the write lock between them), but a ``Store`` object is not meant to be shared by threads in the
-middle of a session. Each request therefore gets its own shallow copy of the app's store: same path and settings,
-its own connection slot. A ``:memory:`` store (tests) has one connection; its requests take turns.
+The app's ``Store`` holds one connection (``Store.hold``) shared by the request threads: each session gets its
+own cursor of it. Between requests the connection is handed over to another process that waits for the file
+(a ``harness eval`` taking the write lock, a CLI command: ``results.connections``), and closed after
+``store_idle_s`` seconds without a request. Each request gets its own
+shallow copy of the app's store (same held connection, its own session slot). A ``:memory:`` store (tests) has
+one connection; its requests take turns.
 
 Dependencies that never block are ``async def``: FastAPI runs a sync dependency in its thread pool, a thread hop
 per dependency per request that the scoring path does not need.

@@ -3,7 +3,8 @@
 The numbers come from the store's SQL views through ``harness.tables`` (the same code as ``harness
 leaderboard``), so the service never computes a metric of its own. The few queries the store has no verb for
 (one page of samples, an image by hash, deleting a run) are plain SQL here, run on the store's connection. Each
-function opens one ``store.session()``, so a request holds the file for one short burst.
+function runs in one ``store.session()``: a cursor of the connection the service holds between requests
+(handed over to a process waiting for the file, see ``service.deps``).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def stored_benchmarks(store: Store) -> dict[str, int]:
     """Benchmark -> number of runs with scores for it."""
     with store.session() as con:
         rows = con.execute(
-            "SELECT benchmark, count(DISTINCT run_id) FROM scores GROUP BY benchmark"
+            "SELECT benchmark, count(DISTINCT run_id) FROM score_sums GROUP BY benchmark"
         ).fetchall()
     return {r[0]: int(r[1]) for r in rows}
 

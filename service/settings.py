@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # reads
     read_cache: bool = True  # serve repeated reads from memory while the store files are unchanged
     lock_timeout_s: float = Field(default=10.0, gt=0)  # wait for a writer's lock, then 503
+    # the service keeps its store connection open between requests; it hands it over at once to another
+    # process waiting for the file (`harness eval`, a CLI command), and closes it after this many idle seconds
+    store_idle_s: float = Field(default=30.0, gt=0)
     page_size: int = Field(default=50, ge=1, le=500)  # default samples per page
 
     @field_validator("scorers", mode="before")

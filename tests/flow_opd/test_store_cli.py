@@ -49,7 +49,12 @@ def test_read_commands_refuse_a_damaged_store_in_one_line(
     store: Path, damage: object, command: list[str]
 ) -> None:
     assert CliRunner().invoke(app, [*command, "--store", str(store)]).exit_code == 0
-    damage(store)  # type: ignore[operator]
+    if damage is scribble and command != ["store", "check"]:
+        # a read-only command checks the file's size at open and meets changed bytes where it reads them:
+        # `runs` and `leaderboard` read the summaries, not the samples
+        scribble(store, table="score_sums")
+    else:
+        damage(store)  # type: ignore[operator]
     res = CliRunner().invoke(app, [*command, "--store", str(store)])
     assert res.exit_code == 2
     _one_line_refusal(res.output, store)

@@ -222,3 +222,27 @@ def test_scorer_input_encodings() -> None:
     assert jpeg.shape == (32, 32, 3) and 0 < np.abs(jpeg - np.asarray(img)).mean() < 80
     with pytest.raises(ValueError, match="unknown image encoding"):
         EvalProtocol(image_encoding="webp")
+
+
+def test_an_evaluation_opens_the_store_once_for_all_its_batches(
+    tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    from results import connections
+
+    store = Store(tmp_path / "s.duckdb")
+    opened: list[object] = []
+    real = duckdb.connect
+
+    def counting(*args: object, **kw: object) -> duckdb.DuckDBPyConnection:
+        opened.append(args[0])
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(connections.duckdb, "connect", counting)
+    res = evaluate(
+        tiny_model, ["ocr"], run_id="r", store=store, protocol=TINY, scorers=["fake"], limit=6,
+        batch_size=1, progress=False,
+    )  # fmt: skip
+    assert res.images_generated == 6 and store.count_rows()["samples"] == 6
+    assert len(opened) == 2  # planning and six batches on one connection, then count_rows' own

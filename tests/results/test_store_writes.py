@@ -36,3 +36,14 @@ def test_run_ids_the_service_cannot_address_are_refused(tmp_path: Path, run_id: 
     with pytest.raises(InputError):
         store.add_run(RunRecord(run_id, "m", None, {}, {}))
     assert store.run_ids() == []
+
+
+def test_numbers_of_any_python_or_numpy_type_are_stored_as_numbers() -> None:
+    import numpy as np
+
+    from tests.support.runs import put
+
+    store = Store(":memory:")  # one batch goes in as typed columns: mixed types must not break it
+    put(store, "a", "ocr", "ocr", [1, 0.5, True, np.float32(0.25), np.int64(2)])
+    (row,) = store.benchmark_scores()
+    assert row["n_images"] == 5 and row["image_mean"] == (1 + 0.5 + 1 + 0.25 + 2) / 5

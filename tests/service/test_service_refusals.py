@@ -19,7 +19,7 @@ from results.store import Store
 from scorers.mini import MiniGenEval, MiniQuality
 from service.app import create_app
 from service.settings import Settings
-from tests.support.damage import scribble
+from tests.support.damage import scribble, table_offset
 from tests.support.live_server import LiveServer
 from tests.support.service_data import add_mini_run, b64, png_bytes
 
@@ -226,9 +226,13 @@ def test_run_ids_ending_in_samples_are_refused_at_creation(live: Live, tmp_path:
 def test_a_store_damaged_while_serving_is_a_500_with_one_line(tmp_path: Path) -> None:
     store_path = tmp_path / "s.duckdb"
     add_mini_run(Store(store_path), "a", prompts=40)
+    # located first: the server holds the file read-write, and this process cannot open it read-only then;
+    # damaged before the server's connection reads them (blocks it has read are checked, and kept in memory)
+    where = {t: table_offset(store_path, t) for t in ("samples", "score_sums")}
     with LiveServer(create_app(Settings(store=store_path), {})) as url:
-        assert httpx.get(f"{url}/v1/runs").status_code == 200
-        scribble(store_path, "samples")
+        assert httpx.get(f"{url}/health").status_code == 200
+        for table, offset in where.items():
+            scribble(store_path, table, offset=offset)
         for path in ("/v1/runs", "/v1/runs/a/samples", "/"):
             r = httpx.get(f"{url}{path}")
             assert r.status_code == 500, (path, r.text)

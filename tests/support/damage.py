@@ -23,8 +23,8 @@ def truncate_half(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
 
-def scribble(path: Path, table: str = "samples", n: int = 64, seed: int = 0) -> int:
-    """Overwrite ``n`` random bytes inside a block holding ``table``'s rows; returns the file offset."""
+def table_offset(path: Path, table: str = "samples") -> int:
+    """The file offset of a block holding ``table``'s rows (located with a read-only connection)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
         (block_size,) = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()
@@ -35,7 +35,15 @@ def scribble(path: Path, table: str = "samples", n: int = 64, seed: int = 0) -> 
     finally:
         con.close()
     assert row is not None, f"table {table} has no rows on disk"
-    offset = HEADER_BYTES + row[0] * block_size + 8 + row[1]
+    return HEADER_BYTES + row[0] * block_size + 8 + row[1]
+
+
+def scribble(
+    path: Path, table: str = "samples", n: int = 64, seed: int = 0, offset: int | None = None
+) -> int:
+    """Overwrite ``n`` random bytes inside a block holding ``table``'s rows (at ``offset`` when given, e.g.
+    located before a process in this one opened the file); returns the file offset."""
+    offset = table_offset(path, table) if offset is None else offset
     with path.open("r+b") as f:
         f.seek(offset)
         f.write(random.Random(seed).randbytes(n))
