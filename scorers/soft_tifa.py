@@ -30,6 +30,7 @@ in-process one, short by less than the number of variants times the last listed 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Protocol
 
 from PIL import Image
@@ -42,6 +43,9 @@ from scorers.judge import EndpointChat, LocalQwenVL, image_data_url
 from scorers.remote import RemoteScorerError
 
 SOFT_TIFA_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
+MODEL_ENV = "FLOW_OPD_SOFT_TIFA_MODEL"  # the judge `harness eval` and training load (hub id or folder)
+URL_ENV = "FLOW_OPD_SOFT_TIFA_URL"  # an OpenAI-compatible server to ask instead of loading the judge
+TOKENIZER_FILES = "tokenizer.json,tokenizer_config.json,vocab.json,merges.txt"
 YES_VARIANTS = ("Yes", "yes", " yes", " Yes")
 NUMBERS = {
     "one": "1",
@@ -221,17 +225,33 @@ VQA_META = MetaNeed(
 )
 
 
+def default_model() -> str:
+    """The judge: ``$FLOW_OPD_SOFT_TIFA_MODEL``, else Qwen/Qwen3-VL-8B-Instruct."""
+    return os.environ.get(MODEL_ENV) or SOFT_TIFA_MODEL
+
+
+class _Requirements:
+    """``SoftTIFA.requires``, read when asked: the judge's weights, or only its tokenizer files when a server
+    (``$FLOW_OPD_SOFT_TIFA_URL``) runs the judge."""
+
+    def __get__(self, obj: object, owner: type) -> Requirements:
+        model = default_model()
+        local = model.startswith(("/", ".", "~"))
+        spec = model if local or not os.environ.get(URL_ENV) else f"{model}:{TOKENIZER_FILES}"
+        return Requirements(weights=(spec,), gpu_gb=20.0, meta=VQA_META)
+
+
 class SoftTIFA:
     """GenEval 2's Soft-TIFA (GM; AM, TIFA, VQAScore as modes), Qwen3-VL in process or a vLLM server (url=)."""
 
     name = "soft_tifa"
     version = "1"
-    requires = Requirements(weights=(SOFT_TIFA_MODEL,), gpu_gb=20.0, meta=VQA_META)
+    requires = _Requirements()
 
     def __init__(
         self,
         url: str | None = None,
-        model: str = SOFT_TIFA_MODEL,
+        model: str | None = None,
         *,
         mode: str = "gm",
         tokenizer: str | None = None,
@@ -245,6 +265,8 @@ class SoftTIFA:
     ) -> None:
         if mode not in MODES:
             raise InputError(f"soft_tifa mode {mode!r} is not one of {', '.join(MODES)}")
+        model = model or default_model()
+        url = url or os.environ.get(URL_ENV)
         self.mode, self.model = mode, model
         self.backend: FirstTokenBackend
         if url:
