@@ -43,8 +43,12 @@ from scorers.judge import EndpointChat, LocalQwenVL, image_data_url
 from scorers.remote import RemoteScorerError
 
 SOFT_TIFA_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
-MODEL_ENV = "FLOW_OPD_SOFT_TIFA_MODEL"  # the judge `harness eval` and training load (hub id or folder)
-URL_ENV = "FLOW_OPD_SOFT_TIFA_URL"  # an OpenAI-compatible server to ask instead of loading the judge
+MODEL_ENV = (
+    "FLOW_OPD_SOFT_TIFA_MODEL"  # the judge `harness eval` and training load (hub id or folder)
+)
+URL_ENV = (
+    "FLOW_OPD_SOFT_TIFA_URL"  # an OpenAI-compatible server to ask instead of loading the judge
+)
 TOKENIZER_FILES = "tokenizer.json,tokenizer_config.json,vocab.json,merges.txt"
 YES_VARIANTS = ("Yes", "yes", " yes", " Yes")
 NUMBERS = {
