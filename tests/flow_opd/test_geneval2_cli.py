@@ -3,12 +3,15 @@ GenEval 2 tables come out, and `harness ls` lists the benchmark and the scorer."
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from flow_opd.cli import app
+from harness import datasets
 from results.store import Store
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "support" / "data"
@@ -43,6 +46,27 @@ def test_eval_geneval2_prints_the_three_tables(
     assert len(rows) == 8 and {r["scorer"] for r in rows} == {"soft_tifa"}
     res = CliRunner().invoke(app, ["ls", "scorers"])
     assert res.exit_code == 0 and "soft_tifa" in res.output and "present" in res.output
+    res = CliRunner().invoke(app, [*args, "--cfg", "1.0", "--run", "b"])
+    assert res.exit_code == 0, res.output
+    run_a = next(r for r in Store(store, read_only=True).run_ids() if r != "b")
+    res = CliRunner().invoke(app, ["compare", run_a, "b", "--store", str(store)])
+    assert res.exit_code == 0 and "geneval2   soft_tifa" in res.output, res.output
+
+
+def test_fetch_geneval2_downloads_the_pinned_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fixture = FIXTURE_DIR / "geneval2" / "geneval2_data.jsonl"
+    spec = replace(
+        datasets.DATASETS["geneval2"],
+        url=fixture.as_uri(),
+        sha256=hashlib.sha256(fixture.read_bytes()).hexdigest(),
+    )
+    monkeypatch.setitem(datasets.DATASETS, "geneval2", spec)
+    monkeypatch.setenv("FLOW_OPD_DATA", str(tmp_path))
+    res = CliRunner().invoke(app, ["fetch", "geneval2"])
+    assert res.exit_code == 0 and "CC BY-NC 4.0" in res.output, res.output
+    assert (tmp_path / "geneval2" / "geneval2_data.jsonl").read_bytes() == fixture.read_bytes()
 
 
 def test_eval_geneval2_without_its_judge_is_refused_before_any_work(
