@@ -25,6 +25,11 @@ questions and images), or an OpenAI-compatible server returning log-probabilitie
 ``logprobs``, ``top_logprobs`` and ``return_tokens_as_token_ids``). The server reports only the ``top_logprobs``
 most likely tokens; a variant token outside them counts 0, so the server's soft score is a lower bound of the
 in-process one, short by less than the number of variants times the last listed probability.
+
+``harness eval`` and the trainer load scorers without options, so there the judge is ``$FLOW_OPD_SOFT_TIFA_MODEL``
+(hub id or folder; default Qwen/Qwen3-VL-8B-Instruct) and ``$FLOW_OPD_SOFT_TIFA_URL`` selects the server backend;
+``requires`` follows them, so the pre-flight check looks for the weights actually used (only the tokenizer files
+behind a server).
 """
 
 from __future__ import annotations
