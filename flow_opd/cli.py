@@ -18,6 +18,7 @@ import typer
 
 from flowbase.errors import MissingExtraError, UserError, one_line
 from harness.benchmarks import sampling_settings
+from harness.datasets import DATASETS, fetch_data
 from harness.dist import shutdown_distributed
 from harness.logs import quiet_third_party
 
@@ -408,14 +409,23 @@ def eval_(
 
 @app.command()
 def fetch(
-    names: Annotated[list[str], typer.Argument(help="Scorer names (see `harness ls scorers`).")],
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            help="Scorer names (see `harness ls scorers`) or fetched benchmark data (geneval2)."
+        ),
+    ],
 ) -> None:
-    """Download scorers' weights into the Hugging Face cache (needs the hub)."""
+    """Download scorers' weights into the Hugging Face cache, or a benchmark's data from its pinned commit
+    (checksum checked; needs the network)."""
 
     def go() -> None:
         from scorers.fetch import fetch as fetch_weights  # deferred: PIL
 
-        done = fetch_weights(names)
+        data = [n for n in names if n in DATASETS]
+        done = fetch_weights([n for n in names if n not in DATASETS])
+        for name in data:
+            typer.echo(f"{name}: {fetch_data(name)} ({DATASETS[name].licence})")
         for item in done:
             typer.echo(f"{item.scorer}: {item.note or ', '.join(str(p) for p in item.paths)}")
 

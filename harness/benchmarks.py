@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flowbase.errors import InputError, MissingError, UnknownNameError
+from harness.datasets import DATASETS, data_path, require
 from harness.protocol import EvalProtocol
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -56,6 +57,14 @@ class Benchmark:
     # The scorer whose score ranks runs on this benchmark (its leaderboard and every table of it); empty: the
     # first of ``scorers``.
     primary: str = ""
+    # A dataset of ``harness.datasets`` (downloaded by `harness fetch NAME`, not shipped): ``sources`` are then
+    # paths under the data folder, and a missing file is a one-line error saying to fetch it.
+    fetched: str | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether its prompts are on this machine (always, unless fetched and not yet downloaded)."""
+        return self.fetched is None or data_path(self.fetched).is_file()
 
     @property
     def primary_scorer(self) -> str:
@@ -83,6 +92,17 @@ BENCHMARKS: dict[str, Benchmark] = {
         "GenEval, 553 official prompts x 4 images; overall = mean of the 6 task accuracies",
         group_by="tag",
         primary="geneval",
+    ),
+    "geneval2": Benchmark(
+        "geneval2",
+        "1",
+        ("geneval2/geneval2_data.jsonl",),
+        1,
+        ("soft_tifa",),
+        "GenEval 2, 800 prompts of 3-10 atoms x 1 image (CC BY-NC 4.0, `harness fetch geneval2`); "
+        "Soft-TIFA GM by Qwen3-VL-8B, mean over prompts",
+        primary="soft_tifa",
+        fetched="geneval2",
     ),
     "ocr": Benchmark(
         "ocr",
@@ -285,7 +305,9 @@ def benchmark_listing() -> list[BenchmarkInfo]:
     return [
         BenchmarkInfo(
             b.name,
-            len(load_benchmark_prompts(b.name)),
+            len(load_benchmark_prompts(b.name))
+            if b.available
+            else DATASETS[str(b.fetched)].prompts,
             b.images_per_prompt,
             b.scorers,
             primary_metric(b),
@@ -328,7 +350,8 @@ def load_benchmark_prompts(name: str) -> list[PromptItem]:
     items: list[PromptItem] = []
     for source in bench.sources:
         extra = {"category": _category(source)} if name == "compbench" else {}
-        for text, meta in read_prompt_file(PROMPTS_DIR / source):
+        path = require(bench.fetched) if bench.fetched else PROMPTS_DIR / source
+        for text, meta in read_prompt_file(path):
             idx = len(items)
             items.append(PromptItem(f"{name}/{idx:05d}", idx, text, {**meta, **extra}))
     return items

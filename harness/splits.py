@@ -28,10 +28,13 @@ def normalise(prompt: str) -> str:
 
 
 def audited_benchmarks() -> tuple[str, ...]:
-    """The benchmarks whose prompts no training run may use: test splits that hold out prompts."""
+    """The benchmarks whose prompts no training run may use: test splits that hold out prompts (a fetched one
+    once its data is on this machine)."""
     return tuple(
         sorted(
-            name for name, b in BENCHMARKS.items() if b.split == "test" and b.held_out == "prompts"
+            name
+            for name, b in BENCHMARKS.items()
+            if b.split == "test" and b.held_out == "prompts" and b.available
         )
     )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from flowbase.errors import InputError
+from harness import geneval2
 from harness.benchmarks import BENCHMARKS
 from harness.standing import Standing, standings, status
 from results.store import Store
@@ -442,6 +443,42 @@ def quality_table(
 
 
 @_one_connection
+def geneval2_tables(
+    store: Store, run_ids: Sequence[str] | None = None, *, rank_all: bool = False
+) -> list[Table]:
+    """GenEval 2 (``harness.geneval2``, x100): Soft-TIFA GM and AM; AM per skill; GM per atomicity 3-10."""
+    ids = _run_ids(store, run_ids)
+    stand = standings(store, ids)
+    bench = "geneval2"
+    runs = [
+        r
+        for r in store.benchmark_scores(run_ids=ids, benchmark=bench)
+        if r["scorer"] == "soft_tifa"
+    ]
+    stats = [geneval2.summarise(store.sample_scores(r["run_id"], r["step"], bench)) for r in runs]
+    expected = _expected(store, ids)
+    tables = []
+    for k, (title, cols) in enumerate(geneval2.TABLES):
+        t = Table(title, ["run", "step", *cols], [], [None, None, *[2] * len(cols)])
+        partial = {}
+        for i, (r, s) in enumerate(zip(runs, stats, strict=True)):
+            t.rows.append([r["run_id"], r["step"], *geneval2.cells(s)[k]])
+            want = expected.get((r["run_id"], bench))
+            if want is not None and r["n_images"] < want:
+                partial.update(
+                    {
+                        (i, c): (r["run_id"], bench, r["n_images"], want)
+                        for c in range(2, 2 + len(cols))
+                    }
+                )
+        _note_partial(t, partial)
+        verdicts = [stand.get((str(r["run_id"]), bench), Standing()) for r in runs]
+        rank_rows(t, [s.gm for s in stats], verdicts, ranked_by="soft_tifa (GM)", rank_all=rank_all)
+        tables.append(mark_contaminated(store, t))
+    return tables
+
+
+@_one_connection
 def benchmark_tables(
     store: Store,
     benchmark: str | None = None,
@@ -482,6 +519,9 @@ def benchmark_tables(
         elif name == "drawbench":
             tables.append(quality_table(store, ids, **ra))
         else:
+            if name == "geneval2" and "soft_tifa" in scorers_here:
+                tables += geneval2_tables(store, ids, **ra)
+                scorers_here = [s for s in scorers_here if s != "soft_tifa"]
             if name == "mini_geneval" and "mini_geneval" in scorers_here:
                 tables.append(
                     group_table(

@@ -25,6 +25,7 @@ SCORERS: dict[str, str] = {
     "deqa": "scorers.deqa:DeQA",
     "unifiedreward": "scorers.judge:UnifiedReward",
     "judge": "scorers.judge:Judge",
+    "soft_tifa": "scorers.soft_tifa:SoftTIFA",
     "compbench": "scorers.compbench:CompBench",
     "jpeg": "scorers.jpeg:JpegCompressibility",
     "mini_geneval": "scorers.mini:MiniGenEval",

@@ -87,6 +87,12 @@ Please first provide a detailed analysis of the evaluation process, including th
 JUDGE_PATTERN = re.compile(r"<Score>(\d+)</Score>")
 JUDGE_MAX_NEW_TOKENS = 2048
 
+# model family -> transformers class
+QWEN_VL_CLASSES = {
+    "qwen2.5": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3": "Qwen3VLForConditionalGeneration",
+}
+
 # qwen-vl-utils fetch_image constants (v0.0.10): 28 = patch 14 x spatial merge 2
 IMAGE_FACTOR = 28
 MIN_PIXELS = 4 * 28 * 28
@@ -189,7 +195,8 @@ class EndpointChat:
         self.model, self.api_key, self.timeout = model, api_key, timeout
         self.concurrency, self.backoff, self.hint = max(1, concurrency), backoff, hint
 
-    def _one(self, body: dict[str, Any]) -> str:
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat-completions request; the server's JSON answer."""
         headers = {"Authorization": f"Bearer {self.api_key}"}
         try:
             answer = post_json(
@@ -199,6 +206,17 @@ class EndpointChat:
             if self.hint and "cannot reach" in str(e):
                 raise RemoteScorerError(f"{e}; {self.hint}") from None
             raise
+        if not isinstance(answer, dict):
+            raise RemoteScorerError(f"{self.url} answer is not a JSON object: {answer!r:.300}")
+        return answer
+
+    def post_all(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every request, ``concurrency`` at a time; the answers in order."""
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(bodies)))) as pool:
+            return list(pool.map(self.post, bodies))
+
+    def _one(self, body: dict[str, Any]) -> str:
+        answer = self.post(body)
         try:
             content = answer["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -227,17 +245,23 @@ def _chat_template(model_dir: str, tokenizer: Any) -> str:
 
 
 class LocalQwenVL:
-    """Qwen2.5-VL in this process through transformers (hub id or local folder)."""
+    """A Qwen-VL model in this process through transformers (hub id or local folder): Qwen2.5-VL (images resized
+    as qwen-vl-utils does) or, with ``family="qwen3"``, Qwen3-VL (images resized by its own image processor, as
+    its ``AutoProcessor`` does)."""
 
     def __init__(
-        self, model: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        family: str = "qwen2.5",
+        scorer: str = "judge",
     ) -> None:
         import torch
-        from transformers import (
-            AutoImageProcessor,
-            AutoTokenizer,
-            Qwen2_5_VLForConditionalGeneration,
-        )
+        import transformers
+        from transformers import AutoImageProcessor, AutoTokenizer
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -247,19 +271,20 @@ class LocalQwenVL:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
             self.image_processor = AutoImageProcessor.from_pretrained(model)
-            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            self.model = getattr(transformers, QWEN_VL_CLASSES[family]).from_pretrained(
                 model, dtype=torch_dtype
             )
         except OSError as e:
-            raise MissingError(missing_weights_message("judge", model, e)) from None
+            raise MissingError(missing_weights_message(scorer, model, e)) from None
         self.model.to(device).eval().requires_grad_(False)
         self.template = _chat_template(model, self.tokenizer)
         self.torch, self.device, self.batch_size = torch, device, batch_size
         self.image_token = "<|image_pad|>"
+        self.family = family
 
     def _inputs(self, items: list[tuple[Image.Image, str]]) -> dict[str, Any]:
         """Tokenised chat turns with each image placeholder expanded to its number of merged patches."""
-        images = [fetch_image(image) for image, _ in items]
+        images = [fetch_image(image) if self.family == "qwen2.5" else image for image, _ in items]
         vision = self.image_processor(images=images, return_tensors="pt")
         merge = int(self.image_processor.merge_size) ** 2
         texts = []
@@ -278,6 +303,9 @@ class LocalQwenVL:
                 chat.replace(self.image_token, self.image_token * (int(grid.prod()) // merge))
             )
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True)
+        if self.family == "qwen3":  # M-RoPE needs to know which tokens are image tokens
+            image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+            encoded["mm_token_type_ids"] = (encoded["input_ids"] == image_id).long()
         return {
             **encoded,
             "pixel_values": vision["pixel_values"],
@@ -297,6 +325,18 @@ class LocalQwenVL:
                 new, skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
         return replies
+
+    def first_token_logprobs(self, items: list[tuple[Image.Image, str]]) -> Any:
+        """Log-softmax over the vocabulary at the first generated position of each (image, text) turn: what
+        greedy generation of one new token scores (a float32 tensor, turns x vocabulary), in batches."""
+        out = []
+        for start in range(0, len(items), self.batch_size):
+            inputs = self._inputs(items[start : start + self.batch_size])
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            with self.torch.inference_mode():
+                logits = self.model(**inputs).logits[:, -1].float()
+            out.append(self.torch.log_softmax(logits, dim=-1).cpu())
+        return self.torch.cat(out)
 
 
 # ---------------------------------------------------------------------------------------------------- scorers
