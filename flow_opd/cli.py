@@ -40,6 +40,22 @@ StoreOpt = Annotated[
     ),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="text, markdown, csv or json.")]
+# sampling options that `generate` and `eval` share
+StepsOpt = Annotated[
+    int | None, typer.Option(help="Euler ODE steps (default: the model's own, else 40).")
+]
+CfgOpt = Annotated[
+    float | None,
+    typer.Option(help="Classifier-free guidance scale (default: the model's own, else 4.5)."),
+]
+SizeOpt = Annotated[
+    int | None,
+    typer.Option(help="Image height and width in pixels (default: the model's own, else 512)."),
+]
+SeedOpt = Annotated[int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")]
+NegativeOpt = Annotated[str, typer.Option(help="Negative prompt for CFG.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")]
 
 
 def _report(error: UserError) -> NoReturn:
@@ -85,29 +101,17 @@ def generate(
         str | None,
         typer.Option(help="Use a benchmark's prompts instead (see `harness ls benchmarks`)."),
     ] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Euler ODE steps (default: the model's own, else 40).")
-    ] = None,
-    cfg: Annotated[
-        float | None,
-        typer.Option(help="Classifier-free guidance scale (default: the model's own, else 4.5)."),
-    ] = None,
-    size: Annotated[
-        int | None,
-        typer.Option(help="Image height and width in pixels (default: the model's own, else 512)."),
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
-    ] = 42,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    size: SizeOpt = None,
+    seed: SeedOpt = 42,
     images_per_prompt: Annotated[int, typer.Option(help="Images per prompt (K).")] = 1,
-    negative_prompt: Annotated[str, typer.Option(help="Negative prompt for CFG.")] = "",
+    negative_prompt: NegativeOpt = "",
     t5_length: Annotated[int, typer.Option(help="T5 token length (Flow-GRPO uses 128).")] = 128,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[
-        str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
-    ] = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     out: Annotated[Path, typer.Option(help="Output folder: images/ and manifest.jsonl.")] = Path(
         "out/generate"
     ),
@@ -315,24 +319,14 @@ def eval_(
         ),
     ] = None,
     step: Annotated[int, typer.Option(help="Training step these weights come from.")] = 0,
-    steps: Annotated[
-        int | None, typer.Option(help="Euler ODE steps (default: the model's own, else 40).")
-    ] = None,
-    cfg: Annotated[
-        float | None,
-        typer.Option(help="Classifier-free guidance scale (default: the model's own, else 4.5)."),
-    ] = None,
-    size: Annotated[
-        int | None,
-        typer.Option(help="Image height and width in pixels (default: the model's own, else 512)."),
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Base seed; image j of prompt i uses seed + i*K + j.")
-    ] = 42,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    size: SizeOpt = None,
+    seed: SeedOpt = 42,
     images_per_prompt: Annotated[
         int | None, typer.Option(help="Override every benchmark's images per prompt (K).")
     ] = None,
-    negative_prompt: Annotated[str, typer.Option(help="Negative prompt for CFG.")] = "",
+    negative_prompt: NegativeOpt = "",
     t5_length: Annotated[int, typer.Option(help="T5 token length.")] = 128,
     image_encoding: Annotated[
         str,
@@ -341,10 +335,8 @@ def eval_(
     batch_size: Annotated[
         int | None, typer.Option(help="Images per forward pass (default 8, the mini world's 64).")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[
-        str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
-    ] = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     store: StoreOpt = None,
     fmt: FormatOpt = "text",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
