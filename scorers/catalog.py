@@ -36,6 +36,8 @@ def device_needs(cls: Any) -> str:
         return f"{where}, separate worker env"
     if runs == "endpoint":
         return f"{where}, OpenAI-compatible server"
+    if runs == "either":
+        return f"{where}, or an OpenAI-compatible server"
     return where
 
 

@@ -256,6 +256,9 @@ class SoftTIFA:
     name = "soft_tifa"
     version = "1"
     requires = _Requirements()
+    runs = (
+        "either"  # in process, or an OpenAI-compatible server when $FLOW_OPD_SOFT_TIFA_URL is set
+    )
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ GenEval 2 tables come out, and `harness ls` lists the benchmark and the scorer."
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def test_eval_geneval2_prints_the_three_tables(
     assert len(rows) == 8 and {r["scorer"] for r in rows} == {"soft_tifa"}
     res = CliRunner().invoke(app, ["ls", "scorers"])
     assert res.exit_code == 0 and "soft_tifa" in res.output and "present" in res.output
+    # both backends are named: the judge in process, or a server
+    listing = CliRunner().invoke(app, ["ls", "scorers", "--format", "json"]).output
+    (soft,) = [r for r in json.loads(listing)[0]["rows"] if r["scorer"] == "soft_tifa"]
+    assert soft["runs on"].endswith("or an OpenAI-compatible server"), soft
     res = CliRunner().invoke(app, [*args, "--cfg", "1.0", "--run", "b"])
     assert res.exit_code == 0, res.output
     run_a = next(r for r in Store(store, read_only=True).run_ids() if r != "b")
