@@ -27,7 +27,8 @@ from harness.generate import GenerateSettings, load_generation_model
 from harness.plan import BenchmarkPlan, Job
 from harness.protocol import encode_png, scorer_image, scorer_input
 from harness.session import Session
-from results.store import SampleRow, ScoreRow, read_image_file, write_image_file
+from results.imagefiles import read_image_file, write_image_file
+from results.store import SampleRow, ScoreRow
 
 
 class ScorerOutputError(ValueError):

@@ -17,6 +17,7 @@ per batch, as a store opened per call always did.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,8 @@ import duckdb
 
 from results import integrity
 from results.integrity import StoreError
+
+log = logging.getLogger(__name__)
 
 WAIT_S = 0.05  # a waiting process retries (and touches the waiting file) this often
 FRESH_S = 1.0  # a waiting file touched longer ago than this is stale (its process gave up or died)
@@ -66,7 +69,10 @@ def open_file(path: Path, *, read_only: bool, lock_timeout: float) -> duckdb.Duc
             return con
         except duckdb.IOException as e:
             msg = str(e)
-            if integrity.is_damage(e):
+            locked = "could not set lock" in msg.lower() or "conflicting lock" in msg.lower()
+            if not locked and integrity.is_damage(
+                e
+            ):  # the lock message names paths, which may say "corrupt"
                 raise integrity.damaged(path, integrity.first_line(e)) from None
             if "lock" not in msg.lower():
                 raise StoreError(
@@ -128,8 +134,14 @@ class Held:
                     while someone_waits(self.path) and time.monotonic() < until:
                         time.sleep(WAIT_S / 5)
                 self._con = self._connect()
+            try:
+                cur = self._con.cursor()
+            except (
+                duckdb.Error
+            ):  # a connection that died (closed under us): the next user opens anew
+                self._drop()
+                raise
             self._users += 1
-            cur = self._con.cursor()
         try:
             yield cur
         finally:
@@ -147,8 +159,16 @@ class Held:
             if idle or someone_waits(self.path):
                 with self._lock:
                     if self._con is not None and self._users == 0:
-                        self._con.close()
-                        self._con = None
+                        self._drop()
+
+    def _drop(self) -> None:
+        """Close the connection (an error closing it is logged, never fatal to the holder) and forget it."""
+        con, self._con = self._con, None
+        if con is not None:
+            try:
+                con.close()
+            except duckdb.Error as e:
+                log.warning("closing the store connection failed: %s", e)
 
     def close(self) -> None:
         """Close the connection and stop the idle timer."""

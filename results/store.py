@@ -31,7 +31,6 @@ one line when it is met.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ import duckdb
 
 from results import integrity, writes
 from results.connections import Held, open_file
+from results.imagefiles import read_image_file, write_image_file
 from results.integrity import StoreDamaged, StoreError
 from results.records import (
     RunRecord,
@@ -107,32 +107,6 @@ def migrations() -> list[Migration]:
     return out
 
 
-def write_image_file(images_dir: Path, png: bytes) -> tuple[str, str]:
-    """Write PNG bytes as ``<aa>/<sha256>.png`` under ``images_dir`` (atomic, idempotent); (sha256, path)."""
-    sha = hashlib.sha256(png).hexdigest()
-    rel = f"{sha[:2]}/{sha}.png"
-    path = images_dir / rel
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{sha}.{os.getpid()}.tmp")
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
-    return sha, rel
-
-
-def read_image_file(images_dir: Path, rel: str, sha256: str) -> bytes:
-    """The bytes of a stored image, checked against its sha256."""
-    path = images_dir / rel
-    if not path.exists():
-        raise StoreError(f"image {path} is missing from the store's images folder")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise StoreError(
-            f"image {path} does not match its sha256 {sha256[:12]}...: it was modified"
-        )
-    return data
-
-
 def _rows(
     con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()
 ) -> list[dict[str, Any]]:
@@ -189,20 +163,46 @@ class Store:
                 # damaged files are refused before they are read (size) or written (every block)
                 integrity.verify(con, self.path, full=not read_only)
                 if read_only:
-                    self._check_schema(con, write=False)
+                    applied = self._check_schema(con, write=False)
                 else:
                     self._migrate(con)
+            if read_only and max(applied, default=0) < max(m.id for m in migrations()):
+                con.close()
+                con = (
+                    self._upgrade()
+                )  # written by an older flow-opd: its tables lack what reads need
         except BaseException:
             con.close()
             raise
         if keep_open:
-            self._held = Held(self._open, con=con)  # not handed over: held until close()
+            # handed over like the service's: a long command (a report's thumbnails) never stalls an eval
+            self._held = Held(self._open, con=con, path=self.path)
             self._remembered = {} if read_only else None
         else:
             con.close()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    def _upgrade(self) -> duckdb.DuckDBPyConnection:
+        """Apply the missing migrations of a store opened read-only (once, read-write), then reopen it read-only."""
+        self.read_only = False
+        try:
+            con = self._open()
+        except StoreError as e:
+            raise StoreError(
+                f"{self.path} was written by an older flow-opd and needs a one-time upgrade by a process that "
+                f"can write it ({e})"
+            ) from None
+        finally:
+            self.read_only = True
+        try:
+            with self._damage_is_one_line():
+                integrity.verify(con, self.path, full=True)
+                self._migrate(con)
+        finally:
+            con.close()
+        return self._open()
 
     # --- connections -------------------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ def write_batch(
         _add_sums(con, new_samples, new_scores)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return len(new_samples), len(new_scores)
 
@@ -189,7 +189,7 @@ def delete_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return gone
 
@@ -206,5 +206,14 @@ def rebuild(con: duckdb.DuckDBPyConnection, migration: Path) -> None:
         con.execute(fill)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK after a failed statement or COMMIT; when DuckDB has already ended the transaction it raises, and
+    that must not hide the error being handled."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass

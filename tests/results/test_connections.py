@@ -76,3 +76,19 @@ def test_a_command_store_opens_the_file_once(
         st.benchmark_scores()
         st.history("a")
     assert opened == [str(path)]
+
+
+def test_a_command_store_is_handed_over_to_a_writer_waiting_for_it(tmp_path: Path) -> None:
+    """A long read command (a report's thumbnails) holds its store; an eval waiting to write gets the file."""
+    path = tmp_path / "s.duckdb"
+    put(Store(path), "a", "ocr", "ocr", [0.5, 1.0])
+    with Store(path, read_only=True, keep_open=True) as reader:
+        assert reader.count_rows()["scores"] == 2
+        writer = subprocess.run(
+            [sys.executable, "-c", "from results.store import Store, RunRecord; import sys; "
+             "Store(sys.argv[1], lock_timeout=20).add_run(RunRecord('b', 'm', None, {}, {}, '1'))",
+             str(path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert writer.returncode == 0, writer.stderr
+        assert reader.count_rows()["runs"] == 1  # opened again after the hand-over: b is there
