@@ -103,21 +103,11 @@ def save_tiny_qwen_vl(folder: Path | str, seed: int = 0) -> Path:
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **_vision_token_ids(ids),
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.do_sample = False
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    image_processor.save_pretrained(folder)
-    return folder
+    return _save(model, tokenizer, image_processor, ids, folder)
 
 
 def save_tiny_qwen3_vl(folder: Path | str, seed: int = 0) -> Path:
@@ -168,13 +158,27 @@ def save_tiny_qwen3_vl(folder: Path | str, seed: int = 0) -> Path:
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [0],
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **_vision_token_ids(ids),
     )
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config).eval()
+    return _save(model, tokenizer, image_processor, ids, folder)
+
+
+def _vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The config fields naming the image and video special tokens (both Qwen-VL generations)."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
+def _save(
+    model: Any, tokenizer: Any, image_processor: Any, ids: dict[str, int], folder: Path
+) -> Path:
+    """Greedy generation ending at ``<|im_end|>``, then model, tokenizer and image processor into ``folder``."""
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.do_sample = False

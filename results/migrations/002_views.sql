@@ -1,4 +1,4 @@
--- 002: the aggregations, as views (METHOD.md section 6). They read `scores` alone; `sample_scores` joins in
+-- 002: the aggregations, as views (docs/method.md section 6). They read `scores` alone; `sample_scores` joins in
 -- each image's prompt, seed and file for provenance and reports.
 
 -- One row per (image, scorer): everything a number needs to be traced back.
