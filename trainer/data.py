@@ -14,6 +14,7 @@ rewards. GRPO-Mix alternates whole epochs between task partitions (GenEval : OCR
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -76,7 +77,7 @@ def partition_cycle(partitions: dict[str, int]) -> list[str]:
     return cycle
 
 
-def mix_counts(task_mix: dict[str, int], groups: int) -> dict[str, int]:
+def mix_counts(task_mix: Mapping[str, float], groups: int) -> dict[str, int]:
     """Each task's groups in an epoch of ``groups``: proportional to ``task_mix``, rounded by largest remainder
     (ties to the task named first), so the counts always add up to ``groups``."""
     if any(n < 0 for n in task_mix.values()):
@@ -108,7 +109,7 @@ def plan_epoch(
     group_size: int,
     seed: int,
     partitions: dict[str, int] | None = None,
-    task_mix: dict[str, int] | None = None,
+    task_mix: Mapping[str, float] | None = None,
 ) -> EpochPlan:
     """The epoch's prompts and per-image seeds; identical on every rank (depends on seed and epoch only).
 

@@ -4,6 +4,7 @@ Flow-GRPO's re-batching before training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -80,7 +81,7 @@ def sample_epoch(
     s: SampleConfig,
     *,
     keep: Keep = "all",
-    **mixing: dict[str, int] | None,
+    **mixing: Mapping[str, float] | None,
 ) -> EpochRollouts:
     """Plan the epoch (the same on every process; ``mixing``: ``partitions`` or ``task_mix``), take this process's
     share of it and roll it out with the epoch's SDE window, as far as ``keep`` needs (``rollout_stop``)."""

@@ -53,6 +53,7 @@ from trainer.objectives import (
     routing_weights,
     velocity_weight,
 )
+from trainer.routing import GapRouter, Probe, RoutingConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ class Config(rewards.TaskRewards):
     # Each task's share of every epoch's prompt groups ({geneval: 3, ocr: 1}: 3 GenEval groups to 1 OCR group,
     # routed per sample in the same batches); empty: drawn from the union of the prompt sets (their sizes decide).
     task_mix: dict[str, int] = field(default_factory=dict)
+    # routing.mode=gap: each epoch's shares follow each task's missing share of its teacher's gain (task_mix the
+    # prior), measured on a probe of training prompts (trainer.routing)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     teachers: dict[str, str] = field(
         default_factory=lambda: {
             "geneval": "jieliu/SD3.5M-FlowGRPO-GenEval",
@@ -141,6 +145,7 @@ class Config(rewards.TaskRewards):
             )
         if self.task_mix and (min(self.task_mix.values()) < 0 or sum(self.task_mix.values()) <= 0):
             raise ConfigError(f"task_mix shares must be >= 0 and not all 0, got {self.task_mix}")
+        self.routing.check(sorted(self.datasets))
         for task, weights in self.soft_routing.items():
             unknown = sorted(set(weights) - set(self.teachers))
             if unknown:
@@ -181,6 +186,7 @@ def main(cfg: Config) -> None:
     anchor_dir = folders.check_adapter_base("anchor", cfg.anchor, cfg.model) if cfg.anchor else None
     init = folders.check_adapter_base("init", cfg.init, cfg.model) if cfg.init is not None else None
     rewards.check_scorer_names(cfg.scorer_names(), cfg.reward_servers)
+    rewards.check_scorer_names(set(cfg.routing.scorers.values()), cfg.reward_servers)
     pools = load_datasets(cfg.datasets, cfg.prompt_limit)
     layout = epoch.epoch_layout(cfg.sample, runs.launched_world())
     parents = {"init": init, "anchor": anchor_dir}
@@ -217,18 +223,29 @@ def main(cfg: Config) -> None:
         layout.images_per_rank,
     )
 
+    router = None
+    if cfg.routing.mode == "gap":  # the base and the teachers on the probe, once
+        probe_scorers = rewards.load_scorers(set(cfg.routing.scorers.values()), cfg.reward_servers)
+        probe = Probe(pools, cfg.routing, run.rcfg.seed, probe_scorers)
+        prior = cfg.task_mix or dict.fromkeys(pools, 1)
+        router = GapRouter(probe, model, s, prior, adapter_of)
+
     while run.step < run.rcfg.max_steps:
         step_before = run.step
         t_epoch = time.perf_counter()
+        mix: dict[str, float] | None = dict(cfg.task_mix) or None
+        route_stats: dict[str, float] = {}
+        if router is not None:  # this epoch's shares from the student's probe
+            mix, route_stats = router.epoch_shares(student.STUDENT)
         mine, batches, window = epoch.sample_epoch(
             run,
             model,
             pools,
             s,
             keep=rollout_keep(cfg, bool(scorers)),
-            task_mix=cfg.task_mix or None,
+            task_mix=mix,
         )
-        epoch_stats = _rewards(run, cfg, scorers, batches, mine)
+        epoch_stats = {**route_stats, **_rewards(run, cfg, scorers, batches, mine)}
         epoch_stats["time/sample_s"] = (
             time.perf_counter() - t_epoch
         )  # rollouts (+ optional rewards)
@@ -326,6 +343,7 @@ def main(cfg: Config) -> None:
             "loss": cfg.loss,
             "step_weight": cfg.step_weight,
             "task_mix": dict(cfg.task_mix),
+            "routing": cfg.routing.mode,
         },
     )
 

@@ -41,12 +41,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from flowbase.errors import InputError, MissingError, UserError, one_line
-from harness import compare
 from results.store import Store
 from trainer.jobs import Job, run_jobs
+from trainer.paper_stats import (
+    TEACHER_OF,
+    across_seeds,
+    gain_intervals,
+    resample,
+    retention,
+    retention_intervals,
+    seed_verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,13 @@ STAGES: tuple[Stage, ...] = (
         label="Flow-OPD (Merge)",
     ),
     Stage(
+        "opd_merge_gap",
+        "opd",
+        "mini_opd.yaml",
+        (*TEACHERS, "anchor={root}/grpo_quality", "init={root}/merge", "routing.mode=gap"),
+        label="Flow-OPD (Merge), gap routing",
+    ),
+    Stage(
         "opd_merge_nomar",
         "opd",
         "mini_opd.yaml",
@@ -99,12 +112,19 @@ STAGES: tuple[Stage, ...] = (
         (*TEACHERS, "anchor={root}/grpo_quality", "init={root}/sft"),
         label="Flow-OPD (SFT)",
     ),
+    Stage(
+        "opd_sft_nomar",
+        "opd",
+        "mini_opd.yaml",
+        (*TEACHERS, "mar_lambda=0", "anchor=null", "init={root}/sft"),
+        label="Flow-OPD (SFT) w/o MAR",
+    ),
 )
 
 
 LABELS = {"base": "mini base"} | {s.name: s.label for s in STAGES}
 # the Flow-OPD stages whose retention is reported
-STUDENTS = ("opd_merge", "opd_merge_nomar", "opd_sft")
+STUDENTS = ("opd_merge", "opd_merge_gap", "opd_merge_nomar", "opd_sft", "opd_sft_nomar")
 
 
 def _done(folder: Path) -> bool:
@@ -296,27 +316,6 @@ def render_table(results: dict[str, dict[str, float]]) -> str:
     return _markdown("model", cells)
 
 
-# each in-domain metric and the GRPO teacher trained for it
-TEACHER_OF = {"GenEval": "grpo_geneval", "OCR": "grpo_ocr", "Quality": "grpo_quality"}
-
-
-def retention(results: dict[str, dict[str, float]], student: str) -> dict[str, float | None]:
-    """Share of each teacher's in-domain gain over the base that ``student`` keeps (1 = all of it).
-
-    None where a number is missing or the teacher did not beat the base: there is no gain to keep, and a ratio
-    of two differences within noise would read as a result."""
-    base = results.get("base", {})
-    out: dict[str, float | None] = {}
-    for metric, teacher in TEACHER_OF.items():
-        t, b, s = (
-            results.get(teacher, {}).get(metric),
-            base.get(metric),
-            results.get(student, {}).get(metric),
-        )
-        out[metric] = None if None in (t, b, s) or t <= b else (s - b) / (t - b)  # type: ignore[operator]
-    return out
-
-
 def _print_retention(student: str, kept: dict[str, float | None]) -> None:
     label = LABELS.get(student, student)
     shown = ", ".join(
@@ -324,163 +323,6 @@ def _print_retention(student: str, kept: dict[str, float | None]) -> None:
         for k, v in kept.items()
     )
     print(f"{label} keeps of each teacher's gain: {shown}")
-
-
-# (benchmark, scorer) pairs behind each column; Quality pools the quality scores of both benchmarks' images
-_SOURCES = {
-    "GenEval": (("mini_geneval", "mini_geneval"),),
-    "OCR": (("mini_ocr", "mini_ocr"),),
-    "Quality": (("mini_geneval", "mini_quality"), ("mini_ocr", "mini_quality")),
-}
-
-
-@dataclass(frozen=True)
-class Resampled:
-    """Each model's columns on the mean over runs: the observed value and ``resamples`` bootstrap draws."""
-
-    # model -> column -> observed mean over runs (``retention``'s input)
-    value: dict[str, dict[str, float]]
-    # model -> column -> [R]
-    draws: dict[str, dict[str, np.ndarray]]
-    runs: int
-
-
-def resample(
-    stores: Sequence[Path],
-    models: Sequence[str],
-    *,
-    resamples: int = 2000,
-    seed: int = 0,
-    over: Sequence[str] = ("runs", "prompts"),
-) -> Resampled:
-    """Bootstrap the mean over runs (seeds) of each model's GenEval, OCR and Quality.
-
-    Each draw resamples the runs with replacement (training noise) and, within each benchmark, its test prompts
-    with replacement, stratified by GenEval task (evaluation noise; ``harness compare``'s unit and strata). Every
-    run and model shares the test prompts, so one draw uses the same prompts for all of them: the draws of a
-    difference between models are paired. ``over`` names what is resampled (one of them alone splits the noise
-    into its two sources); a model some store did not evaluate is left out."""
-    if not stores:
-        raise ValueError("resample needs at least one run's store")
-    unknown = set(over) - {"runs", "prompts"}
-    if unknown:
-        raise ValueError(f"resample over runs and/or prompts, not {sorted(unknown)}")
-    sources = [src for pairs in _SOURCES.values() for src in pairs]
-    # per store, model and (benchmark, scorer): prompt_id -> (group, images, sum of values)
-    rows: list[dict[str, dict[tuple[str, str], dict[str, tuple[str | None, int, float]]]]] = []
-    for path in stores:
-        if not Path(path).exists():
-            raise MissingError(f"no store at {path}: run trainer.paper there first")
-        st = Store(path, read_only=True)
-        per_model = {}
-        for m in models:
-            step = st.last_step(m)
-            if step is not None:
-                per_model[m] = {
-                    src: {
-                        r["prompt_id"]: (r["grp"], int(r["n"]), float(r["total"]))
-                        for r in st.prompt_values(m, step, *src)
-                    }
-                    for src in sources
-                }
-        st.close()
-        rows.append(per_model)
-    # a mean over fewer runs would pass for all of them
-    models = [m for m in models if all(m in r for r in rows)]
-    if not models:
-        raise ValueError("no model is evaluated in every store")
-    # the prompts every store and model holds, per benchmark (the same test split everywhere)
-    prompts: dict[str, list[str]] = {}
-    groups: dict[str, list[str | None]] = {}
-    for b in sorted({b for b, _ in sources}):
-        srcs = [src for src in sources if src[0] == b]
-        held = [set(r[m][src]) for r in rows for m in models for src in srcs]
-        prompts[b] = sorted(set.intersection(*held))
-        if not prompts[b]:
-            raise ValueError(f"the stores share no scored {b} prompt")
-        ref = rows[0][models[0]][srcs[0]]
-        groups[b] = [ref[p][0] for p in prompts[b]]
-    rng = np.random.default_rng(seed)
-    weights = {
-        b: compare.bootstrap_weights(g, resamples, rng)
-        if "prompts" in over
-        else np.ones((resamples, len(g)))
-        for b, g in groups.items()
-    }
-    n_runs = len(stores)
-    run_w = (
-        rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=resamples)
-        if "runs" in over
-        else np.ones((resamples, n_runs))
-    )  # [R, S]
-
-    # per column, the draws' prompt weights over its prompts (Quality: both benchmarks' prompts, side by side)
-    col_w = {
-        col: np.concatenate([weights[b] for b, _ in parts], axis=1)
-        for col, parts in _SOURCES.items()
-    }
-
-    def column(r: dict, col: str) -> compare.PromptStats:
-        """One run's prompts behind a column: a benchmark's (GenEval's grouped by task, ``metric`` then takes the
-        mean of task means), or for Quality both benchmarks' side by side without groups (the pooled image mean)."""
-        parts = _SOURCES[col]
-        vals = [r[src][p] for src in parts for p in prompts[src[0]]]
-        grp = [v[0] for v in vals] if len(parts) == 1 else [None] * len(vals)
-        return compare.PromptStats(
-            grp,
-            np.array([v[1] for v in vals], dtype=float),
-            np.array([v[2] for v in vals], dtype=float),
-        )
-
-    value: dict[str, dict[str, float]] = {}
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for m in models:
-        for col in _SOURCES:
-            stats = [column(r[m], col) for r in rows]
-            per_run = np.stack([compare.metric(st, col_w[col]) for st in stats], axis=1)  # [R, S]
-            observed = [float(compare.metric(st)[0]) for st in stats]
-            out.setdefault(m, {})[col] = (per_run * run_w).sum(1) / n_runs
-            value.setdefault(m, {})[col] = sum(observed) / n_runs
-    return Resampled(value, out, n_runs)
-
-
-def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def gain_intervals(res: Resampled, level: float = 0.95) -> dict[str, tuple[float, float, float]]:
-    """Each teacher's gain over the base on its own column: (observed, low, high) of the bootstrap interval."""
-    out = {}
-    for col, teacher in TEACHER_OF.items():
-        if teacher in res.value and "base" in res.value:
-            gain = res.value[teacher][col] - res.value["base"][col]
-            out[col] = (gain, *_interval(res.draws[teacher][col] - res.draws["base"][col], level))
-    return out
-
-
-def retention_intervals(
-    res: Resampled, student: str, level: float = 0.95
-) -> dict[str, tuple[float, float, float] | None]:
-    """The student's share of each teacher's gain (``retention`` on the means): (observed, low, high).
-
-    None where the teacher's gain is not clearly positive: when more than the interval's tail share of the draws
-    has the teacher at or below the base, the ratio's interval would be made of divisions by noise."""
-    out: dict[str, tuple[float, float, float] | None] = {}
-    kept = retention(res.value, student)
-    for col, teacher in TEACHER_OF.items():
-        b, t, s = (res.draws.get(m, {}).get(col) for m in ("base", teacher, student))
-        if b is None or t is None or s is None or kept[col] is None:
-            out[col] = None
-            continue
-        gain = t - b
-        if (gain <= 0).mean() > (1 - level) / 2:
-            out[col] = None
-            continue
-        ratio = (s - b)[gain > 0] / gain[gain > 0]
-        out[col] = (kept[col], *_interval(ratio, level))  # type: ignore[arg-type]
-    return out
 
 
 def print_intervals(stores: Sequence[Path], *, resamples: int = 2000, level: float = 0.95) -> None:
@@ -504,19 +346,6 @@ def print_intervals(stores: Sequence[Path], *, resamples: int = 2000, level: flo
         print(f"  {LABELS.get(student, student)} keeps: " + ", ".join(cells))
 
 
-def across_seeds(summaries: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per model and column, the mean and the spread (max - min) over several runs' ``summary.json``."""
-    out: dict[str, dict[str, tuple[float, float]]] = {}
-    models = dict.fromkeys(name for s in summaries for name in s["results"])
-    for name in models:
-        cols = dict.fromkeys(c for s in summaries for c in s["results"].get(name, {}))
-        for col in cols:
-            vals = [s["results"][name][col] for s in summaries if col in s["results"].get(name, {})]
-            if len(vals) == len(summaries):
-                out.setdefault(name, {})[col] = (sum(vals) / len(vals), max(vals) - min(vals))
-    return out
-
-
 def render_seeds_table(summaries: list[dict[str, Any]]) -> str:
     """The main table over seeds: ``mean ± spread`` (spread = max - min), Markdown."""
     agg = across_seeds(summaries)
@@ -526,6 +355,49 @@ def render_seeds_table(summaries: list[dict[str, Any]]) -> str:
     }
     seeds = ", ".join(str(s.get("seed")) for s in summaries)
     return _markdown(f"model (seeds {seeds})", cells)
+
+
+# the students the pre-registered test judges, per seed
+JUDGED = ("opd_merge", "opd_merge_gap")
+
+
+def render_verdicts(folders: Sequence[Path], *, resamples: int = 2000) -> str:
+    """One row per seed (Markdown): each teacher's gain with its 95% interval over the test prompts, each judged
+    student's share of each gain ("n/m": the gain is not measurable on this seed), pass or fail (every measurable
+    share >= 90%) and the run's time; then how many seeds each student passes."""
+    judged = [s for s in JUDGED if s in LABELS]
+    head = ["seed", *(f"{c} gain" for c in TEACHER_OF)]
+    for s in judged:
+        head += [f"{LABELS[s]} keeps", "pass"]
+    lines = ["| " + " | ".join([*head, "time"]) + " |", "|---" * (len(head) + 1) + "|"]
+    passes = dict.fromkeys(judged, 0)
+    ran = dict.fromkeys(judged, 0)
+    unmeasured = dict.fromkeys(judged, 0)
+    for f in folders:
+        summary = json.loads((f / "summary.json").read_text())
+        v = seed_verdict(f / "store.duckdb", summary, judged, resamples=resamples)
+        row = [str(v.seed)]
+        for col in TEACHER_OF:
+            g = v.gains.get(col)
+            row.append("-" if g is None else f"{g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}]")
+        for s in judged:
+            if s not in v.kept:
+                row += ["-", "-"]
+                continue
+            ran[s] += 1
+            passes[s] += v.passed[s]
+            unmeasured[s] += sum(x is None for x in v.kept[s].values())
+            row.append(" / ".join("n/m" if x is None else f"{x:.0%}" for x in v.kept[s].values()))
+            row.append("pass" if v.passed[s] else "**fail**")
+        row.append("-" if v.minutes is None else f"{v.minutes:.1f} min")
+        lines.append("| " + " | ".join(row) + " |")
+    tally = "; ".join(
+        f"{LABELS[s]}: {passes[s]} of {ran[s]} seeds pass"
+        + (f" ({unmeasured[s]} share(s) not measurable)" if unmeasured[s] else "")
+        for s in judged
+        if ran[s]
+    )
+    return "\n".join(lines) + ("\n\n" + tally if tally else "")
 
 
 def _exit_user_error(e: UserError) -> None:
@@ -594,6 +466,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         summaries = [json.loads((f / "summary.json").read_text()) for f in args.summarize]
         print(render_seeds_table(summaries))
+        if all((f / "store.duckdb").exists() for f in args.summarize):
+            print()
+            print(render_verdicts(args.summarize, resamples=args.resamples))
+            print()
         means = {
             m: {c: v[0] for c, v in cols.items()} for m, cols in across_seeds(summaries).items()
         }

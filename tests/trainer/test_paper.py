@@ -13,7 +13,7 @@ import pytest
 
 from results.store import Store
 from tests.support.runs import TASKS, add_run, put
-from trainer import paper
+from trainer import paper, paper_stats
 
 RESULTS = {
     "base": {"GenEval": 0.20, "OCR": 0.10, "Quality": 0.90},
@@ -25,7 +25,7 @@ RESULTS = {
 
 
 def test_retention_is_the_share_of_each_teachers_gain() -> None:
-    kept = paper.retention(RESULTS, "opd_merge")
+    kept = paper_stats.retention(RESULTS, "opd_merge")
     # (0.38 - 0.20) / (0.40 - 0.20) = 0.9 ; (0.25 - 0.10) / (0.30 - 0.10) = 0.75
     assert kept["GenEval"] == pytest.approx(0.9)
     assert kept["OCR"] == pytest.approx(0.75)
@@ -34,7 +34,11 @@ def test_retention_is_the_share_of_each_teachers_gain() -> None:
 
 
 def test_retention_of_a_missing_model_is_none() -> None:
-    assert paper.retention(RESULTS, "opd_sft") == {"GenEval": None, "OCR": None, "Quality": None}
+    assert paper_stats.retention(RESULTS, "opd_sft") == {
+        "GenEval": None,
+        "OCR": None,
+        "Quality": None,
+    }
 
 
 def _summary(seed: int, geneval: float, ocr: float) -> dict:
@@ -48,7 +52,7 @@ def _summary(seed: int, geneval: float, ocr: float) -> dict:
 
 
 def test_across_seeds_mean_and_spread() -> None:
-    agg = paper.across_seeds([_summary(0, 0.30, 0.12), _summary(1, 0.40, 0.10)])
+    agg = paper_stats.across_seeds([_summary(0, 0.30, 0.12), _summary(1, 0.40, 0.10)])
     mean, spread = agg["grpo_geneval"]["GenEval"]
     assert mean == pytest.approx(0.35) and spread == pytest.approx(0.10)
     mean, spread = agg["grpo_geneval"]["OCR"]
@@ -59,7 +63,7 @@ def test_across_seeds_mean_and_spread() -> None:
 def test_across_seeds_skips_a_column_one_seed_lacks() -> None:
     partial = _summary(1, 0.40, 0.10)
     del partial["results"]["grpo_geneval"]["OCR"]
-    agg = paper.across_seeds([_summary(0, 0.30, 0.12), partial])
+    agg = paper_stats.across_seeds([_summary(0, 0.30, 0.12), partial])
     assert "OCR" not in agg["grpo_geneval"]  # a mean over one seed would pass for two
 
 
@@ -146,15 +150,16 @@ def _world(student_g: float = 0.35) -> dict[str, dict]:
 
 def test_intervals_of_noise_free_scores_are_the_observed_values(tmp_path) -> None:
     """Every image of a model scores the same: no draw can move a mean, so each interval is one point."""
-    res = paper.resample(
-        [_store(tmp_path / "s.duckdb", _world())], ["base", *paper.TEACHER_OF.values(), "opd_merge"]
+    res = paper_stats.resample(
+        [_store(tmp_path / "s.duckdb", _world())],
+        ["base", *paper_stats.TEACHER_OF.values(), "opd_merge"],
     )
     assert res.value["base"]["Quality"] == pytest.approx(0.76)
     assert res.value["opd_merge"]["Quality"] == pytest.approx((24 * 0.83 + 6 * 0.8) / 30)  # 0.824
-    gains = paper.gain_intervals(res)
+    gains = paper_stats.gain_intervals(res)
     assert gains["GenEval"] == pytest.approx((0.2, 0.2, 0.2))
     assert gains["Quality"] == pytest.approx((0.14, 0.14, 0.14))
-    kept = paper.retention_intervals(res, "opd_merge")
+    kept = paper_stats.retention_intervals(res, "opd_merge")
     assert kept["GenEval"] == pytest.approx((0.75, 0.75, 0.75))
     assert kept["OCR"] == pytest.approx((1.0, 1.0, 1.0))
     q = (0.824 - 0.76) / (0.9 - 0.76)  # 0.457
@@ -165,7 +170,7 @@ def test_geneval_is_the_mean_of_task_means_under_resampling(tmp_path) -> None:
     # the base passes 1 of the 4 single_object images (prompt 0's first), nothing else: task means 1/4, 0, 0, ...
     world = _world()
     world["base"]["G"] = [1.0, 0.0, 0.0, 0.0] + [0.0] * 20
-    res = paper.resample([_store(tmp_path / "s.duckdb", world)], ["base"])
+    res = paper_stats.resample([_store(tmp_path / "s.duckdb", world)], ["base"])
     assert res.value["base"]["GenEval"] == pytest.approx(0.25 / 6)
     # stratified: each draw holds 2 single_object prompts, so prompt 0 is in it 0, 1 or 2 times (task mean 0, 1/4,
     # 1/2); unstratified draws could hold it up to 12 times, or no single_object prompt at all
@@ -177,13 +182,13 @@ def test_run_resampling_spans_the_seeds(tmp_path) -> None:
 
     A draw takes seed 0 twice with probability 1/4, so the 2.5 and 97.5 percentiles are the two seeds' values."""
     stores = [_store(tmp_path / f"s{i}.duckdb", _world(g)) for i, g in enumerate((0.35, 0.45))]
-    res = paper.resample(stores, ["base", "grpo_geneval", "opd_merge"], resamples=4000)
-    kept = paper.retention_intervals(res, "opd_merge")["GenEval"]
+    res = paper_stats.resample(stores, ["base", "grpo_geneval", "opd_merge"], resamples=4000)
+    kept = paper_stats.retention_intervals(res, "opd_merge")["GenEval"]
     assert kept == pytest.approx((1.0, 0.75, 1.25))
     assert set(np.round(res.draws["opd_merge"]["GenEval"], 6)) == {0.35, 0.4, 0.45}
     # prompts alone: noise-free scores, so no spread; runs alone: the seeds' spread
-    assert paper.retention_intervals(
-        paper.resample(stores, ["base", "grpo_geneval", "opd_merge"], over=("prompts",)),
+    assert paper_stats.retention_intervals(
+        paper_stats.resample(stores, ["base", "grpo_geneval", "opd_merge"], over=("prompts",)),
         "opd_merge",
     )["GenEval"] == pytest.approx((1.0, 1.0, 1.0))
 
@@ -197,11 +202,13 @@ def test_the_same_draws_pair_every_model(tmp_path) -> None:
     base = [v for r in noise for v in (0.0, r)]
     teacher = [v for r in noise for v in (1.0, r)]
     world["base"]["G"], world["grpo_geneval"]["G"], world["opd_merge"]["G"] = base, teacher, teacher
-    res = paper.resample(
+    res = paper_stats.resample(
         [_store(tmp_path / "s.duckdb", world)], ["base", "grpo_geneval", "opd_merge"]
     )
     assert np.std(res.draws["grpo_geneval"]["GenEval"]) > 0.01  # the prompts do get resampled
-    assert paper.retention_intervals(res, "opd_merge")["GenEval"] == pytest.approx((1.0, 1.0, 1.0))
+    assert paper_stats.retention_intervals(res, "opd_merge")["GenEval"] == pytest.approx(
+        (1.0, 1.0, 1.0)
+    )
 
 
 def test_a_teacher_not_clearly_above_the_base_gives_no_interval(tmp_path) -> None:
@@ -210,11 +217,13 @@ def test_a_teacher_not_clearly_above_the_base_gives_no_interval(tmp_path) -> Non
     # one image better: a gain on the observed prompts, none in the draws that leave its prompt out
     world["base"]["G"], world["grpo_geneval"]["G"] = base, [1.0] + base[1:]
     models = ["base", "grpo_geneval", "grpo_ocr", "opd_merge"]
-    res = paper.resample([_store(tmp_path / "s.duckdb", world)], models)
+    res = paper_stats.resample([_store(tmp_path / "s.duckdb", world)], models)
     # the point estimate exists
-    assert paper.retention(res.value, "opd_merge")["GenEval"] is not None
-    assert paper.retention_intervals(res, "opd_merge")["GenEval"] is None
-    assert paper.retention_intervals(res, "opd_merge")["OCR"] == pytest.approx((1.0, 1.0, 1.0))
+    assert paper_stats.retention(res.value, "opd_merge")["GenEval"] is not None
+    assert paper_stats.retention_intervals(res, "opd_merge")["GenEval"] is None
+    assert paper_stats.retention_intervals(res, "opd_merge")["OCR"] == pytest.approx(
+        (1.0, 1.0, 1.0)
+    )
 
 
 def test_resample_leaves_out_a_model_one_store_lacks_and_checks_its_input(tmp_path) -> None:
@@ -222,13 +231,13 @@ def test_resample_leaves_out_a_model_one_store_lacks_and_checks_its_input(tmp_pa
     partial_world = _world()
     del partial_world["opd_merge"]
     partial = _store(tmp_path / "b.duckdb", partial_world)
-    res = paper.resample([full, partial], ["base", "grpo_geneval", "opd_merge"])
+    res = paper_stats.resample([full, partial], ["base", "grpo_geneval", "opd_merge"])
     assert set(res.value) == {"base", "grpo_geneval"}
-    assert paper.retention_intervals(res, "opd_merge")["GenEval"] is None
+    assert paper_stats.retention_intervals(res, "opd_merge")["GenEval"] is None
     with pytest.raises(ValueError, match="runs and/or prompts, not \\['seeds'\\]"):
-        paper.resample([full], ["base"], over=("seeds",))
+        paper_stats.resample([full], ["base"], over=("seeds",))
     with pytest.raises(FileNotFoundError, match="no store at .*nope.duckdb: run trainer.paper"):
-        paper.resample([tmp_path / "nope.duckdb"], ["base"])
+        paper_stats.resample([tmp_path / "nope.duckdb"], ["base"])
 
 
 def test_summarize_prints_intervals_when_the_runs_have_their_stores(tmp_path, capsys) -> None:
@@ -247,6 +256,37 @@ def test_summarize_prints_intervals_when_the_runs_have_their_stores(tmp_path, ca
     assert "95% bootstrap intervals (4000 draws over runs and prompts, 2 run(s))" in out
     assert "GRPO-GenEval gain on GenEval: +0.200 [+0.200, +0.200]" in out
     assert "Flow-OPD (Merge) keeps: GenEval 100% [75%, 125%], OCR 100% [100%, 100%]" in out
+
+
+def test_summarize_gives_each_seed_its_verdict_and_time(tmp_path, capsys) -> None:
+    """Seed 0's fixed-mix student keeps 75% of GenEval's gain (fail), seed 1's 125% (pass); the gap-routed student
+    keeps all of every gain on both; on seed 1 the OCR teacher gains nothing, so no share of it is measured."""
+    folders = []
+    for seed, g in enumerate((0.35, 0.45)):
+        run = tmp_path / f"s{seed}"
+        run.mkdir()
+        world = _world(g)
+        world["opd_merge"].update(Qg=0.9, Qo=0.9)
+        world["opd_merge_gap"] = {"G": 0.4, "O": 0.3, "Qg": 0.9, "Qo": 0.9}
+        if seed == 1:
+            world["grpo_ocr"]["O"] = 0.1
+        _store(run / "store.duckdb", world)
+        (run / "summary.json").write_text(
+            json.dumps({"seed": seed, "results": {}, "wall_seconds": 1200 + 60 * seed})
+        )
+        folders.append(run)
+    paper.main(["--summarize", *map(str, folders), "--resamples", "500"])
+    out = capsys.readouterr().out
+    assert (
+        "| 0 | +0.200 [+0.200, +0.200] | +0.200 [+0.200, +0.200] | +0.140 [+0.140, +0.140] "
+        "| 75% / 100% / 100% | **fail** | 100% / 100% / 100% | pass | 20.0 min |"
+    ) in out
+    assert "| 1 | +0.200 [+0.200, +0.200] | +0.000 [+0.000, +0.000] |" in out
+    assert "| 125% / n/m / 100% | pass | 100% / n/m / 100% | pass | 21.0 min |" in out
+    assert (
+        "Flow-OPD (Merge): 1 of 2 seeds pass (1 share(s) not measurable); "
+        "Flow-OPD (Merge), gap routing: 2 of 2 seeds pass (1 share(s) not measurable)" in out
+    )
 
 
 # --- the run's jobs ---------------------------------------------------------------------------------------------
@@ -274,6 +314,10 @@ def test_stages_wait_for_the_outputs_they_read() -> None:
     }
     assert set(paper.needs(by["opd_merge_nomar"])) == {"grpo_geneval", "grpo_ocr", "merge"}
     assert set(paper.needs(by["opd_sft"])) == {"grpo_geneval", "grpo_ocr", "grpo_quality", "sft"}
+    assert set(paper.needs(by["opd_sft_nomar"])) == {"grpo_geneval", "grpo_ocr", "sft"}
+    # the gap-routed student reads what the fixed-mix one reads, and routes by the probe
+    assert paper.needs(by["opd_merge_gap"]) == paper.needs(by["opd_merge"])
+    assert "routing.mode=gap" in by["opd_merge_gap"].overrides
 
 
 def test_a_fresh_run_trains_and_evaluates_every_stage(tmp_path) -> None:
@@ -289,8 +333,8 @@ def test_a_fresh_run_trains_and_evaluates_every_stage(tmp_path) -> None:
     # evaluations first, then the teachers every cold start waits for, the Mix baseline (nothing waits) last of them
     prio = {n: j.priority for n, j in jobs.items()}
     assert min(prio[n] for n in jobs if n.startswith("eval/")) > prio["grpo_geneval"]
-    assert prio["grpo_geneval"] == prio["grpo_ocr"] == prio["grpo_quality"] == 5
-    assert prio["merge"] == 2 and prio["sft"] == 1 and prio["grpo_mix"] == prio["opd_sft"] == 0
+    assert prio["grpo_geneval"] == prio["grpo_ocr"] == prio["grpo_quality"] == 7
+    assert prio["merge"] == 3 and prio["sft"] == 2 and prio["grpo_mix"] == prio["opd_sft"] == 0
     # the recipe's own command with the run's folder and seed
     cmd = jobs["opd_merge"].cmd
     assert cmd[1:3] == ("-m", "trainer.opd") and f"init={tmp_path}/merge" in cmd
