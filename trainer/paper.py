@@ -332,7 +332,8 @@ def print_intervals(stores: Sequence[Path], *, resamples: int = 2000, level: flo
     print(f"{level:.0%} bootstrap intervals ({resamples} draws over {what}, {res.runs} run(s)):")
     for col, (g, lo, hi) in gain_intervals(res, level).items():
         label = LABELS.get(TEACHER_OF[col], TEACHER_OF[col])
-        print(f"  {label} gain on {col}: {g:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        said = "" if lo > 0 else "  <- not above its noise: this teacher did not learn here"
+        print(f"  {label} gain on {col}: {g:+.3f} [{lo:+.3f}, {hi:+.3f}]{said}")
     for student in STUDENTS:
         if student not in res.value:
             continue

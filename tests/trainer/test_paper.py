@@ -282,6 +282,9 @@ def test_summarize_gives_each_seed_its_verdict_and_time(tmp_path, capsys) -> Non
         "| 75% / 100% / 100% | **fail** | 100% / 100% / 100% | pass | 20.0 min |"
     ) in out
     assert "| 1 | +0.200 [+0.200, +0.200] | +0.000 [+0.000, +0.000] |" in out
+    # pooled, a draw of seed 1 twice has no OCR gain: the teacher is flagged, not hidden
+    assert "GRPO-OCR gain on OCR: +0.100 [+0.000, +0.200]  <- not above its noise" in out
+    assert "GRPO-GenEval gain on GenEval: +0.200 [+0.200, +0.200]\n" in out
     assert "| 125% / n/m / 100% | pass | 100% / n/m / 100% | pass | 21.0 min |" in out
     assert (
         "Flow-OPD (Merge): 1 of 2 seeds pass (1 share(s) not measurable); "
