@@ -422,7 +422,7 @@ def _step_weights(cfg: Any, kit: StandIns) -> str:
     s = cfg.sample
     if cfg.step_weight == "uniform":
         return "1 at every step (step_weight uniform)"
-    sig = kit.model.sigmas(s.steps)
+    sig = kit.model.sigmas(s.steps, height=s.size, width=s.size)
     cap = float(sig[1]) if len(sig) > 2 else None
     parts = []
     for j in s.trained_steps(None):
