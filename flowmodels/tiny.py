@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 TINY_SD3_DIR_NAME = "tiny-sd3"
+TINY_FLUX_DIR_NAME = "tiny-flux"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -294,3 +295,8 @@ def default_tiny_dir() -> Path:
 
     home = Path(os.environ.get("FLOW_OPD_HOME", Path.home() / ".cache" / "flow-opd"))
     return home / TINY_SD3_DIR_NAME
+
+
+def default_tiny_flux_dir() -> Path:
+    """Where the tiny FLUX lives beside the tiny SD3: ``$FLOW_OPD_HOME/tiny-flux``."""
+    return default_tiny_dir().parent / TINY_FLUX_DIR_NAME
