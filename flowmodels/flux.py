@@ -186,7 +186,12 @@ class Flux:
         txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=x.device, dtype=self.dtype)
         g = None
         if self.distilled:
-            g = torch.full((b,), float(guidance or 1.0), device=x.device, dtype=torch.float32)
+            g = torch.full(
+                (b,),
+                float(1.0 if guidance is None else guidance),
+                device=x.device,
+                dtype=torch.float32,
+            )
         out = self.denoiser(
             hidden_states=packed,
             # FluxPipeline feeds timestep (= 1000 sigma) / 1000; the transformer multiplies by 1000 again
