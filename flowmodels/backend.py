@@ -2,7 +2,8 @@
 
 A backend encodes prompts, predicts the velocity under classifier-free guidance with whichever LoRA adapter is
 active, decodes latents and knows its latent shape and noise schedule. SD3/SD3.5 (``flowmodels.sd3``) is the first
-backend; recipes never reach past this interface, so FLUX, SANA or a CPU-sized backend slot in without forks.
+backend, FLUX.1 (``flowmodels.flux``) the second; recipes never reach past this interface, so SANA or a CPU-sized
+backend slot in without forks.
 Only the Protocol, its conditioning dataclass and the guidance rule every backend shares live here.
 """
 
@@ -78,8 +79,9 @@ class FlowModel(Protocol):
         """(C, h, w) for an image of this size; raises ValueError if the size does not fit the model."""
         ...
 
-    def sigmas(self, steps: int) -> Tensor:
-        """The scheduler's noise levels for ``steps`` steps: [steps + 1], from 1 down to 0."""
+    def sigmas(self, steps: int, *, height: int | None = None, width: int | None = None) -> Tensor:
+        """The scheduler's noise levels for ``steps`` steps: [steps + 1], from 1 down to 0. The image size matters
+        to a backend whose shift depends on it (FLUX's dynamic shifting; None: its native size); others ignore it."""
         ...
 
 

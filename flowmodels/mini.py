@@ -343,7 +343,8 @@ class MiniFlow:
             )
         return (3, n, n)
 
-    def sigmas(self, steps: int) -> Tensor:
+    def sigmas(self, steps: int, *, height: int | None = None, width: int | None = None) -> Tensor:
+        del height, width  # a fixed shift: the schedule does not depend on the image size
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         if steps < 1:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # pipeline class in model_index.json -> backend class ("module:Class")
 BACKENDS = {
     "StableDiffusion3Pipeline": "flowmodels.sd3:SD3",
+    "FluxPipeline": "flowmodels.flux:Flux",
     "MiniFlowPipeline": "flowmodels.mini:MiniFlow",
 }
 

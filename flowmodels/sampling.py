@@ -266,7 +266,7 @@ def rollout(
     if stop is not None and not 0 <= stop <= steps:
         raise ValueError(f"stop={stop} must lie in [0, {steps}]")
     shape = model.latent_shape(height, width)
-    sigmas = model.sigmas(steps).float().cpu()
+    sigmas = model.sigmas(steps, height=height, width=width).float().cpu()
     if cond is None:
         cond = encode_prompts(model, prompts)
     uncond = (

@@ -133,7 +133,8 @@ class SD3:
             raise InputError(f"size {height}x{width} exceeds this model's maximum of {limit} px")
         return (self.denoiser.config.in_channels, height // vsf, width // vsf)
 
-    def sigmas(self, steps: int) -> Tensor:
+    def sigmas(self, steps: int, *, height: int | None = None, width: int | None = None) -> Tensor:
+        del height, width  # a fixed shift: the schedule does not depend on the image size
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         if steps < 1:

@@ -1,8 +1,8 @@
 """Offline tiny-model kit: an SD3 pipeline built from configs, small enough to run anything on a CPU in seconds.
 
 Hub weights cannot exist here, so tests (and the README's first command) build a randomly initialised SD3
-pipeline with the real classes (MMDiT transformer, VAE, two CLIP text encoders with projection, optionally T5),
-save it with ``save_pretrained``, and load it back through ``flowmodels.models.load_model``: the same loader users
+pipeline with the real classes (MMDiT transformer, VAE, two CLIP text encoders with projection, optionally T5), or
+a FLUX.1 one (``save_tiny_flux``), save it with ``save_pretrained``, and load it back through ``flowmodels.models.load_model``: the same loader users
 call with a hub id. ``install_in_hub_cache`` lays the folder out as a Hugging Face cache snapshot so the hub-id
 path is exercised offline too. Tokenizers are character-level CLIP BPE vocabularies generated here (no merges).
 
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 TINY_SD3_DIR_NAME = "tiny-sd3"
+TINY_FLUX_DIR_NAME = "tiny-flux"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -176,6 +177,105 @@ def save_tiny_sd3(out_dir: str | Path, seed: int = 0, *, with_t5: bool = False) 
     return out
 
 
+TINY_FLUX_SETTINGS = {"height": 64, "width": 64, "steps": 4, "cfg": 3.5, "guidance": "distilled"}
+
+
+def tiny_flux_components(seed: int = 0, *, workdir: Path, guidance: bool = True) -> dict[str, Any]:
+    """Randomly initialised FLUX.1 components: a FluxTransformer2DModel of one double- and one single-stream
+    block (with FLUX.1-dev's guidance embedding unless ``guidance=False``), a CLIP text encoder (pooled), a tiny
+    T5 (tokens), a 4-level VAE with FLUX's scaling and shift factors, and FLUX.1-dev's scheduler config."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    t5_dim, clip_dim = 32, 32
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels x the 2 x 2 packing
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=t5_dim,
+        pooled_projection_dim=clip_dim,
+        guidance_embeds=guidance,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.3611,  # FLUX.1's VAE
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    write_char_clip_tokenizer(workdir / "tokenizer")
+    vocab = 2 * 256 + 2
+    clip = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=clip_dim,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=vocab - 2,
+        eos_token_id=vocab - 1,
+        pad_token_id=vocab - 1,
+        hidden_act="gelu",
+    )
+    t5 = _tiny_t5(t5_dim, workdir)
+    # FLUX.1-dev's scheduler_config.json: shift 3.0, dynamic shifting from 0.5 (256 tokens) to 1.15 (4096)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": CLIPTextModel(clip),
+        "tokenizer": CLIPTokenizer.from_pretrained(str(workdir / "tokenizer")),
+        "text_encoder_2": t5["text_encoder_3"],
+        "tokenizer_2": t5["tokenizer_3"],
+        "scheduler": scheduler,
+    }
+
+
+def save_tiny_flux(out_dir: str | Path, seed: int = 0, *, guidance: bool = True) -> Path:
+    """Build a tiny ``FluxPipeline`` and ``save_pretrained`` it to ``out_dir`` (idempotent for the same seed),
+    with a ``sampling.json`` declaring its own settings (64 px, 4 steps, distilled guidance 3.5)."""
+    from diffusers import FluxPipeline
+
+    out = Path(out_dir)
+    marker = out / "tiny.json"
+    want = {"kind": "tiny-flux", "seed": seed, "guidance": guidance, "version": 1}
+    if marker.exists() and json.loads(marker.read_text()) == want:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    work = out.parent / f".{out.name}.tok"
+    pipe = FluxPipeline(**tiny_flux_components(seed, workdir=work, guidance=guidance))
+    pipe.save_pretrained(str(out))
+    shutil.rmtree(work, ignore_errors=True)
+    settings = (
+        TINY_FLUX_SETTINGS if guidance else {**TINY_FLUX_SETTINGS, "cfg": 1.0, "guidance": "cfg"}
+    )
+    (out / "sampling.json").write_text(json.dumps(settings))
+    marker.write_text(json.dumps(want))
+    return out
+
+
 def install_in_hub_cache(folder: str | Path, repo_id: str, cache_dir: str | Path) -> Path:
     """Copy a saved model into a Hugging Face cache layout so ``repo_id`` resolves offline from ``cache_dir``."""
     cache = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
@@ -195,3 +295,8 @@ def default_tiny_dir() -> Path:
 
     home = Path(os.environ.get("FLOW_OPD_HOME", Path.home() / ".cache" / "flow-opd"))
     return home / TINY_SD3_DIR_NAME
+
+
+def default_tiny_flux_dir() -> Path:
+    """Where the tiny FLUX lives beside the tiny SD3: ``$FLOW_OPD_HOME/tiny-flux``."""
+    return default_tiny_dir().parent / TINY_FLUX_DIR_NAME

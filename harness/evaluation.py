@@ -286,7 +286,8 @@ def evaluate(
         lora if on_disk else None,  # a loaded model carries its LoRA already
         [s for s in all_scorers if s not in lent],
     )
-    protocol, batch_size = resolve_protocol(protocol, names, native_settings(model), batch_size)
+    native = native_settings(model)
+    protocol, batch_size = resolve_protocol(protocol, names, native, batch_size)
     if on_disk:
         model_id = model
         run_id = run_id or default_run_id(model, lora, protocol)
@@ -313,6 +314,7 @@ def evaluate(
         dist=dist,
         contaminated=[str(r) for r in contaminated],
         lent=lent,
+        guidance=native.get("guidance"),
     )
     with ExitStack() as held:
         return _run(session, store, held, progress, t_start)
@@ -445,7 +447,11 @@ def _prepare(st: Store, session: Session) -> dict[str, Any]:
         raise StoreError("the store needs an images folder (Store(..., images_dir=...))")
     want = {
         "version": PROTOCOL_VERSION,
-        "generation": protocol.to_dict(),
+        # a model that reads cfg otherwise than as classifier-free guidance says so (FLUX.1-dev: "distilled")
+        "generation": {
+            **protocol.to_dict(),
+            **({"guidance": session.guidance} if session.guidance not in (None, "cfg") else {}),
+        },
         "benchmarks": {p.name: p.spec() for p in plans},
     }
     if not isinstance(session.model, str):  # a loaded model knows where it runs

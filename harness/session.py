@@ -31,3 +31,6 @@ class Session:
     lent: dict[str, Any] = field(
         default_factory=dict
     )  # scorers the caller lends, by name (already loaded)
+    # how the model reads cfg when it declares it (FLUX.1-dev: "distilled", one pass with the guidance embedding
+    # at cfg and no negative prompt); recorded in the run's generation protocol. None: classifier-free guidance
+    guidance: str | None = None

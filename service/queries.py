@@ -66,7 +66,7 @@ def protocol_summary(protocol: dict[str, Any]) -> str:
         parts = [
             str(g.get("sampler", "euler-ode")),
             f"{g['steps']} steps",
-            f"cfg {g['cfg']:g}",
+            f"{g['guidance']} guidance {g['cfg']:g}" if g.get("guidance") else f"cfg {g['cfg']:g}",
             f"{g['height']}x{g['width']}",
             str(g.get("image_encoding", "png")),
         ]

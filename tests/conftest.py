@@ -86,6 +86,14 @@ def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random FLUX.1-dev-shaped pipeline (guidance embedding) saved to disk once per session."""
+    from flowmodels.tiny import save_tiny_flux
+
+    return save_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux", seed=0)
+
+
 @pytest.fixture()
 def tiny_model(tiny_sd3_dir: Path):  # noqa: ANN201
     """The tiny SD3 loaded through the real loader (fresh per test, so adapters never leak)."""

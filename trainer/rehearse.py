@@ -39,7 +39,12 @@ import scorers
 from flowbase.errors import UserError, one_line
 from flowmodels.adapters import LoraSpec, add_lora, save_adapter
 from flowmodels.models import load_model
-from flowmodels.tiny import default_tiny_dir, save_tiny_sd3
+from flowmodels.tiny import (
+    default_tiny_dir,
+    default_tiny_flux_dir,
+    save_tiny_flux,
+    save_tiny_sd3,
+)
 from scorers.base import Requirements, Scores
 from trainer import config, grpo, merge, opd, rewards, runs, sft
 from trainer.config import ConfigError
@@ -90,9 +95,12 @@ def rehearsal_scorer(name: str) -> Any:
 class StandIns:
     """The tiny model and the LoRAs that stand in for hub adapters, in one temporary folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, flux: bool = False) -> None:
         self.root = root
-        self.model = load_model(save_tiny_sd3(default_tiny_dir()))
+        # a FLUX preset rehearses on the tiny FLUX (by its folder), any other on the tiny SD3 (`model: tiny`)
+        self.base = str(save_tiny_flux(default_tiny_flux_dir())) if flux else TINY
+        self.kind = "FLUX.1" if flux else "SD3"
+        self.model = load_model(self.base if flux else save_tiny_sd3(default_tiny_dir()))
         self.made: dict[str, Path] = {}  # role -> folder
         self.by_source: dict[
             str, Path
@@ -108,9 +116,21 @@ class StandIns:
             for key, p in self.model.denoiser.named_parameters():
                 if "lora_B" in key and f".{name}." in key:
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-        folder = save_adapter(self.model.denoiser, name, self.root / name, {"base_model": TINY})
+        folder = save_adapter(
+            self.model.denoiser, name, self.root / name, {"base_model": self.base}
+        )
         self.made[role] = folder
         return folder
+
+
+def is_flux(model: str | None) -> bool:
+    """Whether a preset's model is a FLUX.1 (a local folder's pipeline class, else ``flux`` in the hub id)."""
+    if not model:
+        return False
+    index = Path(model) / "model_index.json"
+    if index.exists():
+        return bool(json.loads(index.read_text()).get("_class_name") == "FluxPipeline")
+    return "flux" in model.lower()
 
 
 def producing_preset(folder: str) -> tuple[Path, str, Any] | None:
@@ -282,7 +302,7 @@ def rehearse(
         for line in shares:
             say(f"  {line}")
     with tempfile.TemporaryDirectory(prefix="flow-opd-rehearsal-") as tmp:
-        kit = StandIns(Path(tmp))
+        kit = StandIns(Path(tmp), flux=is_flux(getattr(cfg, "model", None)))
         notes: list[str] = []
         run_cfg = _stand_in_config(recipe, cfg, kit, notes)
         if recipe != "merge":
@@ -292,7 +312,7 @@ def rehearse(
                 say(f"  {task:<10} {o.lines} of {o.total} ({cfg.datasets[task]})")
         say("\nstand-ins (what cannot exist on this machine):")
         for note in [
-            f"model {cfg.model}: the tiny SD3 built from a config ({SIZE} px images)",
+            f"model {cfg.model}: the tiny {kit.kind} built from a config ({SIZE} px images)",
             *notes,
         ]:
             say(f"  {note}")
@@ -320,7 +340,7 @@ def _stand_in_config(recipe: str, cfg: Any, kit: StandIns, notes: list[str]) -> 
             for n, s in cfg.teachers.items()
         }
         return dataclasses.replace(cfg, teachers=teachers, model=None, out=str(kit.root / "run"))
-    changes: dict[str, Any] = {"model": TINY}
+    changes: dict[str, Any] = {"model": kit.base}
     if getattr(cfg, "teachers", None):
         changes["teachers"] = {
             task: str(stand_in_adapter(kit, f"teachers.{task}", src, notes))
@@ -422,7 +442,7 @@ def _step_weights(cfg: Any, kit: StandIns) -> str:
     s = cfg.sample
     if cfg.step_weight == "uniform":
         return "1 at every step (step_weight uniform)"
-    sig = kit.model.sigmas(s.steps)
+    sig = kit.model.sigmas(s.steps, height=s.size, width=s.size)
     cap = float(sig[1]) if len(sig) > 2 else None
     parts = []
     for j in s.trained_steps(None):
