@@ -31,3 +31,5 @@ class Session:
     lent: dict[str, Any] = field(
         default_factory=dict
     )  # scorers the caller lends, by name (already loaded)
+    # what the protocol records about the model family (flowmodels.models.model_record); None: a loaded model
+    model_record: dict[str, Any] | None = None
