@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-ls_app = typer.Typer(help="List scorers, benchmarks or runs.", no_args_is_help=True)
+ls_app = typer.Typer(help="List scorers, benchmarks, models or runs.", no_args_is_help=True)
 app.add_typer(ls_app, name="ls")
 
 
@@ -206,6 +206,16 @@ def ls_benchmarks(fmt: FormatOpt = "text") -> None:
     from harness.tables import render  # deferred: duckdb
 
     run_light(lambda: typer.echo(render(benchmarks_table(fmt), fmt), nl=False))
+
+
+@ls_app.command("models")
+def ls_models(fmt: FormatOpt = "text") -> None:
+    """Supported model families: which train (a FlowModel backend) and which are evaluated only, with their
+    default steps, guidance and size."""
+    from harness.listing import models_table  # deferred: torch, duckdb
+    from harness.tables import render  # deferred: duckdb
+
+    run_light(lambda: typer.echo(render(models_table(fmt), fmt), nl=False))
 
 
 @ls_app.command("runs")

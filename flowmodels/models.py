@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,47 @@ def load_for_sampling(
     )
     log.info("loaded %s (%s, evaluation only) on %s", model, cls_name, dev)
     return loaded
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One supported pipeline class as ``harness ls models`` shows it."""
+
+    family: str
+    pipeline: str  # the _class_name in model_index.json
+    trains: bool  # a FlowModel backend: training, LoRA, SDE rollouts; else evaluation only
+    loader: str  # the backend class ("module:Class") or "diffusers <pipeline class>"
+    # the defaults it declares whatever the folder (steps, cfg, height, width, guidance; {}: none, the paper's
+    # protocol applies); None: each model folder declares its own
+    settings: dict[str, Any] | None
+    size_own: bool = (
+        False  # the size is each model's own (its denoiser's sample_size x the VAE's scale)
+    )
+
+
+def _backend_settings(cls_name: str, backend: Any) -> dict[str, Any] | None:
+    """A backend's defaults when they do not depend on the folder: a built-in model's own, {} for a backend
+    that declares none (the paper's protocol applies), else None (each folder's own)."""
+    for name, folder in BUILTIN_MODELS.items():
+        if (folder / "model_index.json").exists() and pipeline_class(folder) == cls_name:
+            return native_settings(name)
+    if getattr(backend, "folder_settings", None) is None:
+        return {}
+    return None
+
+
+def model_infos() -> list[ModelInfo]:
+    """Every supported pipeline class: the ``FlowModel`` backends (``BACKENDS``), then the evaluation-only
+    families (``flowmodels.pipelines.FAMILIES``)."""
+    out = []
+    for cls_name, spec in BACKENDS.items():
+        module, attr = spec.split(":")
+        backend = getattr(importlib.import_module(module), attr)
+        settings = _backend_settings(cls_name, backend)
+        out.append(ModelInfo(attr, cls_name, True, spec, settings))
+    for cls_name, fam in FAMILIES.items():
+        if cls_name in BACKENDS:
+            continue
+        settings = {"steps": fam.steps, "cfg": fam.guidance, "guidance": fam.guidance_kind}
+        out.append(ModelInfo(fam.name, cls_name, False, f"diffusers {cls_name}", settings, True))
+    return out
