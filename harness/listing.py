@@ -8,7 +8,7 @@ import textwrap
 from typing import Any
 
 from harness.benchmarks import benchmark_listing, sampling_settings, suite_listing
-from harness.tables import Table, check_format
+from harness.tables import Table, check_format, render
 from scorers.catalog import scorer_infos
 
 WIDTH = 100
@@ -122,3 +122,9 @@ def models_table(fmt: str = "text") -> Table:
             WIDTH,
         )
     return table
+
+
+def listing_text(name: str, fmt: str = "text") -> str:
+    """``harness ls benchmarks`` or ``harness ls models`` rendered in ``fmt``."""
+    table = {"benchmarks": benchmarks_table, "models": models_table}[name](fmt)
+    return render(table, fmt)
