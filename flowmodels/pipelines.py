@@ -67,6 +67,26 @@ FAMILIES: dict[str, Family] = {
         # the exact requested size (no snapping to the aspect-ratio bins and resizing back)
         options={"use_resolution_binning": False},
     ),
+    "SanaSprintPipeline": Family(
+        "SANA-Sprint",
+        2,
+        4.5,
+        "distilled",  # one pass; the scale enters through the transformer's guidance embedding
+        False,
+        "transformer",
+        max_sequence_length=300,
+        options={"use_resolution_binning": False},
+    ),
+    "PixArtAlphaPipeline": Family(
+        "PixArt-Alpha",
+        20,
+        4.5,
+        "cfg",
+        True,
+        "transformer",
+        max_sequence_length=120,
+        options={"use_resolution_binning": False, "clean_caption": False},
+    ),
     "PixArtSigmaPipeline": Family(
         "PixArt-Sigma",
         20,
@@ -96,6 +116,7 @@ SCHEDULER_KEYS = (
     "algorithm_type",
     "solver_order",
     "use_karras_sigmas",
+    "sigma_data",
 )
 
 
@@ -184,6 +205,9 @@ def family_record(folder: Path, family: Family | None, backend: str | None) -> d
             negative_prompt="zeros when empty" if family.zeros_for_empty_negative else "encoded",
             call_options=dict(family.options),
         )
+        denoiser = _config(folder, family.denoiser)
+        if rec["guidance"] == "distilled" and "guidance_embeds_scale" in denoiser:
+            rec["guidance_embeds_scale"] = denoiser["guidance_embeds_scale"]
     if (folder / "scheduler").exists():
         rec["scheduler"] = scheduler_record(folder)
     lengths = text_lengths(folder, family)

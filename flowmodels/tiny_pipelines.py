@@ -1,4 +1,4 @@
-"""Tiny SANA, SDXL and PixArt-Sigma pipelines built from configs, for offline tests of the evaluation-only path.
+"""Tiny SDXL, SANA, SANA-Sprint and PixArt (Alpha, Sigma) pipelines built from configs, for offline tests of the evaluation-only path.
 
 Like ``flowmodels.tiny`` (the tiny SD3): the real diffusers classes with a few thousand random weights, saved with
 ``save_pretrained`` and loaded back through ``flowmodels.models`` exactly as a hub checkpoint is. Tokenizers are the
@@ -98,14 +98,25 @@ def tiny_sdxl_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
     return comps
 
 
-def tiny_sana_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
+def tiny_sana_components(seed: int = 0, *, workdir: Path, sprint: bool = False) -> dict[str, Any]:
     """SANA: ``SanaTransformer2DModel``, a tiny Gemma2 text encoder, ``AutoencoderDC`` (2x) and SANA's
-    flow-matching scheduler (DPM-Solver++ on flow sigmas, shift 3)."""
-    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaTransformer2DModel
+    flow-matching scheduler (DPM-Solver++ on flow sigmas, shift 3). ``sprint``: SANA-Sprint's guidance-distilled
+    transformer (guidance embedding, RMS q/k norm) and its ``SCMScheduler``."""
+    from diffusers import (
+        AutoencoderDC,
+        DPMSolverMultistepScheduler,
+        SanaTransformer2DModel,
+        SCMScheduler,
+    )
     from transformers import Gemma2Config, Gemma2Model
 
     del workdir  # the Gemma tokenizer is made in memory
     torch.manual_seed(seed)
+    sprint_args: dict[str, Any] = (
+        {"guidance_embeds": True, "guidance_embeds_scale": 0.1, "qk_norm": "rms_norm_across_heads"}
+        if sprint
+        else {}
+    )
     tokenizer = char_unigram_tokenizer(["<pad>", "<eos>", "<unk>", "<bos>"], model_max_length=8192)
     text_dim = 16
     transformer = SanaTransformer2DModel(
@@ -120,6 +131,7 @@ def tiny_sana_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
         caption_channels=text_dim,
         sample_size=32,  # x 2 (VAE) = 64 px, the pipeline's default size
         patch_size=1,
+        **sprint_args,
     )
     vae = AutoencoderDC(
         in_channels=3,
@@ -154,8 +166,12 @@ def tiny_sana_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
             bos_token_id=3,
         )
     )
-    scheduler = DPMSolverMultistepScheduler(
-        use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0
+    scheduler = (
+        SCMScheduler()
+        if sprint
+        else DPMSolverMultistepScheduler(
+            use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0
+        )
     )
     return {
         "transformer": transformer,
@@ -164,6 +180,11 @@ def tiny_sana_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
         "tokenizer": tokenizer,
         "scheduler": scheduler,
     }
+
+
+def tiny_sana_sprint_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
+    """SANA-Sprint: ``tiny_sana_components`` with the guidance-distilled transformer and ``SCMScheduler``."""
+    return tiny_sana_components(seed, workdir=workdir, sprint=True)
 
 
 def tiny_pixart_sigma_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
@@ -200,16 +221,19 @@ def tiny_pixart_sigma_components(seed: int = 0, *, workdir: Path) -> dict[str, A
     }
 
 
-# family -> (pipeline class, components builder)
+# kind -> (pipeline class, components builder)
 TINY_PIPELINES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "sdxl": ("StableDiffusionXLPipeline", tiny_sdxl_components),
     "sana": ("SanaPipeline", tiny_sana_components),
+    "sana-sprint": ("SanaSprintPipeline", tiny_sana_sprint_components),
     "pixart-sigma": ("PixArtSigmaPipeline", tiny_pixart_sigma_components),
+    # PixArt-Alpha takes the same components (its own default token length, 120)
+    "pixart-alpha": ("PixArtAlphaPipeline", tiny_pixart_sigma_components),
 }
 
 
 def save_tiny_pipeline(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Build the tiny ``kind`` pipeline (``sdxl``, ``sana``, ``pixart-sigma``) and ``save_pretrained`` it to
+    """Build the tiny ``kind`` pipeline (a key of ``TINY_PIPELINES``) and ``save_pretrained`` it to
     ``out_dir`` (idempotent for the same seed)."""
     import diffusers
 

@@ -62,15 +62,38 @@ def test_an_image_depends_only_on_its_seed(fixture: str, request: pytest.Fixture
     assert np.abs(pixels(other).astype(int) - pixels(alone).astype(int)).max() > 10
 
 
-def test_pixart_sigma_generates_at_the_requested_size(tmp_path: Path) -> None:
-    folder = save_tiny_pipeline("pixart-sigma", tmp_path / "tiny-pixart")
+@pytest.mark.parametrize(("kind", "length"), [("pixart-sigma", 300), ("pixart-alpha", 120)])
+def test_pixart_generates_at_the_requested_size(kind: str, length: int, tmp_path: Path) -> None:
+    folder = save_tiny_pipeline(kind, tmp_path / kind)
     assert native_settings(str(folder)) == {"steps": 20, "cfg": 4.5, "height": 64, "width": 64}
     model = load_for_sampling(str(folder), device="cpu", dtype="float32")
     images = sample_images(model, ["a cat"], [1], steps=2, cfg=4.5, height=32, width=48)
     assert images.shape == (1, 3, 32, 48)  # no snapping to aspect-ratio bins
     rec = model_record(str(folder))
     assert rec["call_options"] == {"use_resolution_binning": False, "clean_caption": False}
-    assert rec["text_lengths"] == {"text_encoder": 300}
+    assert rec["text_lengths"] == {"text_encoder": length}
+
+
+def test_sana_sprint_embeds_its_distilled_guidance(tmp_path: Path) -> None:
+    folder = save_tiny_pipeline("sana-sprint", tmp_path / "sprint")
+    assert native_settings(str(folder)) == {"steps": 2, "cfg": 4.5, "height": 64, "width": 64}
+    rec = model_record(str(folder))
+    assert rec["guidance"] == "distilled" and rec["guidance_embeds_scale"] == 0.1
+    assert rec["scheduler"] == {
+        "class": "SCMScheduler",
+        "prediction_type": "trigflow",
+        "sigma_data": 0.5,
+    }
+    model = load_for_sampling(str(folder), device="cpu", dtype="float32")
+    kw = {"steps": 2, "height": 64, "width": 64}
+    a = sample_images(model, ["a cat", "a dog"], [3, 4], cfg=4.5, **kw)
+    b = sample_images(model, ["a dog"], [4], cfg=4.5, **kw)
+    assert np.abs(pixels(a[1:]).astype(int) - pixels(b).astype(int)).max() <= 1
+    # the scale reaches the transformer (one pass: the embedding, not a second unconditional pass)
+    c = sample_images(model, ["a dog"], [4], cfg=1.0, **kw)
+    assert not torch.equal(b, c)
+    with pytest.raises(InputError, match="takes no negative prompt"):
+        sample_images(model, ["a dog"], [4], cfg=4.5, negative_prompt="blurry", **kw)
 
 
 def test_native_settings_are_the_familys_and_the_folders_size(
