@@ -129,7 +129,7 @@ def resolve_model_dir(model: str | Path) -> Path:
                 f"{path} is not a diffusers model folder (no model_index.json); "
                 "save one with `pipeline.save_pretrained(dir)`"
             )
-        _check_complete(path, model)
+        _check_complete(path, model, hub_id=False)
         return path
     name = str(model)
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
@@ -151,18 +151,23 @@ def resolve_model_dir(model: str | Path) -> Path:
         Exception
     ) as e:  # LocalEntryNotFoundError, OfflineModeIsEnabled, GatedRepoError, HTTP errors
         raise _missing(name, f"{type(e).__name__}") from None
-    _check_complete(Path(folder), name)
+    _check_complete(Path(folder), name, hub_id=True)
     return Path(folder)
 
 
-def _check_complete(folder: Path, model: str | Path) -> None:
+def _check_complete(folder: Path, model: str | Path, hub_id: bool) -> None:
     """Every component ``model_index.json`` names has its weights here, else one line listing all missing."""
     missing = missing_components(folder)
-    if missing:
-        raise ModelNotFoundError(
-            f"model {str(model)!r} lacks the weights of {', '.join(missing)} in {folder}: "
-            f"download them (`hf download {model}` for a hub id) or save the whole pipeline again"
-        )
+    if not missing:
+        return
+    how = (
+        f"`hf download {model}` on a machine with hub access and copy the Hugging Face cache"
+        if hub_id
+        else "copy them from the original or save the whole pipeline again (save_pretrained)"
+    )
+    raise ModelNotFoundError(
+        f"model {str(model)!r} lacks the weights of {', '.join(missing)} (in {folder}): {how}"
+    )
 
 
 def supported_line() -> str:

@@ -120,3 +120,21 @@ def test_ls_models_lists_what_trains_and_what_only_evaluates() -> None:
         assert "SanaPipeline" in CliRunner().invoke(app, ["ls", "models", "--format", fmt]).output
     bad = CliRunner().invoke(app, ["ls", "models", "--format", "xml"])
     assert bad.exit_code == 2
+
+
+def test_generate_makes_images_through_the_pipeline(tiny_sana_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cube\ntwo dogs\n")
+    out = tmp_path / "gen"
+    args = ["generate", "--model", str(tiny_sana_dir), "--prompts", str(prompts), "--steps", "2",
+            "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 generated" in res.output
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in lines] == [42, 43]
+    assert Image.open(out / lines[0]["file"]).size == (64, 64)  # the folder's own size
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["steps"], settings["cfg"]) == (2, 4.5)

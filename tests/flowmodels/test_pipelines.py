@@ -24,6 +24,7 @@ from flowmodels.models import (
     resolve_model_dir,
 )
 from flowmodels.pipelines import FAMILIES, PipelineModel, sample_images
+from flowmodels.tiny import install_in_hub_cache
 from flowmodels.tiny_pipelines import save_tiny_pipeline
 
 
@@ -163,7 +164,11 @@ def test_a_size_the_pipeline_cannot_make_is_one_line(tiny_sana_dir: Path) -> Non
         sample_images(model, ["x"], [0], steps=1, cfg=4.5, height=63, width=64)
 
 
-def test_missing_component_weights_are_listed_at_once(tiny_sdxl_dir: Path, tmp_path: Path) -> None:
+def test_missing_component_weights_are_listed_at_once(
+    tiny_sdxl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants as hc
+
     broken = tmp_path / "partial"
     shutil.copytree(tiny_sdxl_dir, broken)
     for part in ("unet", "vae"):
@@ -173,4 +178,12 @@ def test_missing_component_weights_are_listed_at_once(tiny_sdxl_dir: Path, tmp_p
     with pytest.raises(ModelNotFoundError) as e:
         resolve_model_dir(str(broken))
     msg = str(e.value)
+    assert "\n" not in msg and "text_encoder_2, unet, vae" in msg and "save_pretrained" in msg
+    # the same folder as an interrupted download in the hub cache: how to download it
+    install_in_hub_cache(broken, "tiny-org/tiny-sdxl", tmp_path / "hub")
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelNotFoundError) as e:
+        native_settings("tiny-org/tiny-sdxl")
+    msg = str(e.value)
     assert "\n" not in msg and "text_encoder_2, unet, vae" in msg
+    assert "`hf download tiny-org/tiny-sdxl`" in msg
