@@ -145,9 +145,13 @@ def vae_scale(folder: Path) -> int:
 
 
 def family_settings(folder: Path, family: Family) -> dict[str, Any]:
-    """The family's default steps and guidance, and the model's own size (its denoiser's ``sample_size`` times
+    """The family's default steps, guidance scale and kind, and the model's own size (its denoiser's ``sample_size`` times
     the VAE's scale: 1024 px for SDXL, SANA 1024px and PixArt-Sigma 1024)."""
-    out: dict[str, Any] = {"steps": family.steps, "cfg": family.guidance}
+    out: dict[str, Any] = {
+        "steps": family.steps,
+        "cfg": family.guidance,
+        "guidance": guidance_kind(folder, family),
+    }
     sample = _config(folder, family.denoiser).get("sample_size")
     if isinstance(sample, int):
         out["height"] = out["width"] = sample * vae_scale(folder)
@@ -169,11 +173,15 @@ def guidance_kind(folder: Path, family: Family) -> str:
     )
 
 
-def text_lengths(folder: Path, family: Family | None) -> dict[str, int]:
+def text_lengths(folder: Path, family: Family) -> dict[str, int]:
     """Token length per text encoder: the pipeline's ``max_sequence_length``, or each tokenizer's own."""
     spec = read_json(folder / "model_index.json")
-    encoders = sorted(k for k in spec if k.startswith("text_encoder") and spec[k][0] is not None)
-    if family is not None and family.max_sequence_length is not None:
+    encoders = sorted(
+        k
+        for k, v in spec.items()
+        if k.startswith("text_encoder") and isinstance(v, list) and v and v[0] is not None
+    )
+    if family.max_sequence_length is not None:
         return {k: family.max_sequence_length for k in encoders}
     out = {}
     for enc in encoders:
@@ -208,11 +216,10 @@ def family_record(folder: Path, family: Family | None, backend: str | None) -> d
         denoiser = _config(folder, family.denoiser)
         if rec["guidance"] == "distilled" and "guidance_embeds_scale" in denoiser:
             rec["guidance_embeds_scale"] = denoiser["guidance_embeds_scale"]
+        rec["text_lengths"] = text_lengths(folder, family)
+    # a backend's own text lengths are generation settings (SD3's t5_length)
     if (folder / "scheduler").exists():
         rec["scheduler"] = scheduler_record(folder)
-    lengths = text_lengths(folder, family)
-    if lengths:
-        rec["text_lengths"] = lengths
     return rec
 
 

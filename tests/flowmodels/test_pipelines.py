@@ -27,6 +27,8 @@ from flowmodels.pipelines import FAMILIES, PipelineModel, sample_images
 from flowmodels.tiny import install_in_hub_cache
 from flowmodels.tiny_pipelines import save_tiny_pipeline
 
+SIXTY_FOUR = {"height": 64, "width": 64}  # each tiny pipeline's own size
+
 
 def pixels(images: torch.Tensor) -> np.ndarray:
     """What the harness stores: 8-bit pixels."""
@@ -66,7 +68,12 @@ def test_an_image_depends_only_on_its_seed(fixture: str, request: pytest.Fixture
 @pytest.mark.parametrize(("kind", "length"), [("pixart-sigma", 300), ("pixart-alpha", 120)])
 def test_pixart_generates_at_the_requested_size(kind: str, length: int, tmp_path: Path) -> None:
     folder = save_tiny_pipeline(kind, tmp_path / kind)
-    assert native_settings(str(folder)) == {"steps": 20, "cfg": 4.5, "height": 64, "width": 64}
+    assert native_settings(str(folder)) == {
+        **SIXTY_FOUR,
+        "steps": 20,
+        "cfg": 4.5,
+        "guidance": "cfg",
+    }
     model = load_for_sampling(str(folder), device="cpu", dtype="float32")
     images = sample_images(model, ["a cat"], [1], steps=2, cfg=4.5, height=32, width=48)
     assert images.shape == (1, 3, 32, 48)  # no snapping to aspect-ratio bins
@@ -77,7 +84,8 @@ def test_pixart_generates_at_the_requested_size(kind: str, length: int, tmp_path
 
 def test_sana_sprint_embeds_its_distilled_guidance(tmp_path: Path) -> None:
     folder = save_tiny_pipeline("sana-sprint", tmp_path / "sprint")
-    assert native_settings(str(folder)) == {"steps": 2, "cfg": 4.5, "height": 64, "width": 64}
+    own = native_settings(str(folder))
+    assert own == {**SIXTY_FOUR, "steps": 2, "cfg": 4.5, "guidance": "distilled"}
     rec = model_record(str(folder))
     assert rec["guidance"] == "distilled" and rec["guidance_embeds_scale"] == 0.1
     assert rec["scheduler"] == {
@@ -100,18 +108,9 @@ def test_sana_sprint_embeds_its_distilled_guidance(tmp_path: Path) -> None:
 def test_native_settings_are_the_familys_and_the_folders_size(
     tiny_sdxl_dir: Path, tiny_sana_dir: Path
 ) -> None:
-    assert native_settings(str(tiny_sdxl_dir)) == {
-        "steps": 50,
-        "cfg": 5.0,
-        "height": 64,
-        "width": 64,
-    }
-    assert native_settings(str(tiny_sana_dir)) == {
-        "steps": 20,
-        "cfg": 4.5,
-        "height": 64,
-        "width": 64,
-    }
+    sdxl, sana = native_settings(str(tiny_sdxl_dir)), native_settings(str(tiny_sana_dir))
+    assert sdxl == {**SIXTY_FOUR, "steps": 50, "cfg": 5.0, "guidance": "cfg"}
+    assert sana == {**SIXTY_FOUR, "steps": 20, "cfg": 4.5, "guidance": "cfg"}
 
 
 def test_model_record_names_what_the_family_needs(tiny_sdxl_dir: Path, tiny_sana_dir: Path) -> None:
@@ -133,6 +132,7 @@ def test_sd3_keeps_its_backend(tiny_sd3_dir: Path) -> None:
     )
     assert rec["scheduler"]["class"] == "FlowMatchEulerDiscreteScheduler"
     assert rec["scheduler"]["shift"] == 3.0
+    assert "text_lengths" not in rec  # SD3's T5 length is the generation's t5_length
     assert not isinstance(load_for_sampling(str(tiny_sd3_dir), device="cpu"), PipelineModel)
 
 
