@@ -201,10 +201,10 @@ def family_record(folder: Path, family: Family | None, backend: str | None) -> d
     """What a run's protocol records about the model (see the module docstring); read from config files."""
     cls = read_json(folder / "model_index.json").get("_class_name")
     rec: dict[str, Any] = {"pipeline": cls}
-    if (
-        backend is not None
-    ):  # a FlowModel backend samples with rollout's Euler/SDE steps and plain CFG
-        rec.update(sampler="flowmodels.sampling.rollout", backend=backend, guidance="cfg")
+    if backend is not None:  # a FlowModel backend samples with rollout's Euler/SDE steps
+        embeds = _config(folder, "transformer").get("guidance_embeds")  # FLUX.1-dev
+        guidance = "distilled" if embeds else "cfg"
+        rec.update(sampler="flowmodels.sampling.rollout", backend=backend, guidance=guidance)
     if family is not None:
         rec.update(
             family=family.name,

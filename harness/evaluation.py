@@ -458,10 +458,8 @@ def _prepare(st: Store, session: Session) -> dict[str, Any]:
         "generation": protocol.to_dict(),
         "benchmarks": {p.name: p.spec() for p in plans},
     }
-    if (
-        session.model_record is not None
-    ):  # pipeline, guidance kind, scheduler and shift, text lengths
-        want["model"] = session.model_record
+    if session.model_record is not None:
+        want["model"] = session.model_record  # pipeline, guidance kind, scheduler and shift, ...
     if not isinstance(session.model, str):  # a loaded model knows where it runs
         device, dtype = str(session.model.device), str(session.model.dtype)
     prov = provenance(
