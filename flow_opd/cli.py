@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-ls_app = typer.Typer(help="List scorers, benchmarks or runs.", no_args_is_help=True)
+ls_app = typer.Typer(help="List scorers, benchmarks, models or runs.", no_args_is_help=True)
 app.add_typer(ls_app, name="ls")
 
 
@@ -202,10 +202,17 @@ def ls_scorers(
 @ls_app.command("benchmarks")
 def ls_benchmarks(fmt: FormatOpt = "text") -> None:
     """Benchmarks: prompts, images per prompt, scorers and the metric their tables rank by."""
-    from harness.listing import benchmarks_table  # deferred: duckdb
-    from harness.tables import render  # deferred: duckdb
+    from harness.listing import listing_text  # deferred: duckdb
 
-    run_light(lambda: typer.echo(render(benchmarks_table(fmt), fmt), nl=False))
+    run_light(lambda: typer.echo(listing_text("benchmarks", fmt), nl=False))
+
+
+@ls_app.command("models")
+def ls_models(fmt: FormatOpt = "text") -> None:
+    """Model families: which train (a FlowModel backend), which only evaluate, and their defaults."""
+    from harness.listing import listing_text  # deferred: duckdb, torch (models only)
+
+    run_light(lambda: typer.echo(listing_text("models", fmt), nl=False))
 
 
 @ls_app.command("runs")

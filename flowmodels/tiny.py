@@ -127,21 +127,29 @@ def tiny_sd3_components(seed: int = 0, *, with_t5: bool = False, workdir: Path) 
     return comps
 
 
-def _tiny_t5(d_model: int, workdir: Path) -> dict[str, Any]:
-    """A tiny T5 encoder with a character-level Unigram tokenizer made by the ``tokenizers`` library."""
+def char_unigram_tokenizer(specials: list[str], *, model_max_length: int = 512) -> Any:
+    """A fast character-level Unigram tokenizer (``tokenizers``): ``specials`` (pad, eos, unk, then an optional
+    bos) take ids 0, 1, ..., then every printable ASCII character; unknown characters map to the unk token."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    from transformers import PreTrainedTokenizerFast
 
     chars = [chr(c) for c in range(32, 127)]
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in chars]
+    vocab = [(t, 0.0) for t in specials] + [(c, -1.0) for c in chars]
     tok = Tokenizer(models.Unigram(vocab, unk_id=2))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    fast.model_max_length = 512
+    names = dict(zip(("pad_token", "eos_token", "unk_token", "bos_token"), specials, strict=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+    fast.model_max_length = model_max_length
+    return fast
+
+
+def _tiny_t5(d_model: int, workdir: Path) -> dict[str, Any]:
+    """A tiny T5 encoder with a character-level Unigram tokenizer made by the ``tokenizers`` library."""
+    from transformers import T5Config, T5EncoderModel
+
+    fast = char_unigram_tokenizer(["<pad>", "</s>", "<unk>"], model_max_length=512)
     config = T5Config(
-        vocab_size=len(vocab) + 10,
+        vocab_size=len(fast) + 10,
         d_model=d_model,
         d_kv=8,
         d_ff=37,

@@ -44,7 +44,13 @@ from typing import Any
 
 from flowbase.code import git_dirty, git_sha
 from flowbase.errors import InputError, UserError
-from flowmodels.models import native_settings, resolve_device, resolve_dtype
+from flowmodels.models import (
+    check_sampling,
+    model_record,
+    native_settings,
+    resolve_device,
+    resolve_dtype,
+)
 from harness.benchmarks import sampling_settings
 from harness.dist import broadcast, current, gather
 from harness.plan import (
@@ -288,7 +294,10 @@ def evaluate(
     )
     native = native_settings(model)
     protocol, batch_size = resolve_protocol(protocol, names, native, batch_size)
+    record = None
     if on_disk:
+        check_sampling(model, lora=lora, noise_level=protocol.noise_level)
+        record = model_record(model)
         model_id = model
         run_id = run_id or default_run_id(model, lora, protocol)
     else:
@@ -315,6 +324,7 @@ def evaluate(
         contaminated=[str(r) for r in contaminated],
         lent=lent,
         guidance=native.get("guidance"),
+        model_record=record,
     )
     with ExitStack() as held:
         return _run(session, store, held, progress, t_start)
@@ -454,6 +464,8 @@ def _prepare(st: Store, session: Session) -> dict[str, Any]:
         },
         "benchmarks": {p.name: p.spec() for p in plans},
     }
+    if session.model_record is not None:
+        want["model"] = session.model_record  # pipeline, guidance kind, scheduler and shift, ...
     if not isinstance(session.model, str):  # a loaded model knows where it runs
         device, dtype = str(session.model.device), str(session.model.dtype)
     prov = provenance(

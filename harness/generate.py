@@ -28,8 +28,14 @@ from typing import Any
 from flowbase.errors import InputError
 from flowmodels.adapters import fuse, load_adapter
 from flowmodels.images import to_pil
-from flowmodels.models import load_model, native_settings, resolve_device, resolve_dtype
-from flowmodels.sampling import rollout
+from flowmodels.models import (
+    check_sampling,
+    load_for_sampling,
+    native_settings,
+    resolve_device,
+    resolve_dtype,
+)
+from flowmodels.pipelines import PipelineModel, sample_images
 from harness.benchmarks import (
     PromptItem,
     load_benchmark_prompts,
@@ -187,6 +193,7 @@ def generate_images(
     out = Path(out)
     if model is None:  # a device or dtype this machine lacks fails before anything is written
         resolve_dtype(settings.dtype, resolve_device(settings.device))
+        check_sampling(settings.model, lora=settings.lora, noise_level=settings.noise_level)
     settings = settings.with_model_defaults(model)
     _check_settings(out, settings)
     (out / "images").mkdir(exist_ok=True)
@@ -227,10 +234,12 @@ def generate_images(
 
 def load_generation_model(settings: GenerateSettings) -> Any:
     """Load the model (and LoRA) that ``settings`` names."""
-    model = load_model(
+    check_sampling(settings.model, lora=settings.lora, noise_level=settings.noise_level)
+    model = load_for_sampling(
         settings.model, dtype=settings.dtype, device=settings.device, t5_length=settings.t5_length
     )
     if settings.lora:
+        assert not isinstance(model, PipelineModel)  # check_sampling refused a LoRA there
         info = load_adapter(model.denoiser, settings.lora, "lora")
         if info.base_model and info.base_model != settings.model:
             log.warning(
@@ -248,7 +257,7 @@ def _generate_batch(
     model: Any, batch: list[tuple[PromptItem, int]], settings: GenerateSettings, out: Path
 ) -> list[ImageRecord]:
     seeds = [settings.seed_for(item.index, j) for item, j in batch]
-    ro = rollout(
+    images = sample_images(
         model,
         [item.prompt for item, _ in batch],
         seeds,
@@ -259,9 +268,8 @@ def _generate_batch(
         width=settings.width,
         negative_prompt=settings.negative_prompt,
     )
-    assert ro.images is not None
     records = []
-    for (item, j), seed, img in zip(batch, seeds, to_pil(ro.images), strict=True):
+    for (item, j), seed, img in zip(batch, seeds, to_pil(images), strict=True):
         rel = f"images/{item.index:05d}_{j:02d}.png"
         path = out / rel
         tmp = path.with_name(path.name + ".tmp")

@@ -1,4 +1,4 @@
-"""The ``harness ls`` tables: scorers and benchmarks as ``harness.tables.Table``s, rendered like every other
+"""The ``harness ls`` tables: scorers, benchmarks and models as ``harness.tables.Table``s, rendered like every other
 table (``--format text|markdown|csv|json``). Text fits 100 columns (long cells wrap onto rows of their own, the
 scorers' weights show as a count); the other formats carry the full record."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from harness.benchmarks import benchmark_listing, suite_listing
-from harness.tables import Table, check_format
+from harness.benchmarks import benchmark_listing, sampling_settings, suite_listing
+from harness.tables import Table, check_format, render
 from scorers.catalog import scorer_infos
 
 WIDTH = 100
@@ -84,3 +84,47 @@ def benchmarks_table(fmt: str = "text") -> Table:
             f"validation sets (for choosing a checkpoint, never reported): {', '.join(val)}"
         )
     return table
+
+
+def _guidance(settings: dict[str, Any]) -> str:
+    kind = str(settings.get("guidance", "cfg"))
+    return "none" if kind == "none" else f"{kind} {float(settings['cfg']):g}"
+
+
+def models_table(fmt: str = "text") -> Table:
+    """Every supported pipeline class (``model_index.json``'s ``_class_name``): whether it trains (a
+    ``FlowModel`` backend) or is evaluated only (through its own diffusers pipeline), and its default steps,
+    guidance and size (``own``: read from each model's folder)."""
+    from flowmodels.models import model_infos  # deferred: torch (the other listings stay light)
+
+    check_format(fmt)
+    text = fmt == "text"
+    cols = ["family", "pipeline class", "use", "steps", "guidance", "size"]
+    if not text:
+        cols.append("loader")
+    table = Table("Models (harness eval --model ORG/NAME or FOLDER)", cols, [], [None] * len(cols))
+    for m in model_infos():
+        use = "train + evaluate" if m.trains else "evaluate"
+        if m.settings is None:
+            steps, guidance, size = "own", "own", "own"
+        else:
+            filled = {**sampling_settings([], native=m.settings), **m.settings}
+            steps, guidance = filled["steps"], _guidance(filled)
+            size = "own" if m.size_own else f"{filled['height']}"
+        row = [m.family, m.pipeline, use, steps, guidance, size]
+        table.rows.append(row if text else [*row, m.loader])
+    if fmt in ("text", "markdown"):
+        table.notes += textwrap.wrap(
+            "train + evaluate: a FlowModel backend (trainer recipes, LoRA, SDE rollouts); evaluate: "
+            "the pipeline's own sampler, no LoRA. own: read from each model's folder (size: its "
+            "denoiser's sample_size x the VAE's scale). guidance: cfg (classifier-free), distilled "
+            "(an embedded scale) or none. Any other pipeline class is refused with this list.",
+            WIDTH,
+        )
+    return table
+
+
+def listing_text(name: str, fmt: str = "text") -> str:
+    """``harness ls benchmarks`` or ``harness ls models`` rendered in ``fmt``."""
+    table = {"benchmarks": benchmarks_table, "models": models_table}[name](fmt)
+    return render(table, fmt)

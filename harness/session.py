@@ -34,3 +34,5 @@ class Session:
     # how the model reads cfg when it declares it (FLUX.1-dev: "distilled", one pass with the guidance embedding
     # at cfg and no negative prompt); recorded in the run's generation protocol. None: classifier-free guidance
     guidance: str | None = None
+    # what the protocol records about the model family (flowmodels.models.model_record); None: a loaded model
+    model_record: dict[str, Any] | None = None

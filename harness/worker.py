@@ -21,7 +21,7 @@ from typing import Any
 
 import scorers as scorer_registry
 from flowmodels.images import to_pil
-from flowmodels.sampling import rollout
+from flowmodels.pipelines import sample_images
 from harness.benchmarks import PromptItem
 from harness.generate import GenerateSettings, load_generation_model
 from harness.plan import BenchmarkPlan, Job
@@ -102,7 +102,7 @@ class Worker:
         pending = Pending()
         if batch[0].image is None:
             p = self.session.protocol
-            ro = rollout(
+            images_t = sample_images(
                 self.flow_model(),
                 [j.item.prompt for j in batch],
                 [j.seed for j in batch],
@@ -114,7 +114,7 @@ class Worker:
                 negative_prompt=p.negative_prompt,
             )
             t1 = time.perf_counter()
-            generated = to_pil(ro.images)
+            generated = to_pil(images_t)
             pool = self._pool()
             pending.files = [pool.submit(store_png, self.images_dir, im) for im in generated]
             pending.rows = [

@@ -94,6 +94,22 @@ def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SDXL pipeline saved to disk once per session (evaluation only)."""
+    from flowmodels.tiny_pipelines import save_tiny_pipeline
+
+    return save_tiny_pipeline("sdxl", tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sana_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SANA pipeline saved to disk once per session (evaluation only)."""
+    from flowmodels.tiny_pipelines import save_tiny_pipeline
+
+    return save_tiny_pipeline("sana", tmp_path_factory.mktemp("models") / "tiny-sana")
+
+
 @pytest.fixture()
 def tiny_model(tiny_sd3_dir: Path):  # noqa: ANN201
     """The tiny SD3 loaded through the real loader (fresh per test, so adapters never leak)."""
