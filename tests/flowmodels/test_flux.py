@@ -4,6 +4,7 @@ LoRA adapters (per-row too), native settings and the loader."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -197,13 +198,8 @@ def test_native_settings_come_from_the_folder_without_loading(
     }
     assert native_settings(flux) == native_settings(str(tiny_flux_dir))
     # a folder that declares nothing: FLUX.1-dev's own (28 steps, distilled guidance 3.5, 1024 px)
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    for sub in ("transformer", "scheduler", "vae"):
-        (bare / sub).mkdir()
-        for f in (tiny_flux_dir / sub).glob("*.json"):
-            (bare / sub / f.name).write_text(f.read_text())
-    (bare / "model_index.json").write_text((tiny_flux_dir / "model_index.json").read_text())
+    bare = shutil.copytree(tiny_flux_dir, tmp_path / "bare")
+    (bare / "sampling.json").unlink()
     assert native_settings(str(bare)) == {
         "height": 1024,
         "width": 1024,
