@@ -138,7 +138,10 @@ def _cpu_fsdp(acc: Any) -> None:
 
     if acc.distributed_type != DistributedType.MULTI_CPU:
         return
-    acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
+    plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
+    if acc.mixed_precision != "no":  # as accelerate does on GPUs: compute dtype, fp32 LoRA
+        plugin.set_mixed_precision(acc.mixed_precision)
+    acc.state.fsdp_plugin = plugin
     acc.state.distributed_type = DistributedType.FSDP
 
 
