@@ -264,9 +264,14 @@ def load_adapter_state(module: nn.Module, name: str, state: dict[str, torch.Tens
 
 
 def save_adapter(
-    module: nn.Module, name: str, out_dir: str | Path, manifest: dict[str, Any] | None = None
+    module: nn.Module,
+    name: str,
+    out_dir: str | Path,
+    manifest: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write adapter ``name`` as a PEFT folder plus ``manifest.json``; returns the folder."""
+    """Write adapter ``name`` as a PEFT folder plus ``manifest.json``; returns the folder. ``state``: its weights
+    as ``adapter_state`` gives them, when the caller already holds them whole (a sharded module's are gathered)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -277,8 +282,11 @@ def save_adapter(
     if manifest and manifest.get("base_model"):
         cfg["base_model_name_or_path"] = manifest["base_model"]
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str))
-    state = {k: v.contiguous().cpu() for k, v in adapter_state(module, name).items()}
-    save_file(state, str(out / "adapter_model.safetensors"))
+    weights = adapter_state(module, name) if state is None else state
+    save_file(
+        {k: v.contiguous().cpu() for k, v in weights.items()},
+        str(out / "adapter_model.safetensors"),
+    )
     full = {"adapter": name, "adapter_config": cfg, **(manifest or {})}
     (out / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
     return out

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flowmodels.adapters import LoraSpec, disabled
+from flowmodels.backend import FlowModel
 from flowmodels.images import to_pil
 from flowmodels.sampling import recompute_step
 from harness.benchmarks import PromptItem
@@ -45,6 +46,7 @@ from trainer.data import audit_split, load_datasets
 from trainer.objectives import (
     AdvantageStd,
     KLNormaliser,
+    PolicyLoss,
     RewardNorm,
     decoupled_advantages,
     gaussian_kl,
@@ -141,6 +143,27 @@ def reward_matrix(
         dtype=torch.float64,
     )
     return parts, weights
+
+
+def step_loss(
+    cfg: Config, model: FlowModel, tr: optim.Training, b: epoch.Batch, j: int
+) -> tuple[torch.Tensor, PolicyLoss, torch.Tensor]:
+    """One micro-step's loss on batch ``b`` at SDE step ``j``: the PPO-clipped surrogate of the student's log-prob
+    (its gradient pass) plus ``kl_beta`` x the Gaussian KL to the base (adapters off, no grad). Returns (loss, the
+    policy terms, the KL)."""
+    s = cfg.sample
+    with optim.student_forward(model, tr):
+        st = recompute_step(model, b.ro, j, logprob=s.logprob)
+    pol = ppo_clip_loss(st.log_prob, b.ro.log_probs[:, j], b.advantages, cfg.clip_range)
+    loss = pol.loss
+    kl = torch.zeros(())
+    if cfg.kl_beta > 0:
+        with torch.no_grad(), disabled(tr.net):
+            ref = recompute_step(model, b.ro, j, logprob=s.logprob)
+        dt = b.ro.sigmas[j + 1] - b.ro.sigmas[j]
+        kl = gaussian_kl(st.mean, ref.mean, st.sigma_t, dt, cfg.kl_normaliser).mean()
+        loss = loss + cfg.kl_beta * kl
+    return loss, pol, kl
 
 
 def main(cfg: Config) -> None:
@@ -243,21 +266,7 @@ def main(cfg: Config) -> None:
                 micro += 1
                 sync = micro % micro_per_step == 0
                 with optim.no_sync(run, tr, sync), run.acc.autocast():
-                    with optim.student_forward(model, tr):
-                        st = recompute_step(model, b.ro, j, logprob=s.logprob)
-                    pol = ppo_clip_loss(
-                        st.log_prob, b.ro.log_probs[:, j], b.advantages, cfg.clip_range
-                    )
-                    loss = pol.loss
-                    kl = torch.zeros(())
-                    if cfg.kl_beta > 0:
-                        with torch.no_grad(), disabled(net):
-                            ref = recompute_step(model, b.ro, j, logprob=s.logprob)
-                        dt = b.ro.sigmas[j + 1] - b.ro.sigmas[j]
-                        kl = gaussian_kl(
-                            st.mean, ref.mean, st.sigma_t, dt, cfg.kl_normaliser
-                        ).mean()
-                        loss = loss + cfg.kl_beta * kl
+                    loss, pol, kl = step_loss(cfg, model, tr, b, j)
                     run.acc.backward(loss / micro_per_step)
                 for key, val in (
                     ("loss/policy", pol.loss),

@@ -375,12 +375,26 @@ def labels(
     """Step ``j``'s targets on the recorded states: ``v_target = sum_k alpha_k v_k`` of the routed teachers and,
     with ``anchor``, the anchor's velocity. Each sample runs once under each teacher routed to it (and once under
     the anchor), all in one pass with per-row adapters where the adapters allow (``adapters.mixable``), else one
-    pass per adapter; the numbers are the same. alpha: [b, K] -> ([b, C, h, w], [b, C, h, w] or None)."""
+    pass per adapter; the numbers are the same. alpha: [b, K] -> ([b, C, h, w], [b, C, h, w] or None).
+
+    Under FSDP2 every pass is a collective, so every rank runs the same passes whatever it routed: one per-row pass,
+    or, where the adapters are not mixable, one pass per teacher (on row 0 for a teacher no row of this rank's
+    batch is routed to, its output dropped) and the anchor's."""
     rows = {k: torch.nonzero(alpha[:, k] > 0).flatten() for k in range(len(names))}
     parts = [(names[k], rows[k]) for k in range(len(names)) if len(rows[k])]
     if anchor:
         parts.append((ANCHOR, torch.arange(alpha.shape[0])))
-    if len(parts) > 1 and mixable(net):
+    if optim.sharded(net) and not mixable(net):
+        outs = []
+        for k, name in enumerate(names):
+            with using(net, name):
+                v = velocity_at(model, ro, j, batch=rows[k] if len(rows[k]) else torch.arange(1))
+            if len(rows[k]):
+                outs.append(v)
+        if anchor:
+            with using(net, ANCHOR):
+                outs.append(velocity_at(model, ro, j, batch=torch.arange(alpha.shape[0])))
+    elif len(parts) > 1 and mixable(net):
         tags = [name for name, r in parts for _ in range(len(r))]
         with per_row(net, tags):
             v = velocity_at(model, ro, j, batch=torch.cat([r for _, r in parts]))

@@ -1,8 +1,15 @@
 """The student's optimisation state on one process: AdamW, the warmup schedule, accelerate's wrapping, the EMA,
 and the optimizer step itself.
 
-Distributed: the student's gradient passes go through the DDP-wrapped denoiser (``student_forward``); sampling,
-teacher and reference passes use the unwrapped one under ``no_grad`` (so ranks may run different numbers of them).
+Distributed, DDP or DeepSpeed ZeRO-2: the student's gradient passes go through the DDP-wrapped denoiser
+(``student_forward``); sampling, teacher and reference passes use the unwrapped one under ``no_grad`` (so ranks may
+run different numbers of them).
+
+FSDP2 (an accelerate config with ``distributed_type: FSDP``, ``fsdp_version: 2``): ``fully_shard`` turns the denoiser
+itself into the sharded module, so every pass (student, sampling, teachers, reference, anchor) goes through it and
+gathers the full weights on entry; its parameters are DTensor shards. Every rank must therefore run the same number
+of passes (the recipes do: equal batches per rank, one label pass per step, see ``trainer.opd.labels``), and the
+adapter leaves a rank only through ``student_state`` (a collective: every rank calls it).
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from flowmodels import adapters
 from flowmodels.backend import FlowModel
 from trainer.config import OptimConfig
+from trainer.student import STUDENT
 
 if TYPE_CHECKING:
     from trainer.runs import Run
@@ -85,9 +94,11 @@ class EMA:
 class Training:
     """The student's optimisation state on one process."""
 
-    net: nn.Module  # unwrapped denoiser (adapter switching, saving)
-    ddp: nn.Module  # what accelerate.prepare returned (DDP on several processes)
-    params: list[nn.Parameter]
+    net: nn.Module  # unwrapped denoiser (adapter switching); under FSDP2 the sharded module itself
+    ddp: (
+        nn.Module
+    )  # what accelerate.prepare returned (DDP on several processes, ``net`` under FSDP2)
+    params: list[nn.Parameter]  # the trainable weights (DTensor shards under FSDP2)
     optimizer: Any
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: EMA | None
@@ -115,11 +126,35 @@ def prepare(run: Run, net: nn.Module, ocfg: OptimConfig) -> Training:
         opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
     )
     ddp, opt = run.acc.prepare(net, opt)
+    if sharded(
+        ddp
+    ):  # fully_shard replaced the parameters by DTensor shards (the optimizer now holds those)
+        params = [p for p in ddp.parameters() if p.requires_grad]
     rc = run.rcfg
     ema = EMA(params, rc.ema_decay, rc.ema_every, rc.ema_cadence) if rc.ema else None
     n = sum(p.numel() for p in params)
     log.info("training %d parameters (%d tensors)", n, len(params))
     return Training(net=net, ddp=ddp, params=params, optimizer=opt, scheduler=sched, ema=ema)
+
+
+def sharded(net: nn.Module) -> bool:
+    """Whether ``net`` is an FSDP2 module (``fully_shard``): its parameters are shards, gathered by its forward."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(net, FSDPModule)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a DTensor shard (a collective: every rank calls it), a plain tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def student_state(tr: Training) -> dict[str, torch.Tensor]:
+    """The student adapter's full weights in PEFT's key format, on every rank (under FSDP2 each shard is gathered:
+    every rank must call it, in the same place)."""
+    return {k: _full(v) for k, v in adapters.adapter_state(tr.net, STUDENT).items()}
 
 
 @contextmanager
@@ -144,8 +179,8 @@ def optimizer_step(run: Run, tr: Training, ocfg: OptimConfig) -> float:
     if ocfg.grad_clip > 0:
         norm = run.acc.clip_grad_norm_(tr.params, ocfg.grad_clip)
     else:
-        norm = torch.linalg.vector_norm(
-            torch.stack([p.grad.norm() for p in tr.params if p.grad is not None])
+        norm = _full(
+            torch.nn.utils.get_total_norm([p.grad for p in tr.params if p.grad is not None])
         )
     tr.optimizer.step()
     tr.scheduler.step()
@@ -163,8 +198,9 @@ def after_batch(run: Run, tr: Training) -> None:
 
 
 def replicas_identical(run: Run, tr: Training) -> bool:
-    """Whether every rank holds the same trainable weights (DDP must keep them so)."""
-    flat = torch.cat([p.detach().float().flatten() for p in tr.params])
+    """Whether every rank holds the same trainable weights (DDP must keep them so; under FSDP2, the gathered ones).
+    Every rank calls it."""
+    flat = torch.cat([_full(p.detach()).float().flatten() for p in tr.params])
     if run.world == 1:
         return True
     rows = run.acc.gather(flat[None].to(run.acc.device)).cpu()

@@ -26,7 +26,7 @@ from trainer.data import SplitAudit
 from trainer.evalhook import best_dir, check_eval_hook, read_best, save_best
 from trainer.folders import clear_run, read_manifest
 from trainer.metrics import trim_metrics
-from trainer.optim import Training, replicas_identical
+from trainer.optim import Training, replicas_identical, sharded, student_state
 from trainer.progress import Progress
 from trainer.student import STUDENT
 
@@ -90,6 +90,59 @@ def launched_rank() -> int:
     """This process's rank as the launcher set it (``RANK``; 0 for a plain ``python -m``), known before
     accelerate starts (``Run.rank`` after)."""
     return int(os.environ.get("RANK", "0"))
+
+
+def launched_fsdp() -> int | None:
+    """The FSDP version the accelerate config asked for (``distributed_type: FSDP`` sets ``ACCELERATE_USE_FSDP``),
+    or None when it asked for none."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return None
+    return int(os.environ.get("FSDP_VERSION", "1"))
+
+
+def check_fsdp(rcfg: RunConfig) -> None:
+    """Refuse, before any work, what the trainer does not do under FSDP: FSDP1 (its wrapper holds flat shards that
+    the recipes' passes cannot use), checkpoints and resume (the optimizer state is sharded), in-loop evaluation
+    (the harness gives ranks unequal prompt counts, and every pass through the sharded model is a collective)."""
+    version = launched_fsdp()
+    if version is None:
+        return
+    if version != 2:
+        raise ConfigError(
+            f"the accelerate config asks for FSDP version {version}; the trainer shards the student with FSDP2 "
+            "only: set fsdp_version: 2 (trainer/configs/accelerate/fsdp.yaml)"
+        )
+    asked = [
+        name
+        for name, on in (
+            ("run.save_every", bool(rcfg.save_every)),
+            ("run.resume", rcfg.resume is not None),
+            ("run.eval_every", bool(rcfg.eval_every)),
+            ("run.keep_best", bool(rcfg.keep_best)),
+        )
+        if on
+    ]
+    if asked:
+        raise ConfigError(
+            f"{', '.join(asked)} not supported under FSDP (the optimizer state is sharded; in-loop evaluation "
+            "would run unequal passes per rank): set run.save_every=0 and leave run.resume, run.eval_every and "
+            "run.keep_best unset, then evaluate the saved lora/ with harness eval"
+        )
+
+
+def _cpu_fsdp(acc: Any) -> None:
+    """accelerate (1.16) picks FSDP only on accelerators: under ``use_cpu`` it forms a gloo MULTI_CPU world and
+    would quietly run DDP. Give that world the FSDP2 state the config asked for, so ``acc.prepare`` shards the
+    student through the same path as on GPUs (accelerate's fsdp2_prepare_model, torch's fully_shard over gloo)."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if acc.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
+    if acc.mixed_precision != "no":  # as accelerate does on GPUs: compute dtype, fp32 LoRA
+        plugin.set_mixed_precision(acc.mixed_precision)
+    acc.state.fsdp_plugin = plugin
+    acc.state.distributed_type = DistributedType.FSDP
 
 
 def held_run(out: Path) -> str | None:
@@ -178,6 +231,7 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = Non
         )
     _check_tracker(rcfg.log_with)
     check_eval_hook(rcfg)
+    check_fsdp(rcfg)
     out = Path(rcfg.out)
     launched = launched_world()
     # Without CUDA, Accelerator(cpu=False) under a multi-process launch gives every process world size 1 (each
@@ -190,6 +244,8 @@ def start(recipe: str, cfg: Any, rcfg: RunConfig, audit: SplitAudit | None = Non
         project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
+    if launched_fsdp() and use_cpu:
+        _cpu_fsdp(acc)
     if acc.num_processes != launched:
         raise RuntimeError(
             f"launched {launched} processes but accelerate formed a world of {acc.num_processes}; "
@@ -256,12 +312,16 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
         "step": run.step,
         "epoch": run.epoch,
         "world_size": run.world,
+        # how the student was spread: fsdp2 (sharded), multi_gpu / multi_cpu (DDP), deepspeed, no
+        "distributed": "fsdp2" if sharded(tr.ddp) else str(run.acc.distributed_type.value).lower(),
         "replicas_identical": same,
         "output": "lora",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(run.audit.manifest() if run.audit is not None else {}),
         **(extra or {}),
     }
+    with tr.eval_weights():  # every rank: under FSDP2 the shards are gathered
+        state = student_state(tr)
     if run.main:
         best = read_best(run) if run.rcfg.keep_best else None
         if run.rcfg.keep_best and best is None:
@@ -272,8 +332,7 @@ def finish(run: Run, tr: Training, base: str, extra: dict[str, Any] | None = Non
             manifest["selected"] = {**best, "last_step": run.step}
             save_best(run, manifest)
         else:
-            with tr.eval_weights():
-                adapters.save_adapter(tr.net, STUDENT, run.out / "lora", manifest)
+            adapters.save_adapter(tr.net, STUDENT, run.out / "lora", manifest, state=state)
         (run.out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     run.acc.wait_for_everyone()
     if run.rcfg.log_with != "none":
