@@ -52,7 +52,7 @@ class MeanPixel:
 
 
 class SimulatedGenerator:
-    """Stands in for ``flowmodels.sampling.rollout``: ``seconds`` per image, natural-looking images."""
+    """Stands in for ``flowmodels.pipelines.sample_images``: ``seconds`` per image, natural-looking images."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -70,13 +70,7 @@ class SimulatedGenerator:
         images = (images + 0.01 * torch.randn(images.shape, generator=g)).clamp(0, 1)
         time.sleep(max(0.0, self.seconds * len(prompts) - (time.perf_counter() - t0)))
         self.total += time.perf_counter() - t0
-
-        class Out:
-            pass
-
-        out = Out()
-        out.images = images  # type: ignore[attr-defined]
-        return out
+        return images
 
 
 def main() -> None:
@@ -99,7 +93,7 @@ def main() -> None:
     from harness.protocol import EvalProtocol
 
     gen = SimulatedGenerator(args.gen_s)
-    harness.worker.rollout = gen  # type: ignore[assignment]  # generation is simulated
+    harness.worker.sample_images = gen  # type: ignore[assignment]  # generation is simulated
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_tiny_sd3(Path(tmp) / "tiny-sd3")  # a loaded model object; it never runs
         model = load_model(str(model_dir), device="cpu", dtype="float32")
@@ -114,6 +108,10 @@ def main() -> None:
         res = evaluate(model, "pickscore", run_id="bench", limit=args.images, **kw)
         wall = time.perf_counter() - t0
     n = res.images_generated
+    if not gen.total:
+        raise SystemExit(
+            "the simulated generator was never called: harness.worker no longer samples here"
+        )
     t = res.timings
     overhead = (wall - gen.total) / n
     per_gen = gen.total / n
