@@ -193,7 +193,10 @@ def main(cfg: Config) -> None:
     parents.update({f"teachers.{task}": folder for task, folder in teacher_dirs.items()})
     audit = audit_split(pools, cfg.data.allow_eval_prompts, parents)
     run = runs.start("opd", cfg, cfg.run, audit)
-    scorers = rewards.load_scorers(cfg.scorer_names(), cfg.reward_servers)
+    # the task rewards (logged, or mixed's advantage) and the gap routing's probe scorers, each loaded once
+    probing = set(cfg.routing.scorers.values()) if cfg.routing.mode == "gap" else set()
+    loaded = rewards.load_scorers(cfg.scorer_names() | probing, cfg.reward_servers)
+    scorers = {name: loaded[name] for name in cfg.scorer_names()}
 
     model = student.load_base(run, cfg.model, cfg.sample.t5_length)
     net = model.denoiser
@@ -225,8 +228,7 @@ def main(cfg: Config) -> None:
 
     router = None
     if cfg.routing.mode == "gap":  # the base and the teachers on the probe, once
-        probe_scorers = rewards.load_scorers(set(cfg.routing.scorers.values()), cfg.reward_servers)
-        probe = Probe(pools, cfg.routing, run.rcfg.seed, probe_scorers)
+        probe = Probe(pools, cfg.routing, run.rcfg.seed, {n: loaded[n] for n in probing})
         prior = cfg.task_mix or dict.fromkeys(pools, 1)
         router = GapRouter(probe, model, s, prior, adapter_of)
 

@@ -366,22 +366,21 @@ def render_verdicts(folders: Sequence[Path], *, resamples: int = 2000) -> str:
     """One row per seed (Markdown): each teacher's gain with its 95% interval over the test prompts, each judged
     student's share of each gain ("n/m": the gain is not measurable on this seed), pass or fail (every measurable
     share >= 90%) and the run's time; then how many seeds each student passes."""
-    judged = [s for s in JUDGED if s in LABELS]
     head = ["seed", *(f"{c} gain" for c in TEACHER_OF)]
-    for s in judged:
+    for s in JUDGED:
         head += [f"{LABELS[s]} keeps", "pass"]
     lines = ["| " + " | ".join([*head, "time"]) + " |", "|---" * (len(head) + 1) + "|"]
-    passes = dict.fromkeys(judged, 0)
-    ran = dict.fromkeys(judged, 0)
-    unmeasured = dict.fromkeys(judged, 0)
+    passes = dict.fromkeys(JUDGED, 0)
+    ran = dict.fromkeys(JUDGED, 0)
+    unmeasured = dict.fromkeys(JUDGED, 0)
     for f in folders:
         summary = json.loads((f / "summary.json").read_text())
-        v = seed_verdict(f / "store.duckdb", summary, judged, resamples=resamples)
+        v = seed_verdict(f / "store.duckdb", summary, JUDGED, resamples=resamples)
         row = [str(v.seed)]
         for col in TEACHER_OF:
             g = v.gains.get(col)
             row.append("-" if g is None else f"{g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}]")
-        for s in judged:
+        for s in JUDGED:
             if s not in v.kept:
                 row += ["-", "-"]
                 continue
@@ -395,7 +394,7 @@ def render_verdicts(folders: Sequence[Path], *, resamples: int = 2000) -> str:
     tally = "; ".join(
         f"{LABELS[s]}: {passes[s]} of {ran[s]} seeds pass"
         + (f" ({unmeasured[s]} share(s) not measurable)" if unmeasured[s] else "")
-        for s in judged
+        for s in JUDGED
         if ran[s]
     )
     return "\n".join(lines) + ("\n\n" + tally if tally else "")
