@@ -63,9 +63,28 @@ def write_char_clip_tokenizer(folder: Path, max_length: int = 77) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
 
 
+def tiny_vae(blocks: int, **config: Any) -> Any:
+    """An ``AutoencoderKL`` of 8 channels with 4 latent channels and ``2 ** (blocks - 1)`` downsampling;
+    ``config`` sets the rest (scaling and shift factors, quant convs, upcasting)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=(8,) * blocks,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        **config,
+    )
+
+
 def tiny_sd3_components(seed: int = 0, *, with_t5: bool = False, workdir: Path) -> dict[str, Any]:
     """Randomly initialised SD3 components (about 0.5M parameters), deterministic given ``seed``."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -84,16 +103,8 @@ def tiny_sd3_components(seed: int = 0, *, with_t5: bool = False, workdir: Path) 
         out_channels=4,
         pos_embed_max_size=32,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
+    vae = tiny_vae(
+        4,
         scaling_factor=1.5035,
         shift_factor=0.0609,
         use_quant_conv=False,
@@ -192,7 +203,7 @@ def tiny_flux_components(seed: int = 0, *, workdir: Path, guidance: bool = True)
     """Randomly initialised FLUX.1 components: a FluxTransformer2DModel of one double- and one single-stream
     block (with FLUX.1-dev's guidance embedding unless ``guidance=False``), a CLIP text encoder (pooled), a tiny
     T5 (tokens), a 4-level VAE with FLUX's scaling and shift factors, and FLUX.1-dev's scheduler config."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -209,16 +220,8 @@ def tiny_flux_components(seed: int = 0, *, workdir: Path, guidance: bool = True)
         guidance_embeds=guidance,
         axes_dims_rope=(4, 6, 6),
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
+    vae = tiny_vae(
+        4,
         scaling_factor=0.3611,  # FLUX.1's VAE
         shift_factor=0.1159,
         use_quant_conv=False,

@@ -16,25 +16,7 @@ from typing import Any
 
 import torch
 
-from flowmodels.tiny import _tiny_t5, char_unigram_tokenizer, write_char_clip_tokenizer
-
-
-def _tiny_vae(blocks: int = 3) -> Any:
-    """An ``AutoencoderKL`` with 4 latent channels and ``2 ** (blocks - 1)`` downsampling."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * blocks,
-        up_block_types=("UpDecoderBlock2D",) * blocks,
-        block_out_channels=(8,) * blocks,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-        force_upcast=False,
-    )
+from flowmodels.tiny import _tiny_t5, char_unigram_tokenizer, tiny_vae, write_char_clip_tokenizer
 
 
 def tiny_sdxl_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
@@ -67,7 +49,7 @@ def tiny_sdxl_components(seed: int = 0, *, workdir: Path) -> dict[str, Any]:
         addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=6 * time_dim + proj,  # 6 size/crop ids + pooled text
     )
-    comps: dict[str, Any] = {"unet": unet, "vae": _tiny_vae()}
+    comps: dict[str, Any] = {"unet": unet, "vae": tiny_vae(3, force_upcast=False)}
     vocab = 2 * 256 + 2
     for key, cls in (("", CLIPTextModel), ("_2", CLIPTextModelWithProjection)):
         tok_dir = workdir / f"tokenizer{key}"
@@ -214,7 +196,7 @@ def tiny_pixart_sigma_components(seed: int = 0, *, workdir: Path) -> dict[str, A
     )
     return {
         "transformer": transformer,
-        "vae": _tiny_vae(),
+        "vae": tiny_vae(3, force_upcast=False),
         "text_encoder": text["text_encoder_3"],
         "tokenizer": text["tokenizer_3"],
         "scheduler": DPMSolverMultistepScheduler(),
